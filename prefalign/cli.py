@@ -1,0 +1,202 @@
+"""``python -m prefalign``: LightningCLI with prefalign's defaults, plus the ``dream`` subcommand.
+
+Subcommands: fit / validate / test / predict (Lightning's) and ``dream`` (input optimisation, seed 003).
+``fit`` tests the final policy afterwards (``--test_after_fit false`` to skip) and, when the reference
+checkpoint is missing and ``--reference_recipe`` names a config, trains the reference first.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from jsonargparse import namespace_to_dict
+from lightning.pytorch import seed_everything
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
+
+from prefalign.checkpoint import SafeCheckpointIO, atomic_save
+from prefalign.data.datamodules import NoisyMNISTDataModule
+from prefalign.module import AlignmentModule
+
+DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on MNIST-sized models.
+
+  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the seed recipe)
+  python -m prefalign fit --config configs/dpo.yaml        mine pairs with it, align, and test
+  python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
+  python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
+  python -m prefalign fit --config configs/dpo.yaml --print_config   show the fully resolved config
+"""
+
+SUMMARY_KEYS = ("acc_clean", "acc_noisy", "f1_noisy", "ece_noisy", "kl_ref_noisy", "changed_vs_ref_noisy")
+
+
+class LoggedSaveConfigCallback(SaveConfigCallback):
+    """Saves ``config.yaml`` in the run folder (Lightning's behaviour) and also sends the resolved config to
+    every logger (W&B shows it as the run config; CSV/TensorBoard write it as hparams)."""
+
+    def save_config(self, trainer, pl_module, stage) -> None:
+        config = namespace_to_dict(self.config)
+        config.pop("config", None)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(_flatten(config))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    return out
+
+
+class PrefAlignCLI(LightningCLI):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION, "formatter_class": _RawFormatter()})
+        super().__init__(
+            AlignmentModule,
+            NoisyMNISTDataModule,
+            *args,
+            subclass_mode_data=True,
+            save_config_callback=LoggedSaveConfigCallback,
+            auto_configure_optimizers=False,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--reference_recipe",
+            type=str | None,
+            default=None,
+            help="Config that trains the reference when model.reference_ckpt is missing (e.g. configs/sft.yaml).",
+        )
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="fit: test the final policy when training ends.")
+
+    def instantiate_trainer(self, **kwargs: Any):
+        # Atomic checkpoint writes and weights_only loads for every run.
+        plugins = kwargs.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        kwargs["plugins"] = plugins + [SafeCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    # ------------------------------------------------------------------ hooks
+    def _sub(self, key: str, default: Any = None) -> Any:
+        return self.config[self.subcommand].get(key, default)
+
+    def before_fit(self) -> None:
+        self._ensure_reference()
+
+    def before_validate(self) -> None:
+        self._ensure_reference()
+
+    def before_test(self) -> None:
+        self._ensure_reference()
+
+    def _ensure_reference(self) -> None:
+        path = self.model.reference_ckpt
+        recipe = self._sub("reference_recipe")
+        if path is None or Path(path).is_file() or recipe is None:
+            return  # a missing reference without a recipe is reported by the model's setup()
+        with FileLock(str(path) + ".lock"):
+            if Path(path).is_file():
+                return
+            rank_zero_info(f"Reference checkpoint {path} is missing: training it first with {recipe}.")
+            cfg = self.config[self.subcommand]
+            data = cfg.data.init_args
+            args = ["fit", "--config", recipe, f"--model.export_path={path}", "--test_after_fit=false",
+                    f"--model.num_classes={cfg.model.num_classes}",
+                    "--trainer.devices=1", "--trainer.num_nodes=1", "--trainer.strategy=auto"]
+            backbone = cfg.model.get("backbone")
+            if backbone is not None:
+                args.append("--model.backbone=" + json.dumps(namespace_to_dict(backbone)))
+            for key in ("data_dir", "source", "synthetic_size", "val_size", "split_seed", "digits", "holdout_per_class"):
+                value = data.get(key)
+                args.append(f"--data.init_args.{key}=" + _cli_value(value))
+            seed = cfg.get("seed_everything")
+            args.append(f"--seed_everything={_cli_value(seed)}")
+            run_cli(args)
+            if seed is not None and seed is not False:
+                seed_everything(seed if seed is not True else None)
+        if not Path(path).is_file():
+            raise RuntimeError(f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path.")
+
+    def after_fit(self) -> None:
+        if self._sub("test_after_fit", True) and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            self._report("test")
+
+    def after_validate(self) -> None:
+        self._report("val")
+
+    def after_test(self) -> None:
+        self._report("test")
+
+    def after_predict(self) -> None:
+        predictions = self.trainer.predict_loop.predictions
+        if not predictions or not self.trainer.is_global_zero:
+            return
+        merged = {k: torch.cat([p[k].cpu() for p in predictions]) for k in predictions[0]}
+        path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions.pt"
+        atomic_save(merged, path)
+        acc = {v: (merged[f"pred_{v}"] == merged["y"]).float().mean().item() for v in ("clean", "noisy")}
+        print(f"prefalign: wrote {len(merged['y'])} predictions to {path} (accuracy clean {acc['clean']:.4f}, noisy {acc['noisy']:.4f})")
+
+    def _report(self, stage: str) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
+        if not metrics:
+            return
+        results = {"stage": stage, "objective": type(self.model.objective).__name__, "metrics": metrics}
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / f"results_{stage}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+        lines = [f"prefalign {stage} results ({results['objective']}) — {run_dir}"]
+        for who, prefix in (("policy", f"{stage}/"), ("reference", f"{stage}/reference/")):
+            row = {k: metrics.get(prefix + k) for k in SUMMARY_KEYS}
+            if row["acc_clean"] is not None:
+                lines.append(f"  {who:<9} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if v is not None))
+        print("\n".join(lines), flush=True)
+
+
+def _cli_value(value: Any) -> str:
+    """A config value as one command-line word (strings raw, everything else as JSON)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+class _RawFormatter:
+    """Keep the description's line breaks in ``--help`` (argparse re-wraps it otherwise)."""
+
+    def __new__(cls):
+        from jsonargparse import DefaultHelpFormatter
+        import argparse
+
+        class Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+            pass
+
+        return Formatter
+
+
+def run_cli(args: list[str] | None) -> PrefAlignCLI:
+    return PrefAlignCLI(args=args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; ``argv`` defaults to ``sys.argv[1:]`` (tests pass a list)."""
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] == "dream":
+        from prefalign.viz.dream_command import main as dream_main
+
+        return dream_main(list(words[1:])) or 0
+    run_cli(None if argv is None else list(argv))
+    return 0

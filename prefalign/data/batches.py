@@ -1,0 +1,91 @@
+"""Batches as index slices of in-memory tensors: no per-sample ``__getitem__``, no worker processes."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+class TensorBatches:
+    """Iterate a dict of equal-length tensors in batches of ``batch_size`` rows.
+
+    Shuffling draws one permutation per epoch from ``(seed, epoch)``, the same on every rank; rank ``r``
+    of ``world_size`` takes every ``world_size``-th index. Training shards are padded (by wrapping) to
+    equal length so every rank runs the same number of steps, as ``DistributedSampler`` does; evaluation
+    shards are not padded, so no sample is counted twice.
+
+    It is *stateful* in Lightning's sense (``state_dict``/``load_state_dict``): a run resumed from a
+    mid-epoch checkpoint continues with the same permutation at the next unseen batch.
+    """
+
+    def __init__(
+        self,
+        tensors: dict[str, torch.Tensor],
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        pad_shards: bool | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        lengths = {k: len(v) for k, v in tensors.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"all tensors must have the same length, got {lengths}")
+        self.tensors = tensors
+        self.n = next(iter(lengths.values()))
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.pad_shards = shuffle if pad_shards is None else pad_shards
+        self.epoch = 0
+        self._resume_batch = 0  # first batch to yield in the current epoch (non-zero only after a resume)
+        self._yielded = 0
+
+    def _shard_size(self) -> int:
+        if self.pad_shards:
+            return -(-self.n // self.world_size)
+        return len(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        size = self._shard_size()
+        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
+
+    def _indices(self) -> torch.Tensor:
+        device = next(iter(self.tensors.values())).device
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        if self.pad_shards and self.n % self.world_size:
+            order = torch.cat([order, order[: self.world_size - self.n % self.world_size]])
+        return order[self.rank :: self.world_size].to(device)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        indices = self._indices()
+        contiguous = not self.shuffle and self.world_size == 1
+        start_batch, self._resume_batch = self._resume_batch, 0
+        for b in range(start_batch, len(self)):
+            lo = b * self.batch_size
+            self._yielded = b + 1
+            if contiguous:  # a view, no copy
+                yield {k: v[lo : lo + self.batch_size] for k, v in self.tensors.items()}
+            else:
+                idx = indices[lo : lo + self.batch_size]
+                yield {k: v[idx] for k, v in self.tensors.items()}
+        self.epoch += 1
+        self._yielded = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self._resume_batch = int(state["batches_yielded"])

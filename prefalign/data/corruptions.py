@@ -1,0 +1,85 @@
+"""Image corruptions whose noise is a pure function of (seed, sample index, pixel).
+
+The noise for image ``i`` never depends on which other images are loaded, on batch order, on the rank
+or on the torch RNG state: every run, every process and every objective sees the same noisy images,
+so comparisons between objectives are fair.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_CHUNK = 4096  # images per vectorised chunk: bounds the int64 scratch memory to ~50 MB
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    # A 32-bit integer mixer (the "lowbias32"-style multiply-xorshift); all products fit in int64,
+    # so it is exact and identical on every device.
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    return (x >> 16) ^ x
+
+
+def gaussian_noise(indices: torch.Tensor, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Standard normal noise of ``[len(indices), *shape]``, a deterministic function of (seed, index, pixel).
+
+    Box–Muller over two hashed uniforms per pixel.
+    """
+    indices = indices.to(torch.int64).reshape(-1)
+    pixels = math.prod(shape)
+    pix = torch.arange(pixels, dtype=torch.int64, device=indices.device)
+    seed_key = _hash32(torch.tensor(seed & _MASK32, dtype=torch.int64, device=indices.device))
+    out = torch.empty(len(indices), pixels, dtype=torch.float32, device=indices.device)
+    for start in range(0, len(indices), _CHUNK):
+        idx = indices[start : start + _CHUNK]
+        base = _hash32(seed_key ^ _hash32(idx & _MASK32)).unsqueeze(1)  # [n, 1]
+        u1 = (_hash32(base ^ _hash32(2 * pix)).double() + 0.5) / 2**32
+        u2 = (_hash32(base ^ _hash32(2 * pix + 1)).double() + 0.5) / 2**32
+        out[start : start + len(idx)] = (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).float()
+    return out.reshape(len(indices), *shape)
+
+
+class Corruption:
+    """Base class: ``corrupt(images, indices)`` maps clean images in [0, 1] to corrupted ones in [0, 1]."""
+
+    def corrupt(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A string that changes whenever the corrupted pixels would: part of the mining cache key."""
+        return repr(self)
+
+
+class GaussianNoise(Corruption):
+    """The seed-000 recipe: ``clip(x + factor * N(0, 1), 0, 1)`` with factor 0.5.
+
+    Args:
+        factor: standard deviation of the additive noise, in pixel units (images are in [0, 1]).
+        seed: noise seed; noise for image ``i`` depends only on (seed, split, i).
+    """
+
+    def __init__(self, factor: float = 0.5, seed: int = 0) -> None:
+        if factor < 0:
+            raise ValueError(f"GaussianNoise.factor must be >= 0, got {factor}")
+        self.factor = float(factor)
+        self.seed = int(seed)
+
+    def corrupt(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        noise = gaussian_noise(indices, tuple(images.shape[1:]), self.seed)
+        return (images + self.factor * noise.to(images.device)).clamp_(0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"GaussianNoise(factor={self.factor}, seed={self.seed})"
+
+
+class NoCorruption(Corruption):
+    """Identity: the 'noisy' images are the clean ones (useful for ablations and the 1-vs-8 study)."""
+
+    def corrupt(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return images.clone()
+
+    def __repr__(self) -> str:
+        return "NoCorruption()"

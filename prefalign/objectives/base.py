@@ -1,0 +1,114 @@
+"""The objective interface: per-example log-probabilities in, a scalar loss and scalar metrics out.
+
+Every objective sees only log-probabilities (already log-softmaxed by the caller, in fp32), never logits or
+images, so that each loss is a few lines of tensor algebra that can be checked by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from torch import Tensor, nn
+
+
+@dataclass
+class PairLogps:
+    r"""Log-probabilities of one batch; every field is ``[B]``.
+
+    ``policy_chosen``: :math:`\log\pi_\theta(y_w|x)`, ``policy_rejected``: :math:`\log\pi_\theta(y_l|x)`
+    (None for SFT-only batches), ``reference_*``: the same under the frozen :math:`\pi_{ref}` (None without a
+    reference model), ``kl``: exact :math:`KL(\pi_\theta(\cdot|x)\|\pi_{ref}(\cdot|x))` per example when the
+    caller can compute it (10 classes); KTO uses it as its reference point.
+    """
+
+    policy_chosen: Tensor
+    policy_rejected: Tensor | None
+    reference_chosen: Tensor | None
+    reference_rejected: Tensor | None
+    kl: Tensor | None = None
+
+    def float(self) -> PairLogps:
+        # Objectives do their math in fp32 even when the backbone runs in bf16/fp16.
+        return replace(self, **{f.name: getattr(self, f.name).float() for f in fields(self) if getattr(self, f.name) is not None})
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: Tensor  # scalar, differentiable
+    metrics: dict[str, Tensor]  # 0-dim, detached; TRL names where they apply
+
+
+class Objective(nn.Module):
+    """Base class: subclasses set the two flags and implement ``forward(PairLogps) -> ObjectiveOutput``."""
+
+    needs_reference: bool = True  # reference_chosen/rejected are required
+    needs_pairs: bool = True  # policy_rejected is required
+
+    def forward(self, logps: PairLogps) -> ObjectiveOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check(self, logps: PairLogps) -> PairLogps:
+        """Validate ``logps`` against this objective's needs and return an fp32 copy."""
+        return validate_logps(logps, type(self).__name__, self.needs_reference, self.needs_pairs)
+
+
+def validate_logps(logps: PairLogps, name: str, needs_reference: bool, needs_pairs: bool) -> PairLogps:
+    if needs_pairs and logps.policy_rejected is None:
+        raise ValueError(
+            f"objective {name} needs preference pairs (a rejected label per image) but policy_rejected is None; "
+            "use PreferenceDataModule (SFT batches only carry the chosen label)."
+        )
+    if needs_reference and (logps.reference_chosen is None or (needs_pairs and logps.reference_rejected is None)):
+        raise ValueError(
+            f"objective {name} needs reference log-probs but the batch has none; set model.reference_ckpt to a "
+            "weights file (e.g. the SFT checkpoint) so the frozen reference model is loaded."
+        )
+    pc = logps.policy_chosen
+    if pc.dim() != 1:
+        raise ValueError(f"objective {name}: policy_chosen must be [B] (one log-prob per example), got shape {tuple(pc.shape)}.")
+    for f in fields(logps):
+        t = getattr(logps, f.name)
+        if t is not None and t.shape != pc.shape:
+            raise ValueError(f"objective {name}: {f.name} has shape {tuple(t.shape)} but policy_chosen has {tuple(pc.shape)}; all fields must be [B].")
+    return logps.float()
+
+
+def logratio_diff(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor) -> Tensor:
+    r""":math:`h = (\log\pi_\theta(y_w) - \log\pi_{ref}(y_w)) - (\log\pi_\theta(y_l) - \log\pi_{ref}(y_l))`, ``[B]`` (TRL's ``logits``)."""
+    return (policy_chosen.float() - reference_chosen.float()) - (policy_rejected.float() - reference_rejected.float())
+
+
+def preference_metrics(
+    chosen_rewards: Tensor | None,
+    rejected_rewards: Tensor | None,
+    policy_chosen: Tensor,
+    policy_rejected: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """TRL-named batch means: ``rewards/{chosen,rejected,margins,accuracies}`` and ``logps/{chosen,rejected}``.
+
+    The caller decides what a reward is (``beta * (logp - ref_logp)`` for DPO-like losses, an implicit
+    reward for reference-free ones); reward keys are omitted when either side is None.
+    """
+    m = {"logps/chosen": policy_chosen.detach().float().mean()}
+    if policy_rejected is not None:
+        m["logps/rejected"] = policy_rejected.detach().float().mean()
+    if chosen_rewards is not None and rejected_rewards is not None:
+        c, r = chosen_rewards.detach().float(), rejected_rewards.detach().float()
+        m["rewards/chosen"] = c.mean()
+        m["rewards/rejected"] = r.mean()
+        m["rewards/margins"] = (c - r).mean()
+        m["rewards/accuracies"] = (c > r).float().mean()
+    return m
+
+
+def check_in_range(name: str, value: float, low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False) -> None:
+    """Reject out-of-range hyper-parameters at construction time, when the config is still on screen."""
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high or value != value:  # value != value catches NaN
+        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low}"
+        hi = "inf)" if high is None else f"{high}" + (")" if high_open else "]")
+        raise ValueError(f"{name}={value} is out of range; expected a value in {lo}, {hi}.")
+
+
+__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "preference_metrics", "check_in_range"]

@@ -1,0 +1,54 @@
+"""Reward functions for PPO-lite: score k sampled labels per image."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class RewardFunction(nn.Module):
+    """Maps images ``x [B, ...]``, sampled labels ``samples [B, k]`` (long) and true ``labels [B]`` to float rewards ``[B, k]``."""
+
+    def forward(self, x: Tensor, samples: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class CorrectLabelReward(RewardFunction):
+    r"""The verifiable reward :math:`r(x, y) = \mathbb{1}[y = y^*]`: 1.0 for the true label, 0.0 otherwise."""
+
+    def forward(self, x: Tensor, samples: Tensor, labels: Tensor) -> Tensor:
+        return (samples == labels.unsqueeze(1)).float()
+
+
+class RewardModelConfidence(RewardFunction):
+    r"""A learned reward: :math:`r(x, y) = p_{RM}(y|x)`, the probability a frozen reward model gives the sampled label.
+
+    The reward model is loaded lazily from ``ckpt`` (a prefalign weights file) on first call, in eval mode
+    with gradients off. It is kept in a plain attribute, not a submodule, so it never appears in
+    ``parameters()``/``state_dict()``: the optimiser cannot train it, DDP does not wrap it, and policy
+    checkpoints do not carry it. It is moved to the device of ``x`` on each call.
+
+    Args:
+        ckpt: path of the reward model's weights file.
+    """
+
+    def __init__(self, ckpt: str) -> None:
+        super().__init__()
+        self.ckpt = ckpt
+        # object.__setattr__ bypasses nn.Module's registration of submodules (see class docstring).
+        object.__setattr__(self, "_reward_model", None)
+
+    @property
+    def reward_model(self) -> nn.Module:
+        if self._reward_model is None:
+            from prefalign.checkpoint import load_model  # lazy: keeps config parsing free of file access
+
+            model = load_model(self.ckpt).eval().requires_grad_(False)
+            object.__setattr__(self, "_reward_model", model)
+        return self._reward_model
+
+    def forward(self, x: Tensor, samples: Tensor, labels: Tensor) -> Tensor:
+        model = self.reward_model.to(x.device)
+        with torch.no_grad():
+            probs = model(x.float()).float().softmax(dim=-1)
+        return probs.gather(1, samples.long())

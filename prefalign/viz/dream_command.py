@@ -1,0 +1,157 @@
+"""``python -m prefalign dream``: network dreams of a saved weights file, written as PNGs and GIFs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.viz.dreams import (
+    DEFAULT_L2_VALUES,
+    DreamResult,
+    comparison_figure,
+    dream,
+    dream_titles,
+    hybrid_targets,
+    initial_noise,
+    save_dream_outputs,
+    sweep_figure,
+)
+from prefalign.viz.images import save_figure
+
+
+def _num_classes(model: nn.Module) -> int:
+    with torch.no_grad():
+        return int(model.eval()(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device)).shape[-1])
+
+
+def _summary(label: str, result: DreamResult) -> str:
+    return f"{label}: " + ", ".join(dream_titles(result))
+
+
+def dream_command(
+    ckpt: str,
+    out_dir: str = "runs/dreams",
+    targets: list[int] | None = None,
+    steps: int = 200,
+    lr: float = 0.1,
+    optimizer: Literal["adam", "sgd"] = "adam",
+    clamp_min: float | None = 0.0,
+    clamp_max: float | None = 1.0,
+    lambda_l2: float = 0.0,
+    sweep_l2: bool = False,
+    l2_values: list[float] = list(DEFAULT_L2_VALUES),  # never mutated: safe as a default
+    hybrid: list[str] = [],  # noqa: B006 - never mutated; a list default reads better in --help
+    compare_ckpt: str | None = None,
+    seed: int = 0,
+    init_mean: float = 0.5,
+    init_std: float = 1.0,
+    record_every: int = 1,
+    gif_frames: int = 60,
+    device: str = "cpu",
+) -> list[str]:
+    """Dream inputs that a trained classifier assigns to chosen classes, starting from seeded noise.
+
+    Writes, for every dream, ``<prefix>_grid.png`` (final images with target confidence),
+    ``<prefix>_confidence.png`` (confidence over steps) and ``<prefix>.gif`` (plus ``.mp4`` if ffmpeg is installed).
+
+    Args:
+        ckpt: Weights file of the classifier to dream with (a prefalign weights file, e.g. the SFT export).
+        out_dir: Folder for the images and animations (created if needed).
+        targets: Class ids to dream, one image each; default: every class of the model (0..C-1).
+        steps: Optimisation steps per dream.
+        lr: Learning rate of the input optimiser.
+        optimizer: "adam" (as in the seed notebook) or "sgd".
+        clamp_min: Lowest pixel value after every step (pixels are in [0, 1]); null for no lower bound.
+        clamp_max: Highest pixel value after every step; null for no upper bound.
+        lambda_l2: Weight of the L2 penalty lambda * x.pow(2).mean() on the dreamed pixels.
+        sweep_l2: Also dream once per value of l2_values, all from the same noise (files l2_<value>_*).
+        l2_values: L2 coefficients of the sweep (an exponential progression).
+        hybrid: Hybrid dreams, one spec each: "3:0.5,5:0.5" (class:weight, weights sum to 1) or "3,5" (equal
+            split). Repeat --hybrid+ 3:0.5,5:0.5 --hybrid+ 1,7 or give a JSON list '["3:0.5,5:0.5"]'. Files hybrid_*.
+        compare_ckpt: A reference weights file (e.g. the SFT model a DPO policy started from): its dreams from the
+            same noise go to reference_*, and compare.png shows policy (top) vs reference (bottom).
+        seed: Seed of the starting noise (same seed, same dreams).
+        init_mean: Mean of the starting Gaussian noise.
+        init_std: Standard deviation of the starting Gaussian noise.
+        record_every: Record a frame every this many steps.
+        gif_frames: At most this many frames per animation (evenly subsampled).
+        device: "cpu", "cuda", "cuda:1", ... or "auto" (cuda when available).
+
+    Returns:
+        The paths of every file written.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(ckpt).to(device)
+    num_classes = _num_classes(model)
+    targets = list(range(num_classes)) if targets is None else list(targets)
+    bad = [t for t in targets if not 0 <= t < num_classes]
+    if bad:
+        raise ValueError(f"--targets {bad} out of range: {ckpt} has {num_classes} classes (valid 0..{num_classes - 1})")
+    if not targets:
+        raise ValueError("--targets is empty; give at least one class id")
+    clamp = None if clamp_min is None and clamp_max is None else (clamp_min, clamp_max)
+    common = dict(steps=steps, lr=lr, optimizer=optimizer, clamp=clamp, record_every=record_every)
+    out = Path(out_dir)
+    tgt = torch.tensor(targets, dtype=torch.long)
+    # One starting batch for the main dream, the sweep and the reference, so all of them are comparable.
+    x0 = initial_noise(len(targets), seed, init_mean, init_std, clamp)
+    written: list[Path] = []
+    lines: list[str] = []
+
+    main_result = dream(model, tgt, lambda_l2=lambda_l2, init=x0, **common)
+    written += save_dream_outputs(main_result, out, "dream", max_frames=gif_frames)
+    lines.append(_summary(f"dream (λ={lambda_l2:g})", main_result))
+
+    if sweep_l2:
+        sweep = {lam: dream(model, tgt, lambda_l2=lam, init=x0, **common) for lam in l2_values}
+        for lam, res in sweep.items():
+            written += save_dream_outputs(res, out, f"l2_{lam:g}", max_frames=gif_frames)
+            lines.append(_summary(f"l2 {lam:g}", res))
+        written.append(save_figure(sweep_figure(sweep), out / "l2_sweep.png"))
+
+    if hybrid:
+        soft = hybrid_targets(hybrid, num_classes)
+        x0_h = initial_noise(len(soft), seed, init_mean, init_std, clamp)
+        res = dream(model, soft, lambda_l2=lambda_l2, init=x0_h, **common)
+        written += save_dream_outputs(res, out, "hybrid", max_frames=gif_frames)
+        lines.append(_summary("hybrid", res))
+
+    if compare_ckpt is not None:
+        reference = load_model(compare_ckpt).to(device)
+        if _num_classes(reference) != num_classes:
+            raise ValueError(f"{compare_ckpt} has {_num_classes(reference)} classes but {ckpt} has {num_classes}")
+        ref_result = dream(reference, tgt, lambda_l2=lambda_l2, init=x0, **common)
+        written += save_dream_outputs(ref_result, out, "reference", max_frames=gif_frames)
+        written.append(save_figure(comparison_figure(main_result, ref_result), out / "compare.png"))
+        lines.append(_summary("reference", ref_result))
+
+    print(f"dreams of {ckpt} ({steps} steps, final target confidence):")
+    for line in lines:
+        print("  " + line)
+    print(f"wrote {len(written)} files to {out}")
+    return [str(p) for p in written]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run :func:`dream_command` from command-line arguments; returns the process exit code.
+
+    A missing/corrupt weights file or an invalid option prints one clear line to stderr and returns 1.
+    """
+    from jsonargparse import CLI
+
+    try:
+        CLI(dream_command, args=argv, as_positional=False)
+    except (CheckpointError, ValueError) as e:
+        print(f"dream: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Shared fixtures: small synthetic data and a tiny trained reference, so the fast suite never needs MNIST."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# Small enough for seconds-long runs, large enough that training visibly learns.
+SYNTHETIC_ARGS = [
+    "--data.init_args.source=synthetic",
+    "--data.init_args.synthetic_size=[600, 200]",
+    "--data.init_args.val_size=100",
+    "--data.init_args.eval_batch_size=256",
+]
+
+
+# Tiny models on a 2-core box: one intra-op thread is faster, and immune to the spin-wait slowdown that two
+# OpenMP threads suffer when another process holds a core.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("PREFALIGN_DATA_DIR", str(tmp_path_factory.getbasetemp() / "no-mnist-here"))
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> Path:
+    """A SeedCNN(channels=4) trained for a few steps on clean synthetic digits, saved as a weights file."""
+    from prefalign.checkpoint import save_weights
+    from prefalign.data.datamodules import NoisyMNISTDataModule
+    from prefalign.models import SeedCNN
+
+    torch.manual_seed(0)
+    dm = NoisyMNISTDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100, batch_size=64)
+    dm.setup("fit")
+    model = SeedCNN(channels=4)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        for batch in dm.train_dataloader():
+            loss = torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    path = tmp_path_factory.mktemp("reference") / "seed_cnn_c4.pt"
+    save_weights(model, path)
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in an empty folder: runs/ and artifacts/ land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

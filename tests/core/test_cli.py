@@ -1,0 +1,90 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from prefalign.cli import main
+from tests.conftest import CONFIGS, SYNTHETIC_ARGS
+
+FAST = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--model.log_figures=false"]
+
+
+def test_help_lists_subcommands_and_examples(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "fit" in out and "predict" in out and "dream" in out and "configs/dpo.yaml" in out
+
+
+@pytest.mark.parametrize("config", ["sft.yaml", "seed_dpo.yaml", "dpo.yaml", "ppo.yaml"])
+def test_print_config_resolves_every_recipe(config, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / config), "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["objective"]["class_path"].startswith("prefalign.objectives.")
+    assert cfg["data"]["class_path"].startswith("prefalign.data.")
+
+
+def test_seed_config_is_the_seed_recipe(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["objective"] == {"class_path": "prefalign.objectives.DPO", "init_args": {"beta": 0.1, "label_smoothing": 0.0}}
+    assert cfg["model"]["optimizer"]["init_args"]["lr"] == 0.001 and cfg["trainer"]["max_epochs"] == 5
+    assert cfg["data"]["init_args"]["strategy"] == "mistakes" and cfg["data"]["init_args"]["batch_size"] == 64
+    assert cfg["data"]["init_args"]["corruption"]["init_args"] == {"factor": 0.5, "seed": 0}
+
+
+def test_fast_dev_run_fit_through_main(in_tmp, capsys):
+    main(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, *FAST, "--trainer.fast_dev_run=true",
+          "--model.export_path=null"])
+    assert "test results (SFT)" in capsys.readouterr().out
+
+
+def test_alignment_run_trains_missing_reference_first_then_aligns_and_tests(in_tmp, capsys):
+    args = ["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), f"--reference_recipe={CONFIGS / 'sft.yaml'}",
+            "--model.backbone=prefalign.models.SeedCNN", "--model.backbone.channels=4", *SYNTHETIC_ARGS, *FAST]
+    main(args)
+    out = capsys.readouterr().out
+    ref = in_tmp / "artifacts/reference/seed_cnn.pt"
+    assert ref.is_file()
+    payload = torch.load(ref, weights_only=True)
+    assert payload["init_args"]["channels"] == 4  # the recipe used the alignment run's backbone
+    assert "test results (DPO)" in out and "reference" in out
+    results = json.loads((in_tmp / "runs/seed_dpo/version_0/results_test.json").read_text())
+    assert {"test/acc_noisy", "test/reference/acc_noisy", "test/kl_ref_noisy"} <= set(results["metrics"])
+    assert (in_tmp / "runs/seed_dpo/version_0/config.yaml").is_file()
+    assert (in_tmp / "runs/seed_dpo/version_0/policy.pt").is_file()
+    # The saved config reproduces the run: test the saved checkpoint with it.
+    main(["test", "--config", str(in_tmp / "runs/seed_dpo/version_0/config.yaml"),
+          "--ckpt_path", str(in_tmp / "runs/seed_dpo/version_0/checkpoints/last.ckpt")])
+    again = json.loads((in_tmp / "runs/seed_dpo/version_1/results_test.json").read_text())
+    assert again["metrics"]["test/acc_noisy"] == pytest.approx(results["metrics"]["test/acc_noisy"])
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model.no_such_key=1"], "no_such_key"),
+        (["--trainer.max_epochs=two"], "max_epochs"),
+        (["--model.objective=prefalign.objectives.NotAnObjective"], "NotAnObjective"),
+    ],
+)
+def test_bad_config_fails_before_writing_anything(in_tmp, capsys, extra, message):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, *extra])
+    assert e.value.code != 0
+    assert message in capsys.readouterr().err
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "artifacts").exists()
+
+
+def test_missing_reference_without_recipe_names_the_fix(in_tmp):
+    from prefalign.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="configs/sft.yaml"):
+        main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), "--reference_recipe=null",
+              "--model.reference_ckpt=missing.pt", *SYNTHETIC_ARGS, *FAST])
+    assert not (in_tmp / "artifacts").exists()

@@ -1,0 +1,116 @@
+"""PPO-lite pieces: group advantages, clipped surrogate, exact KL, sampling and the combined loss."""
+
+import math
+
+import pytest
+import torch
+
+from prefalign.objectives import CorrectLabelReward, PPOLite, exact_kl, gather_logps, group_advantages, ppo_clip_loss
+
+
+def test_group_advantages_hand_example():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
+    a = group_advantages(r, eps=0.0)
+    # row 0: mean 0.5, unbiased std sqrt(1/3); row 2: mean 0.25, unbiased std sqrt(0.75/3) = 0.5
+    s = 0.5 / math.sqrt(1 / 3)
+    expected = torch.tensor([[s, -s, -s, s], [0.0, 0.0, 0.0, 0.0], [-0.5, -0.5, -0.5, 1.5]])
+    assert torch.allclose(a, expected, atol=1e-6)
+    assert torch.equal(a[1], torch.zeros(4))  # exactly zero, not rounding noise
+
+
+def test_group_advantages_zero_variance_with_inexact_floats_and_k1():
+    r = torch.full((2, 3), 0.1 + 0.2)
+    assert torch.equal(group_advantages(r), torch.zeros(2, 3))
+    assert torch.equal(group_advantages(torch.tensor([[0.7], [0.1]])), torch.zeros(2, 1))
+
+
+def clip_example():
+    # ratios [1.5, 0.5, 1.1, 1.5] against old probability 0.2
+    old = torch.log(torch.full((1, 4), 0.2))
+    new = torch.log(torch.tensor([[0.3, 0.1, 0.22, 0.3]]))
+    adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
+    return new, old, adv
+
+
+def test_ppo_clip_loss_hand_example():
+    new, old, adv = clip_example()
+    new.requires_grad_(True)
+    loss, clip_fraction = ppo_clip_loss(new, old, adv, clip_eps=0.2)
+    # min(1.5, 1.2)=1.2 (clipped), min(0.5, 0.8)=0.5, min(-1.1, -1.1)=-1.1, min(-1.5, -1.2)=-1.5 -> -mean = 0.225
+    assert loss.item() == pytest.approx(0.225, rel=1e-5)
+    assert clip_fraction.item() == pytest.approx(0.75)  # |ratio-1| = [0.5, 0.5, 0.1, 0.5] > 0.2
+    loss.backward()
+    # d(-mean(rho*A))/dlogp = -rho*A/4 where unclipped; the clipped term has no gradient
+    assert torch.allclose(new.grad, torch.tensor([[0.0, -0.125, 0.275, 0.375]]), atol=1e-6)
+
+
+def test_ppo_clip_loss_on_policy_is_minus_mean_advantage():
+    logp = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+    adv = torch.tensor([[1.0, -2.0, 0.5]])
+    loss, clip_fraction = ppo_clip_loss(logp, logp, adv)
+    assert loss.item() == pytest.approx(0.5 / 3, rel=1e-6) and clip_fraction.item() == 0.0
+
+
+def test_ppo_clip_loss_finite_for_extreme_ratio():
+    new = torch.tensor([[0.0, -200.0]], requires_grad=True)
+    loss, _ = ppo_clip_loss(new, torch.tensor([[-200.0, 0.0]]), torch.tensor([[-1.0, 0.0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(new.grad).all()
+
+
+def test_exact_kl():
+    p = torch.log(torch.tensor([[0.25, 0.75], [0.5, 0.5]]))
+    q = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    kl = exact_kl(p, q)
+    assert kl[0].item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5), rel=1e-6)  # 0.1308...
+    assert kl[1].item() == pytest.approx(0.0, abs=1e-7)
+    lp = torch.randn(5, 10).log_softmax(-1)
+    assert torch.allclose(exact_kl(lp, lp), torch.zeros(5), atol=1e-6)
+    assert (exact_kl(lp, torch.randn(5, 10).log_softmax(-1)) >= 0).all()
+
+
+def test_sample_shapes_and_determinism():
+    ppo = PPOLite(k=6)
+    logps = torch.randn(3, 10).log_softmax(-1)
+    s1 = ppo.sample(logps, generator=torch.Generator().manual_seed(1))
+    s2 = ppo.sample(logps, generator=torch.Generator().manual_seed(1))
+    assert s1.shape == (3, 6) and s1.dtype == torch.long and torch.equal(s1, s2)
+    assert ((s1 >= 0) & (s1 < 10)).all()
+    one_hot = torch.log(torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    assert torch.equal(ppo.sample(one_hot), torch.tensor([[1] * 6, [2] * 6]))
+
+
+def test_ppolite_loss_hand_example():
+    new, old, adv = clip_example()
+    full = torch.log(torch.tensor([[0.3, 0.1, 0.22, 0.38]])).requires_grad_(True)
+    samples = torch.tensor([[0, 1, 2, 0]])
+    assert torch.allclose(gather_logps(full, samples), new)
+    ref = torch.log(torch.full((1, 4), 0.25))
+    out = PPOLite(k=4, clip_eps=0.2, kl_coef=0.05).loss(full, samples, old, adv, ref)
+    kl = sum(p * math.log(p / 0.25) for p in (0.3, 0.1, 0.22, 0.38))
+    assert out.loss.item() == pytest.approx(0.225 + 0.05 * kl, rel=1e-5)
+    assert out.metrics["ppo/kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert out.metrics["ppo/loss_surrogate"].item() == pytest.approx(0.225, rel=1e-5)
+    assert out.metrics["ppo/clip_fraction"].item() == pytest.approx(0.75)
+    out.loss.backward()
+    assert torch.isfinite(full.grad).all()
+
+
+def test_ppolite_reference_rules():
+    new, old, adv = clip_example()
+    full, samples = torch.log(torch.tensor([[0.3, 0.1, 0.22, 0.38]])), torch.tensor([[0, 1, 2, 0]])
+    with pytest.raises(ValueError, match="needs reference log-probs.*reference_ckpt.*kl_coef: 0"):
+        PPOLite(k=4, kl_coef=0.05).loss(full, samples, old, adv)
+    out = PPOLite(k=4, kl_coef=0.0).loss(full, samples, old, adv)
+    assert "ppo/kl" not in out.metrics and out.loss.item() == pytest.approx(0.225, rel=1e-5)
+    with pytest.raises(ValueError, match="must match samples"):
+        PPOLite(k=4).loss(full, samples, old[:, :3], adv, full)
+
+
+def test_ppolite_hyperparameters():
+    ppo = PPOLite()
+    assert (ppo.k, ppo.clip_eps, ppo.ppo_epochs, ppo.kl_coef) == (8, 0.2, 4, 0.05)
+    assert isinstance(ppo.reward, CorrectLabelReward) and PPOLite.needs_reference
+    for bad in ({"k": 1}, {"clip_eps": 0.0}, {"ppo_epochs": 0}, {"kl_coef": -0.1}):
+        with pytest.raises(ValueError):
+            PPOLite(**bad)

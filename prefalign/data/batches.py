@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -14,6 +14,9 @@ class TensorBatches:
     of ``world_size`` takes every ``world_size``-th index. Training shards are padded (by wrapping) to
     equal length so every rank runs the same number of steps, as ``DistributedSampler`` does; evaluation
     shards are not padded, so no sample is counted twice.
+
+    ``refresh(epoch)``, when given, is called at the start of every epoch and returns that epoch's tensors
+    (same keys and length): how the training noise is re-drawn each epoch without a worker process.
 
     It is *stateful* in Lightning's sense (``state_dict``/``load_state_dict``): a run resumed from a
     mid-epoch checkpoint continues with the same permutation at the next unseen batch.
@@ -29,6 +32,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         pad_shards: bool | None = None,
+        refresh: Callable[[int], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -44,6 +48,7 @@ class TensorBatches:
         self.rank = rank
         self.world_size = world_size
         self.pad_shards = shuffle if pad_shards is None else pad_shards
+        self.refresh = refresh
         self.epoch = 0
         self._resume_batch = 0  # first batch to yield in the current epoch (non-zero only after a resume)
         self._yielded = 0
@@ -69,6 +74,8 @@ class TensorBatches:
         return order[self.rank :: self.world_size].to(device)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.refresh is not None:
+            self.tensors = self.refresh(self.epoch)
         indices = self._indices()
         contiguous = not self.shuffle and self.world_size == 1
         start_batch, self._resume_batch = self._resume_batch, 0

@@ -23,15 +23,19 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def gaussian_noise(indices: torch.Tensor, shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Standard normal noise of ``[len(indices), *shape]``, a deterministic function of (seed, index, pixel).
+def gaussian_noise(indices: torch.Tensor, shape: tuple[int, ...], seed: int, stream: int = 0) -> torch.Tensor:
+    """Standard normal noise of ``[len(indices), *shape]``, a deterministic function of (seed, stream, index, pixel).
 
-    Box–Muller over two hashed uniforms per pixel.
+    Box–Muller over two hashed uniforms per pixel. ``stream`` gives independent draws for the same images
+    (prefalign uses the epoch number when the training noise is re-drawn every epoch); stream 0 is the
+    fixed noise.
     """
     indices = indices.to(torch.int64).reshape(-1)
     pixels = math.prod(shape)
     pix = torch.arange(pixels, dtype=torch.int64, device=indices.device)
     seed_key = _hash32(torch.tensor(seed & _MASK32, dtype=torch.int64, device=indices.device))
+    if stream:
+        seed_key = _hash32(seed_key ^ _hash32(torch.tensor((stream + 0x9E3779B9) & _MASK32, dtype=torch.int64, device=indices.device)))
     out = torch.empty(len(indices), pixels, dtype=torch.float32, device=indices.device)
     for start in range(0, len(indices), _CHUNK):
         idx = indices[start : start + _CHUNK]
@@ -45,7 +49,8 @@ def gaussian_noise(indices: torch.Tensor, shape: tuple[int, ...], seed: int) -> 
 class Corruption:
     """Base class: ``corrupt(images, indices)`` maps clean images in [0, 1] to corrupted ones in [0, 1]."""
 
-    def corrupt(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def corrupt(self, images: torch.Tensor, indices: torch.Tensor, stream: int = 0) -> torch.Tensor:
+        """Corrupt ``images``; ``indices`` key the randomness per image, ``stream`` selects an independent draw."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -67,8 +72,8 @@ class GaussianNoise(Corruption):
         self.factor = float(factor)
         self.seed = int(seed)
 
-    def corrupt(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        noise = gaussian_noise(indices, tuple(images.shape[1:]), self.seed)
+    def corrupt(self, images: torch.Tensor, indices: torch.Tensor, stream: int = 0) -> torch.Tensor:
+        noise = gaussian_noise(indices, tuple(images.shape[1:]), self.seed, stream)
         return (images + self.factor * noise.to(images.device)).clamp_(0.0, 1.0)
 
     def __repr__(self) -> str:
@@ -78,7 +83,7 @@ class GaussianNoise(Corruption):
 class NoCorruption(Corruption):
     """Identity: the 'noisy' images are the clean ones (useful for ablations and the 1-vs-8 study)."""
 
-    def corrupt(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def corrupt(self, images: torch.Tensor, indices: torch.Tensor, stream: int = 0) -> torch.Tensor:
         return images.clone()
 
     def __repr__(self) -> str:

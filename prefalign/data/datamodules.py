@@ -51,6 +51,8 @@ class NoisyMNISTDataModule(L.LightningDataModule):
             each digit from the training file, as in the seed.
         holdout_per_class: test images per digit when ``digits`` is set.
         synthetic_size: (train, test) sizes for ``source: synthetic``.
+        resample_noise: re-draw the training images' noise every epoch (stream = epoch; epoch 0 is the
+            fixed noise): augmentation against memorising one noise draw. Validation and test noise never change.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         digits: list[int] | None = None,
         holdout_per_class: int = 1000,
         synthetic_size: tuple[int, int] = (2000, 500),
+        resample_noise: bool = False,
     ) -> None:
         super().__init__()
         if train_on not in ("clean", "noisy", "both"):
@@ -83,6 +86,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         self.digits = list(digits) if digits is not None else None
         self.holdout_per_class = holdout_per_class
         self.synthetic_size = tuple(synthetic_size)
+        self.resample_noise = resample_noise
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
@@ -162,7 +166,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, tensors: dict[str, torch.Tensor], train: bool) -> TensorBatches:
+    def _loader(self, tensors: dict[str, torch.Tensor], train: bool, refresh=None) -> TensorBatches:
         rank, world = self._rank_world()
         return TensorBatches(
             tensors,
@@ -171,11 +175,20 @@ class NoisyMNISTDataModule(L.LightningDataModule):
             seed=self.split_seed,
             rank=rank,
             world_size=world,
+            refresh=refresh,
         )
 
-    def train_tensors(self) -> dict[str, torch.Tensor]:
+    def noisy_train_view(self, epoch: int = 0) -> torch.Tensor:
+        """The noisy training images of ``epoch`` (always epoch 0's unless ``resample_noise``)."""
         split = self.splits["train"]
-        views = {"clean": [split["x_clean"]], "noisy": [split["x_noisy"]], "both": [split["x_noisy"], split["x_clean"]]}[self.train_on]
+        if self.resample_noise and epoch > 0:
+            return self.corruption.corrupt(split["x_clean"], split["key"], stream=epoch)
+        return split["x_noisy"]
+
+    def train_tensors(self, epoch: int = 0) -> dict[str, torch.Tensor]:
+        split = self.splits["train"]
+        noisy = self.noisy_train_view(epoch) if self.train_on != "clean" else None
+        views = {"clean": [split["x_clean"]], "noisy": [noisy], "both": [noisy, split["x_clean"]]}[self.train_on]
         return {"x": torch.cat(views) if len(views) > 1 else views[0], "y": split["y"].repeat(len(views))}
 
     def _eval_tensors(self, name: str) -> dict[str, torch.Tensor]:
@@ -183,7 +196,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         return {"x_clean": split["x_clean"], "x_noisy": split["x_noisy"], "y": split["y"]}
 
     def train_dataloader(self) -> TensorBatches:
-        return self._loader(self.train_tensors(), train=True)
+        return self._loader(self.train_tensors(0), train=True, refresh=self.train_tensors if self.resample_noise else None)
 
     def val_dataloader(self) -> TensorBatches | list:
         return self._loader(self._eval_tensors("val"), train=False) if self.val_size else []
@@ -204,7 +217,9 @@ class PreferenceDataModule(NoisyMNISTDataModule):
     mines and writes; the other ranks wait at a barrier and read.
 
     Training batches hold ``x``, ``chosen``, ``rejected`` and ``ref_logps`` (``[B, C]``), so a DPO step
-    costs one policy forward and backward: the reference is not run again.
+    costs one policy forward and backward: the reference is not run again. With ``resample_noise`` the
+    pairs (image index, chosen, rejected) stay fixed but their noisy images are re-drawn every epoch, so
+    the cached log-probs would be stale: batches then omit ``ref_logps`` and the model runs the reference.
 
     Args:
         strategy: ``mistakes`` (seed 000), ``hard_negative`` or ``random_negative`` (see
@@ -231,11 +246,13 @@ class PreferenceDataModule(NoisyMNISTDataModule):
         digits: list[int] | None = None,
         holdout_per_class: int = 1000,
         synthetic_size: tuple[int, int] = (2000, 500),
+        resample_noise: bool = False,
     ) -> None:
         super().__init__(
             data_dir=data_dir, source=source, batch_size=batch_size, eval_batch_size=eval_batch_size,
             val_size=val_size, split_seed=split_seed, corruption=corruption, train_on="clean",
             digits=digits, holdout_per_class=holdout_per_class, synthetic_size=synthetic_size,
+            resample_noise=resample_noise,
         )
         if mine_on not in ("noisy", "clean", "both"):
             raise ValueError(f"mine_on must be noisy, clean or both, got {mine_on!r}")
@@ -330,6 +347,8 @@ class PreferenceDataModule(NoisyMNISTDataModule):
             sel = (rows >= i * n) & (rows < (i + 1) * n)
             x[sel] = split[view][rows[sel] - i * n]
         self.pairs = {"x": x, "chosen": cached["chosen"].to(device), "rejected": cached["rejected"].to(device), "ref_logps": cached["ref_logps"].to(device)}
+        # Provenance of each pair's image, to re-draw its noise per epoch: (row in the train split, is it noisy?).
+        self._pair_source = (rows % n, rows < n if views[0] == "x_noisy" else torch.zeros_like(rows, dtype=torch.bool))
         ref_acc_on_pairs = (cached["ref_logps"].argmax(1) == cached["chosen"]).float().mean().item()
         self.mining_stats = {
             "mining/pairs": float(len(rows)),
@@ -342,5 +361,17 @@ class PreferenceDataModule(NoisyMNISTDataModule):
             f"reference accuracy on the pool {float(cached['pool_accuracy']):.4f}, on the mined images {ref_acc_on_pairs:.4f}"
         )
 
+    def pair_tensors(self, epoch: int = 0) -> dict[str, torch.Tensor]:
+        """The training pairs of ``epoch``: with ``resample_noise``, fresh noise and no (stale) ``ref_logps``."""
+        if not self.resample_noise:
+            return self.pairs
+        rows, noisy = self._pair_source
+        x = self.pairs["x"]
+        if epoch > 0:
+            split = self.splits["train"]
+            x = x.clone()
+            x[noisy] = self.corruption.corrupt(split["x_clean"][rows[noisy]], split["key"][rows[noisy]], stream=epoch)
+        return {"x": x, "chosen": self.pairs["chosen"], "rejected": self.pairs["rejected"]}
+
     def train_dataloader(self) -> TensorBatches:
-        return self._loader(self.pairs, train=True)
+        return self._loader(self.pair_tensors(0), train=True, refresh=self.pair_tensors if self.resample_noise else None)

@@ -131,3 +131,29 @@ def test_missing_reference_is_a_clear_error(tmp_path):
         dm.setup("fit")
     with pytest.raises(CheckpointError, match="reference_ckpt"):
         PreferenceDataModule(source="synthetic", synthetic_size=(300, 50), val_size=50).setup("fit")
+
+
+def test_resample_noise_redraws_training_noise_per_epoch_only():
+    dm = _dm(train_on="noisy", resample_noise=True)
+    fixed = _dm(train_on="noisy")
+    e0, e1, e2 = dm.train_tensors(0)["x"], dm.train_tensors(1)["x"], dm.train_tensors(2)["x"]
+    assert torch.equal(e0, fixed.train_tensors(0)["x"])  # epoch 0 is the fixed noise
+    assert not torch.equal(e0, e1) and not torch.equal(e1, e2)
+    assert torch.equal(e1, dm.train_tensors(1)["x"])  # deterministic per epoch
+    assert torch.equal(dm.splits["test"]["x_noisy"], fixed.splits["test"]["x_noisy"])
+    loader = dm.train_dataloader()
+    first = torch.cat([b["x"] for b in loader])
+    second = torch.cat([b["x"] for b in loader])
+    assert not torch.equal(first.sort(0).values, second.sort(0).values)
+
+
+def test_resampled_pairs_keep_labels_and_drop_stale_reference_logps(tiny_reference, tmp_path):
+    dm = PreferenceDataModule(strategy="hard_negative", mine_on="both", resample_noise=True, source="synthetic",
+                              synthetic_size=(600, 200), val_size=100, reference_ckpt=str(tiny_reference), cache_dir=str(tmp_path))
+    dm.setup("fit")
+    e0, e1 = dm.pair_tensors(0), dm.pair_tensors(1)
+    assert "ref_logps" not in e0 and torch.equal(e0["chosen"], e1["chosen"]) and torch.equal(e0["rejected"], e1["rejected"])
+    noisy_part, clean_part = slice(0, 500), slice(500, 1000)
+    assert not torch.equal(e0["x"][noisy_part], e1["x"][noisy_part])
+    assert torch.equal(e0["x"][clean_part], e1["x"][clean_part])
+    torch.testing.assert_close(e1["x"][clean_part], dm.splits["train"]["x_clean"])

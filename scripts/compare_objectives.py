@@ -1,0 +1,174 @@
+"""Run every objective from the same reference, on the same pairs, with the same budget; write the results table.
+
+    python scripts/compare_objectives.py                 # full MNIST, every row, 2 runs at a time
+    python scripts/compare_objectives.py --rows dpo rpo  # a subset
+    python scripts/compare_objectives.py --quick         # synthetic data, 1 epoch: a smoke test of the script
+
+Each row is a real ``python -m prefalign fit`` run (subprocess) whose ``results_test.json`` and ``metrics.csv``
+are read back. Writes ``docs/results.md``, ``docs/results.json``, ``docs/figures/objectives.png`` and replaces the
+table between the ``<!-- results:begin -->`` / ``<!-- results:end -->`` markers in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = REPO / "configs"
+
+# Every preference row uses configs/dpo.yaml's pairs (hard negatives on noisy + clean training images, noise
+# re-drawn every epoch), optimiser, schedule and epochs; only the objective changes.
+PAIRS = ["--config", str(CFG / "dpo.yaml")]
+
+
+def objective(class_path: str, **init_args) -> list[str]:
+    args = [f"--model.objective={class_path}"]
+    args += [f"--model.objective.init_args.{k}={v}" for k, v in init_args.items()]
+    return args
+
+
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "seed_dpo": ("seed 000 recipe: DPO β=0.1 on the reference's mistakes (fixed noise)", ["--config", str(CFG / "seed_dpo.yaml")]),
+    "sft_noisy": ("supervised fine-tuning on noisy images (ceiling to beat)", ["--config", str(CFG / "sft_noisy.yaml")]),
+    "sft_both": ("supervised fine-tuning on noisy + clean images", ["--config", str(CFG / "sft_noisy.yaml"), "--data.init_args.train_on=both"]),
+    "dpo": ("DPO (sigmoid) β=0.1", PAIRS + objective("prefalign.objectives.DPO", beta=0.1)),
+    "cdpo": ("conservative DPO, label smoothing 0.1", PAIRS + objective("prefalign.objectives.DPO", beta=0.1, label_smoothing=0.1)),
+    "robust_dpo": ("robust DPO, ε=0.1", PAIRS + objective("prefalign.objectives.RobustDPO", beta=0.1, label_smoothing=0.1)),
+    "ipo": ("IPO τ=0.1", PAIRS + objective("prefalign.objectives.IPO", tau=0.1)),
+    "hinge": ("hinge (SLiC) β=0.1", PAIRS + objective("prefalign.objectives.Hinge", beta=0.1)),
+    "rpo": ("RPO: DPO + NLL (configs/dpo.yaml)", PAIRS),
+    "simpo": ("SimPO β=2, γ=0.5 (reference-free)", PAIRS + objective("prefalign.objectives.SimPO", beta=2.0, gamma=0.5)),
+    "kto": ("KTO β=0.1", PAIRS + objective("prefalign.objectives.KTO", beta=0.1)),
+    "orpo": ("ORPO λ=0.1 (reference-free)", PAIRS + objective("prefalign.objectives.ORPO", lam=0.1)),
+    "ppo": ("PPO-lite (GRPO-style, k=8, correct-label reward)", ["--config", str(CFG / "ppo.yaml")]),
+}
+
+QUICK = [
+    "--data.init_args.source=synthetic", "--data.init_args.synthetic_size=[600, 200]", "--data.init_args.val_size=100",
+    "--trainer.max_epochs=1", "--model.backbone.channels=4",
+]
+
+
+def run_row(name: str, args: list[str], out_root: Path, extra: list[str], env: dict) -> dict:
+    cmd = [sys.executable, "-m", "prefalign", "fit", *args, *extra,
+           f"--trainer.logger.init_args.save_dir={out_root}", f"--trainer.logger.init_args.name={name}",
+           "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    run_dir = out_root / name / "version_0"
+    (out_root / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"row {name} failed (exit {proc.returncode}); see {out_root / (name + '.log')}:\n{proc.stderr[-2000:]}")
+    metrics = json.loads((run_dir / "results_test.json").read_text())["metrics"]
+    train_logps = {}
+    with open(run_dir / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for key in ("train/logps/chosen", "train/logps/rejected", "ppo/reward_mean"):
+                if row.get(key):
+                    train_logps[key] = float(row[key])
+            for key in ("mining/pairs",):
+                if row.get(key):
+                    train_logps[key] = float(row[key])
+    return {"name": name, "wall_s": wall, **metrics, **train_logps}
+
+
+def table(results: list[dict], reference: dict, header: str) -> str:
+    lines = [header, "",
+             "| run | noisy acc | clean acc | KL(π‖ref) noisy | changed vs ref (noisy) | logπ(chosen) at end | wall (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| reference (SFT on clean, 2 epochs) | {reference['noisy']:.4f} | {reference['clean']:.4f} | 0 | 0 | — | — |"]
+    for r in results:
+        desc = ROWS[r["name"]][0]
+        logp = r.get("train/logps/chosen")
+        lines.append(
+            f"| {desc} | {r['test/acc_noisy']:.4f} | {r['test/acc_clean']:.4f} | {r.get('test/kl_ref_noisy', float('nan')):.3f} | "
+            f"{r.get('test/changed_vs_ref_noisy', float('nan')):.3f} | {'—' if logp is None else f'{logp:.3f}'} | {r['wall_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], reference: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    ax.scatter([reference["noisy"]], [reference["clean"]], marker="*", s=160, color="black", label="reference")
+    for r in results:
+        ax.scatter(r["test/acc_noisy"], r["test/acc_clean"], s=40)
+        ax.annotate(r["name"], (r["test/acc_noisy"], r["test/acc_clean"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.axvline(0.93, ls="--", lw=0.8, color="grey")
+    ax.axhline(0.975, ls="--", lw=0.8, color="grey")
+    ax.set_xlabel("noisy test accuracy")
+    ax.set_ylabel("clean test accuracy")
+    ax.set_title("Objectives from the same reference, same pairs, same budget")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def replace_between_markers(path: Path, text: str, name: str = "results") -> None:
+    """Replace the generated block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    content = path.read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"{path} lacks the {begin} / {end} markers")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--precision", default="bf16-mixed", help="trainer precision for every row (bf16-mixed: ~7x faster on this CPU)")
+    p.add_argument("--jobs", type=int, default=2, help="rows run at once; each gets cores/jobs threads")
+    p.add_argument("--quick", action="store_true", help="synthetic data, 1 epoch: checks the script, not the science")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
+    p.add_argument("--docs", type=Path, default=REPO / "docs")
+    p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    a = p.parse_args(argv)
+    threads = max(1, (os.cpu_count() or 1) // a.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    extra = [f"--trainer.precision={a.precision}", "--model.log_figures=false"] + (QUICK if a.quick else [])
+    if a.quick:  # a small reference of its own, never the real one in artifacts/
+        extra.append(f"--model.reference_ckpt={a.out / 'reference.pt'}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    # Train (or reuse) the reference and mine the shared pairs once, before the parallel rows start, so no
+    # two rows race to build them (max_epochs=0: setup only).
+    subprocess.run([sys.executable, "-m", "prefalign", "fit", *PAIRS, *extra, "--trainer.max_epochs=0", "--test_after_fit=false",
+                    f"--trainer.logger.init_args.save_dir={a.out / 'warmup'}"], cwd=REPO, env=env, check=True, capture_output=True)
+    start = time.time()
+    with ThreadPoolExecutor(a.jobs) as pool:
+        results = list(pool.map(lambda n: run_row(n, ROWS[n][1], a.out, extra, env), a.rows))
+    anyref = next(r for r in results if "test/reference/acc_noisy" in r)
+    reference = {"noisy": anyref["test/reference/acc_noisy"], "clean": anyref["test/reference/acc_clean"]}
+    header = (
+        f"Measured by `python scripts/compare_objectives.py{' --quick' if a.quick else ''}` on {time.strftime('%Y-%m-%d')} "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {a.precision}, {a.jobs} runs at a time with "
+        f"{threads} thread(s) each; total {time.time() - start:.0f} s). Same reference, same seed, 5 epochs; preference rows share "
+        "configs/dpo.yaml's pairs, optimiser and schedule. Wall time includes data setup and the final test."
+    )
+    text = table(results, reference, header)
+    a.docs.mkdir(parents=True, exist_ok=True)
+    (a.docs / "results.md").write_text(text + "\n")
+    (a.docs / "results.json").write_text(json.dumps({"reference": reference, "rows": results}, indent=2))
+    plot(results, reference, a.docs / "figures" / "objectives.png")
+    if not a.no_readme:
+        replace_between_markers(REPO / "README.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

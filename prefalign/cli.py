@@ -81,10 +81,13 @@ class PrefAlignCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True, help="fit: test the final policy when training ends.")
 
     def instantiate_trainer(self, **kwargs: Any):
-        # Atomic checkpoint writes and weights_only loads for every run.
-        plugins = kwargs.get("plugins") or []
-        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-        kwargs["plugins"] = plugins + [SafeCheckpointIO()]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        # Atomic checkpoint writes and weights_only loads for every run, beside any plugins the config names.
+        plugins = config.get("plugins") or []
+        kwargs["plugins"] = (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]) + [SafeCheckpointIO()]
+        if config.get("enable_progress_bar") is None:
+            # Progress bars for people at a terminal; quiet in CI, logs and batch jobs.
+            kwargs["enable_progress_bar"] = sys.stderr.isatty()
         return super().instantiate_trainer(**kwargs)
 
     # ------------------------------------------------------------------ hooks

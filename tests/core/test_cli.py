@@ -88,3 +88,16 @@ def test_missing_reference_without_recipe_names_the_fix(in_tmp):
         main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), "--reference_recipe=null",
               "--model.reference_ckpt=missing.pt", *SYNTHETIC_ARGS, *FAST])
     assert not (in_tmp / "artifacts").exists()
+
+
+def test_trainer_gets_safe_checkpoint_io_and_no_progress_bar_off_a_terminal(in_tmp):
+    from prefalign.checkpoint import SafeCheckpointIO
+    from prefalign.cli import run_cli
+
+    cli = run_cli(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, "--trainer.fast_dev_run=true",
+                   "--model.export_path=null", "--test_after_fit=false", "--model.log_figures=false"])
+    assert isinstance(cli.trainer.strategy.checkpoint_io, SafeCheckpointIO)
+    assert cli.trainer.progress_bar_callback is None  # pytest's stderr is not a terminal
+    cli = run_cli(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, "--trainer.fast_dev_run=true",
+                   "--model.export_path=null", "--test_after_fit=false", "--trainer.enable_progress_bar=true"])
+    assert cli.trainer.progress_bar_callback is not None  # an explicit choice wins

@@ -101,3 +101,18 @@ def test_trainer_gets_safe_checkpoint_io_and_no_progress_bar_off_a_terminal(in_t
     cli = run_cli(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, "--trainer.fast_dev_run=true",
                    "--model.export_path=null", "--test_after_fit=false", "--trainer.enable_progress_bar=true"])
     assert cli.trainer.progress_bar_callback is not None  # an explicit choice wins
+
+
+def test_validate_and_predict_subcommands_on_a_saved_run(in_tmp, capsys, tiny_reference):
+    base = ["--config", str(CONFIGS / "seed_dpo.yaml"), f"--model.reference_ckpt={tiny_reference}",
+            "--model.backbone=prefalign.models.SeedCNN", "--model.backbone.channels=4", *SYNTHETIC_ARGS]
+    main(["fit", *base, *FAST, "--test_after_fit=false"])
+    ckpt = in_tmp / "runs/seed_dpo/version_0/checkpoints/last.ckpt"
+    main(["validate", *base, f"--ckpt_path={ckpt}"])
+    assert "prefalign val results (DPO)" in capsys.readouterr().out
+    main(["predict", *base, f"--ckpt_path={ckpt}"])
+    out = capsys.readouterr().out
+    assert "wrote 200 predictions" in out
+    predictions = torch.load(next(in_tmp.glob("runs/seed_dpo/version_*/predictions.pt")), weights_only=True)
+    assert set(predictions) == {"y", "pred_clean", "pred_noisy", "confidence_clean", "confidence_noisy"}
+    assert len(predictions["y"]) == 200

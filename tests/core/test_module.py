@@ -138,3 +138,20 @@ def test_nonfinite_loss_can_be_skipped_and_counted(tmp_path):
     _trainer(tmp_path, max_steps=6, limit_val_batches=0).fit(model, _synthetic())
     assert model.skipped_steps > 0
     assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_each_epoch_gets_a_new_permutation_and_new_noise_under_the_trainer(tmp_path):
+    # Lightning stops after len(loader) batches without exhausting the iterator; the loader must still
+    # advance its epoch, or every epoch would replay epoch 0's order and noise.
+    firsts = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                firsts.append(batch["x"][0].clone())
+
+    dm = _synthetic(train_on="noisy", resample_noise=True)
+    model = AlignmentModule(backbone=SeedCNN(channels=4), log_figures=False)
+    _trainer(tmp_path, max_epochs=3, callbacks=[Spy()], limit_val_batches=0).fit(model, dm)
+    assert len(firsts) == 3
+    assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])

@@ -54,6 +54,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def refused_pickle(path: str | os.PathLike, error: Exception) -> CheckpointError:
+    """The error for a file that ``torch.load(weights_only=True)`` refused: it holds pickled code or objects."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # torch's message starts with advice to retry with weights_only=False; the useful line names the blocked global.
+    reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else type(error).__name__)
+    return CheckpointError(
+        f"refusing to load {path}: it contains pickled objects beyond tensors and plain data ({reason}). "
+        "Only load files you trust; re-export it with prefalign (weights files hold plain tensors)."
+    )
+
+
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` with errors that say what to do."""
     path = Path(path)
@@ -62,10 +73,7 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load {path}: it contains pickled objects beyond tensors and plain data ({str(e).splitlines()[0]}). "
-            "Only load files you trust; re-export it with prefalign (weights files hold plain tensors)."
-        ) from e
+        raise refused_pickle(path, e) from e
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{what} {path} is corrupt or truncated ({e}). Delete it and train/export it again.") from e
 

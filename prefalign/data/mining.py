@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from prefalign.data.batches import chunked_forward
+
 Strategy = Literal["mistakes", "hard_negative", "random_negative"]
 STRATEGIES: tuple[str, ...] = ("mistakes", "hard_negative", "random_negative")
 
@@ -43,5 +45,7 @@ def mine_pairs(
 def reference_log_probs(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
     """Full log-softmax ``[N, C]`` of a frozen model over ``images``, in fp32, in slices of ``batch_size``."""
     model.eval()
-    outs = [torch.log_softmax(model(images[i : i + batch_size]).float(), dim=1) for i in range(0, len(images), batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0)
+    if len(images) == 0:
+        return torch.empty(0)
+    # chunked_forward: at most CPU_FORWARD_CHUNK images per call on CPU, where larger chunks fall out of cache.
+    return chunked_forward(lambda x: torch.log_softmax(model(x).float(), dim=1), images, batch_size)

@@ -800,6 +800,11 @@ def merge_reports(base_path: str, override_path: str, out: Path) -> int:
               "plain_default_malloc": any(r["spec"]["contender"] == "plain" and not r["spec"].get("mallopt") for r in raw),
               "merged": f"`{base['command']}` ({base['date']}, load {base['load_start']} → {base['load_end']}), with "
                         f"{', '.join(sorted(names))} from `{over['command']}` ({over['date']}, load {over['load_start']} → {over['load_end']})"}
+    return write_report(report, out)
+
+
+def write_report(report: dict, out: Path) -> int:
+    """Write ``latest.json`` and ``latest.md`` under ``out`` and print the markdown."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(report, indent=1, default=str))
     md = markdown(report)
@@ -872,13 +877,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": machine_info(args.threads), "repeats": args.repeats, "load_start": load_start, "load_end": _load(),
               "bench_seconds": time.perf_counter() - t0, "rows": rows, "pipelines": pipes, "summary": s, "raw": results}
     report["targets"] = targets(rows, pipes, precisions)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(report, indent=1, default=str))
-    md = markdown(report)
-    (out / "latest.md").write_text(md)
-    print(md)
-    return 0
+    return write_report(report, Path(args.out))
 
 
 if __name__ == "__main__":

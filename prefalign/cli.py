@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, refused_pickle
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.loggers import run_dir
-from prefalign.module import AlignmentModule
+from prefalign.core.module import AlignmentModule
 
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on MNIST-sized models.
 
@@ -33,8 +33,6 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
   python -m prefalign fit --config configs/dpo.yaml --print_config   show the fully resolved config
 """
-
-SUMMARY_KEYS = ("acc_clean", "acc_noisy", "f1_noisy", "ece_noisy", "kl_ref_noisy", "changed_vs_ref_noisy")
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):
@@ -158,14 +156,15 @@ class PrefAlignCLI(LightningCLI):
             cfg = self.config[self.subcommand]
             data = cfg.data.init_args
             args = ["fit", "--config", recipe, f"--model.export_path={path}", "--test_after_fit=false",
-                    f"--model.num_classes={cfg.model.num_classes}",
                     "--trainer.devices=1", "--trainer.num_nodes=1", "--trainer.strategy=auto"]
-            backbone = cfg.model.get("backbone")
-            if backbone is not None:
-                args.append("--model.backbone=" + json.dumps(namespace_to_dict(backbone)))
-            for key in ("data_dir", "source", "synthetic_size", "val_size", "split_seed", "digits", "holdout_per_class"):
-                value = data.get(key)
-                args.append(f"--data.init_args.{key}=" + _cli_value(value))
+            # The reference must have the policy's architecture and family, and see the same data.
+            for key in ("backbone", "family"):
+                value = cfg.model.get(key)
+                if value is not None:
+                    args.append(f"--model.{key}=" + json.dumps(namespace_to_dict(value)))
+            for key in getattr(type(self.datamodule), "reference_data_keys", ()):
+                if key in data:
+                    args.append(f"--data.init_args.{key}=" + _cli_value(data.get(key)))
             seed = cfg.get("seed_everything")
             args.append(f"--seed_everything={_cli_value(seed)}")
             run_cli(args)
@@ -192,8 +191,7 @@ class PrefAlignCLI(LightningCLI):
             return
         merged = {k: torch.cat([p[k].cpu() for p in predictions]) for k in predictions[0]}
         atomic_save(merged, path)
-        acc = {v: (merged[f"pred_{v}"] == merged["y"]).float().mean().item() for v in ("clean", "noisy")}
-        print(f"prefalign: wrote {len(merged['y'])} predictions to {path} (accuracy clean {acc['clean']:.4f}, noisy {acc['noisy']:.4f})")
+        print(f"prefalign: wrote {self.model.family.predict_summary(merged)} to {path}")
 
     def _report(self, stage: str) -> None:
         folder = run_dir(self.trainer)  # a broadcast under DDP: every rank asks, before the rank-zero check
@@ -207,8 +205,8 @@ class PrefAlignCLI(LightningCLI):
         (folder / f"results_{stage}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
         lines = [f"prefalign {stage} results ({results['objective']}) — {folder}"]
         for who, prefix in (("policy", f"{stage}/"), ("reference", f"{stage}/reference/")):
-            row = {k: metrics.get(prefix + k) for k in SUMMARY_KEYS}
-            if row["acc_clean"] is not None:
+            row = {k: metrics.get(prefix + k) for k in self.model.family.summary_keys}
+            if any(v is not None for v in row.values()):
                 lines.append(f"  {who:<9} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if v is not None))
         print("\n".join(lines), flush=True)
 

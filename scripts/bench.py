@@ -385,7 +385,7 @@ def _install_timers(record: dict) -> None:
     from lightning.pytorch.callbacks import Callback
 
     from prefalign.data.datamodules import NoisyMNISTDataModule, PreferenceDataModule
-    from prefalign.module import AlignmentModule
+    from prefalign.families.classifier.evaluation import ClassifierEvaluation
 
     class EpochTimer(Callback):
         def __init__(self):
@@ -452,7 +452,7 @@ def _install_timers(record: dict) -> None:
         record["mine_samples"] = int(self.mining_stats["mining/pool_size"])
 
     PreferenceDataModule._attach = counting_attach
-    timed(AlignmentModule, "_log_figures", "figures")
+    timed(ClassifierEvaluation, "_log_figures", "figures")
 
 
 def worker_prefalign(spec: dict) -> dict:

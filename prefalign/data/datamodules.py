@@ -7,9 +7,6 @@ it once, so batches never touch the host.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from pathlib import Path
 from typing import Literal
 
@@ -18,12 +15,12 @@ import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info
 
-from prefalign.checkpoint import CheckpointError, atomic_save, load_model, safe_load
+from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
 from prefalign.data.batches import TensorBatches
 from prefalign.data.corruptions import Corruption, GaussianNoise
 from prefalign.data.mining import Strategy, mine_pairs, reference_log_probs
 
-log = logging.getLogger(__name__)
 
 # Test images are keyed apart from training images so image i of each split gets different noise.
 TEST_INDEX_OFFSET = 1_000_000
@@ -88,6 +85,10 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         self.synthetic_size = tuple(synthetic_size)
         self.resample_noise = resample_noise
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
+
+    #: the arguments that decide which images and labels a run sees: an alignment config's missing reference is
+    #: trained on the same data (the CLI forwards these to the reference recipe).
+    reference_data_keys = ("data_dir", "source", "synthetic_size", "val_size", "split_seed", "digits", "holdout_per_class")
 
     @property
     def num_classes(self) -> int:
@@ -279,9 +280,8 @@ class PreferenceDataModule(NoisyMNISTDataModule):
 
     def cache_path(self, reference_path: str) -> tuple[Path, str]:
         """The cache file for this reference and data, and its fingerprint."""
-        ref_sha = hashlib.sha256(Path(reference_path).read_bytes()).hexdigest()
-        key = {"reference_sha256": ref_sha, "data": self.data_fingerprint(), "strategy": self.strategy, "mine_on": self.mine_on, "format": 1}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        key = {"reference_sha256": file_sha256(reference_path), "data": self.data_fingerprint(), "strategy": self.strategy, "mine_on": self.mine_on, "format": 1}
+        digest = fingerprint(key)
         return Path(self.cache_dir) / f"pairs-{self.strategy}-{self.mine_on}-{digest}.pt", digest
 
     def _mine(self, reference_path: str) -> dict[str, torch.Tensor]:
@@ -308,27 +308,12 @@ class PreferenceDataModule(NoisyMNISTDataModule):
             return
         reference_path = self._reference_path()
         path, digest = self.cache_path(reference_path)
-        trainer = getattr(self, "trainer", None)
-        is_zero = trainer is None or trainer.global_rank == 0
-        if is_zero and not self._cache_valid(path, digest):
-            rank_zero_info(f"Mining {self.strategy} pairs on the {self.mine_on} training images with {reference_path} ...")
-            mined = self._mine(reference_path)
-            atomic_save({"fingerprint": digest, **mined}, path)
-        if trainer is not None:
-            trainer.strategy.barrier("prefalign-mining")
-        cached = safe_load(path, what="mined pairs cache")
-        if cached.get("fingerprint") != digest:
-            raise CheckpointError(f"{path} does not match this run's fingerprint; delete it and rerun.")
-        self._attach(cached)
 
-    def _cache_valid(self, path: Path, digest: str) -> bool:
-        if not path.is_file():
-            return False
-        try:
-            return safe_load(path).get("fingerprint") == digest
-        except CheckpointError:
-            log.warning("mined pairs cache %s is unreadable; mining again", path)
-            return False
+        def mine() -> dict:
+            rank_zero_info(f"Mining {self.strategy} pairs on the {self.mine_on} training images with {reference_path} ...")
+            return self._mine(reference_path)
+
+        self._attach(load_or_build(path, digest, mine, getattr(self, "trainer", None)))
 
     def _attach(self, cached: dict) -> None:
         if len(cached["rows"]) == 0:

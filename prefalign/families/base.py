@@ -110,6 +110,9 @@ class ModelFamily(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} cannot score sampled responses (no 'sampling' capability)")
 
     # ------------------------------------------------------------------ evaluation
+    def teardown(self, stage: str) -> None:
+        """Drop per-run caches (called from the LightningModule's ``teardown``)."""
+
     def eval_step(self, module: Any, batch: dict[str, Tensor], stage: str) -> None:
         """Update this family's metrics for one validation/test batch (``stage`` is ``val`` or ``test``)."""
 

@@ -10,7 +10,17 @@ from prefalign.objectives.hinge import Hinge, hinge_loss
 from prefalign.objectives.ipo import IPO, ipo_loss
 from prefalign.objectives.kto import KTO, kto_loss, kto_reference_point
 from prefalign.objectives.orpo import ORPO, log1mexp, log_odds, orpo_loss
-from prefalign.objectives.ppo import PPOLite, exact_kl, gather_logps, group_advantages, ppo_clip_loss
+from prefalign.objectives.ppo import (
+    PPOLite,
+    aggregate_token_loss,
+    clipped_surrogate,
+    estimated_kl,
+    exact_kl,
+    gather_logps,
+    group_advantages,
+    ppo_clip_loss,
+    rloo_advantages,
+)
 from prefalign.objectives.rewards import CorrectLabelReward, RewardFunction, RewardModelConfidence
 from prefalign.objectives.robust_dpo import RobustDPO, robust_dpo_loss
 from prefalign.objectives.rpo import RPO, rpo_loss
@@ -55,6 +65,10 @@ __all__ = [
     "log_odds",
     "log1mexp",
     "group_advantages",
+    "rloo_advantages",
+    "clipped_surrogate",
+    "aggregate_token_loss",
+    "estimated_kl",
     "ppo_clip_loss",
     "exact_kl",
     "gather_logps",

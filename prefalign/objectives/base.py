@@ -39,10 +39,19 @@ class ObjectiveOutput:
 
 
 class Objective(nn.Module):
-    """Base class: subclasses set the two flags and implement ``forward(PairLogps) -> ObjectiveOutput``."""
+    """Base class: subclasses set the flags and implement ``forward(PairLogps) -> ObjectiveOutput``.
+
+    ``requires`` names what a model family must provide for this loss to make sense (see
+    :data:`prefalign.families.base.CAPABILITIES`): e.g. ORPO needs ``true_logprob`` because it takes
+    :math:`\log(1-p)`, which a denoiser's surrogate log-likelihood does not have. The module refuses such a
+    pairing when it is built. ``length_normalized`` asks sequence families for the mean token log-prob
+    instead of the sum (SimPO and ORPO are defined on it); a one-label response is unaffected.
+    """
 
     needs_reference: bool = True  # reference_chosen/rejected are required
     needs_pairs: bool = True  # policy_rejected is required
+    requires: frozenset[str] = frozenset()
+    length_normalized: bool = False
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError

@@ -59,6 +59,8 @@ class ORPO(Objective):
 
     needs_reference = False
     needs_pairs = True
+    requires = frozenset({"true_logprob"})  # log(1 - p) needs a normalised probability
+    length_normalized = True  # the paper and TRL use the mean token log-prob
 
     def __init__(self, lam: float = 0.1) -> None:
         super().__init__()

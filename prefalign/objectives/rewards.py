@@ -1,23 +1,35 @@
-"""Reward functions for PPO-lite: score k sampled labels per image."""
+"""Reward functions for PPO-lite: score the k responses sampled per prompt.
+
+A reward reads a :class:`~prefalign.families.base.Rollout`: the prompts' batch (inputs, labels, ...) and the
+sampled ``responses [B, k, T]`` with their ``mask``; it returns float rewards ``[B, k]``. The two below are for
+one-label responses (the classifier family: ``responses[..., 0]`` is the sampled class); other families ship
+their own beside their code.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 
 class RewardFunction(nn.Module):
-    """Maps images ``x [B, ...]``, sampled labels ``samples [B, k]`` (long) and true ``labels [B]`` to float rewards ``[B, k]``."""
+    """Maps a rollout (``batch``, ``responses [B, k, T]``, ``mask``) to float rewards ``[B, k]``."""
 
-    def forward(self, x: Tensor, samples: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover - interface
+    def forward(self, rollout: Any) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-class CorrectLabelReward(RewardFunction):
-    r"""The verifiable reward :math:`r(x, y) = \mathbb{1}[y = y^*]`: 1.0 for the true label, 0.0 otherwise."""
+def _labels(rollout: Any) -> Tensor:
+    return rollout.responses[..., 0]
 
-    def forward(self, x: Tensor, samples: Tensor, labels: Tensor) -> Tensor:
-        return (samples == labels.unsqueeze(1)).float()
+
+class CorrectLabelReward(RewardFunction):
+    r"""The verifiable reward :math:`r(x, y) = \mathbb{1}[y = y^*]`: 1.0 for the true label (``batch["y"]``), 0.0 otherwise."""
+
+    def forward(self, rollout: Any) -> Tensor:
+        return (_labels(rollout) == rollout.batch["y"].unsqueeze(1)).float()
 
 
 class RewardModelConfidence(RewardFunction):
@@ -26,7 +38,7 @@ class RewardModelConfidence(RewardFunction):
     The reward model is loaded lazily from ``ckpt`` (a prefalign weights file) on first call, in eval mode
     with gradients off. It is kept in a plain attribute, not a submodule, so it never appears in
     ``parameters()``/``state_dict()``: the optimiser cannot train it, DDP does not wrap it, and policy
-    checkpoints do not carry it. It is moved to the device of ``x`` on each call.
+    checkpoints do not carry it. It is moved to the device of the inputs (``batch["x"]``) on each call.
 
     Args:
         ckpt: path of the reward model's weights file.
@@ -47,8 +59,9 @@ class RewardModelConfidence(RewardFunction):
             object.__setattr__(self, "_reward_model", model)
         return self._reward_model
 
-    def forward(self, x: Tensor, samples: Tensor, labels: Tensor) -> Tensor:
+    def forward(self, rollout: Any) -> Tensor:
+        x = rollout.batch["x"]
         model = self.reward_model.to(x.device)
         with torch.no_grad():
             probs = model(x.float()).float().softmax(dim=-1)
-        return probs.gather(1, samples.long())
+        return probs.gather(1, _labels(rollout).long())

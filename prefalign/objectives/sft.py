@@ -24,6 +24,7 @@ class SFT(Objective):
 
     needs_reference = False
     needs_pairs = False
+    length_normalized = True  # per-token cross-entropy, as language-model pretraining reports it
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)

@@ -32,6 +32,7 @@ class SimPO(Objective):
 
     needs_reference = False
     needs_pairs = True
+    length_normalized = True  # the paper's reward is the mean token log-prob (beta / |y|)
 
     def __init__(self, beta: float = 2.0, gamma: float = 0.5) -> None:
         super().__init__()

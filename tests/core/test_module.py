@@ -5,7 +5,7 @@ import torch
 from prefalign.checkpoint import CheckpointError, save_weights
 from prefalign.data.datamodules import NoisyMNISTDataModule, PreferenceDataModule
 from prefalign.models import LeNet, SeedCNN
-from prefalign.module import AlignmentModule
+from prefalign.core.module import AlignmentModule
 from prefalign.objectives import DPO, SFT, PPOLite
 
 

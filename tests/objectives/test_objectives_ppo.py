@@ -5,7 +5,17 @@ import math
 import pytest
 import torch
 
-from prefalign.objectives import CorrectLabelReward, PPOLite, exact_kl, gather_logps, group_advantages, ppo_clip_loss
+from prefalign.objectives import (
+    CorrectLabelReward,
+    PPOLite,
+    aggregate_token_loss,
+    estimated_kl,
+    exact_kl,
+    gather_logps,
+    group_advantages,
+    ppo_clip_loss,
+    rloo_advantages,
+)
 
 
 def test_group_advantages_hand_example():
@@ -69,24 +79,15 @@ def test_exact_kl():
     assert (exact_kl(lp, torch.randn(5, 10).log_softmax(-1)) >= 0).all()
 
 
-def test_sample_shapes_and_determinism():
-    ppo = PPOLite(k=6)
-    logps = torch.randn(3, 10).log_softmax(-1)
-    s1 = ppo.sample(logps, generator=torch.Generator().manual_seed(1))
-    s2 = ppo.sample(logps, generator=torch.Generator().manual_seed(1))
-    assert s1.shape == (3, 6) and s1.dtype == torch.long and torch.equal(s1, s2)
-    assert ((s1 >= 0) & (s1 < 10)).all()
-    one_hot = torch.log(torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
-    assert torch.equal(ppo.sample(one_hot), torch.tensor([[1] * 6, [2] * 6]))
-
-
 def test_ppolite_loss_hand_example():
+    # Four one-label responses of one image (T = 1): the classifier case.
     new, old, adv = clip_example()
     full = torch.log(torch.tensor([[0.3, 0.1, 0.22, 0.38]])).requires_grad_(True)
     samples = torch.tensor([[0, 1, 2, 0]])
     assert torch.allclose(gather_logps(full, samples), new)
     ref = torch.log(torch.full((1, 4), 0.25))
-    out = PPOLite(k=4, clip_eps=0.2, kl_coef=0.05).loss(full, samples, old, adv, ref)
+    kl_exact = exact_kl(full, ref)[:, None, None]  # one distribution per image, shared by its k samples
+    out = PPOLite(k=4, clip_eps=0.2, kl_coef=0.05).loss(gather_logps(full, samples).unsqueeze(-1), old.unsqueeze(-1), adv, kl_exact=kl_exact)
     kl = sum(p * math.log(p / 0.25) for p in (0.3, 0.1, 0.22, 0.38))
     assert out.loss.item() == pytest.approx(0.225 + 0.05 * kl, rel=1e-5)
     assert out.metrics["ppo/kl"].item() == pytest.approx(kl, rel=1e-5)
@@ -98,19 +99,66 @@ def test_ppolite_loss_hand_example():
 
 def test_ppolite_reference_rules():
     new, old, adv = clip_example()
-    full, samples = torch.log(torch.tensor([[0.3, 0.1, 0.22, 0.38]])), torch.tensor([[0, 1, 2, 0]])
+    new3, old3 = new.unsqueeze(-1), old.unsqueeze(-1)
     with pytest.raises(ValueError, match="needs reference log-probs.*reference_ckpt.*kl_coef: 0"):
-        PPOLite(k=4, kl_coef=0.05).loss(full, samples, old, adv)
-    out = PPOLite(k=4, kl_coef=0.0).loss(full, samples, old, adv)
+        PPOLite(k=4, kl_coef=0.05).loss(new3, old3, adv)
+    out = PPOLite(k=4, kl_coef=0.0).loss(new3, old3, adv)
     assert "ppo/kl" not in out.metrics and out.loss.item() == pytest.approx(0.225, rel=1e-5)
-    with pytest.raises(ValueError, match="must match samples"):
-        PPOLite(k=4).loss(full, samples, old[:, :3], adv, full)
+    with pytest.raises(ValueError, match="must be \\[B, k\\]"):
+        PPOLite(k=4).loss(new3, old3, adv[:, :3], reference_logps=new3)
+    with pytest.raises(ValueError, match="exact KL"):
+        PPOLite(kl_estimator="exact").wants_exact_kl(False)
+
+
+def test_rloo_advantages_hand_example():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [3.0, 1.0, 2.0, 2.0]])
+    # A_j = r_j - mean of the other three
+    expected = torch.tensor([[1 - 1 / 3, -2 / 3, -2 / 3, 1 - 1 / 3], [3 - 5 / 3, 1 - 7 / 3, 0.0, 0.0]])
+    assert torch.allclose(rloo_advantages(r), expected, atol=1e-6)
+    assert torch.allclose(PPOLite(baseline="rloo").advantages(r), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="k >= 2"):
+        rloo_advantages(torch.ones(3, 1))
+
+
+def test_token_aggregation_hand_example():
+    # Two responses: lengths 1 and 3 (mask), per-token losses chosen by hand.
+    loss = torch.tensor([[[2.0, 9.0, 9.0], [1.0, 3.0, 5.0]]])  # [B=1, k=2, T=3]
+    mask = torch.tensor([[[True, False, False], [True, True, True]]])
+    assert aggregate_token_loss(loss, mask, "grpo").item() == pytest.approx((2.0 + 3.0) / 2)  # means 2 and 3
+    assert aggregate_token_loss(loss, mask, "bnpo").item() == pytest.approx(11.0 / 4)
+    assert aggregate_token_loss(loss, mask, "dapo", num_tokens=torch.tensor(8.0)).item() == pytest.approx(11.0 / 8)
+    assert aggregate_token_loss(loss, mask, "dr_grpo").item() == pytest.approx(11.0 / (2 * 3))
+    with pytest.raises(ValueError, match="unknown loss_type"):
+        aggregate_token_loss(loss, mask, "mean")
+
+
+def test_kl_estimators_hand_values():
+    pol, ref = torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25]))
+    d = math.log(0.5)  # log ref - log pol
+    assert estimated_kl(pol, ref, "k1").item() == pytest.approx(-d)
+    assert estimated_kl(pol, ref, "k3").item() == pytest.approx(math.exp(d) - d - 1)
+    assert estimated_kl(pol, pol, "k3").item() == 0.0
+
+
+def test_ppolite_sequence_loss_with_k3_kl_and_mask():
+    # On-policy (ratio 1): surrogate per token = A; padding must not count.
+    new = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.9]]])).requires_grad_(True)
+    mask = torch.tensor([[[True, True], [True, False]]])
+    ref = torch.log(torch.tensor([[[0.25, 0.5], [0.25, 0.1]]]))
+    adv = torch.tensor([[1.0, -1.0]])
+    out = PPOLite(k=2, kl_coef=0.1, loss_type="grpo").loss(new, new.detach(), adv, mask, reference_logps=ref)
+    d = math.log(0.5)
+    k3 = math.exp(d) - d - 1  # only the first token of response 0 differs from the reference
+    # response 0 (A = 1): mean of its two tokens' (-1 + 0.1·KL); response 1 (A = -1): its one real token, +1
+    expected = (((-1.0 + 0.1 * k3) + (-1.0)) / 2 + 1.0) / 2
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert out.metrics["ppo/kl"].item() == pytest.approx(k3 / 3, rel=1e-5)
 
 
 def test_ppolite_hyperparameters():
     ppo = PPOLite()
     assert (ppo.k, ppo.clip_eps, ppo.ppo_epochs, ppo.kl_coef) == (8, 0.2, 4, 0.05)
     assert isinstance(ppo.reward, CorrectLabelReward) and PPOLite.needs_reference
-    for bad in ({"k": 1}, {"clip_eps": 0.0}, {"ppo_epochs": 0}, {"kl_coef": -0.1}):
+    for bad in ({"k": 1}, {"clip_eps": 0.0}, {"ppo_epochs": 0}, {"kl_coef": -0.1}, {"loss_type": "sum"}, {"baseline": "critic"}, {"kl_estimator": "k2"}):
         with pytest.raises(ValueError):
             PPOLite(**bad)

@@ -3,13 +3,20 @@
 import torch
 
 from prefalign.checkpoint import save_weights
+from prefalign.families.base import Rollout
 from prefalign.models import SeedCNN
 from prefalign.objectives import CorrectLabelReward, PPOLite, RewardModelConfidence
 
 
+def label_rollout(x: torch.Tensor, samples: torch.Tensor, labels: torch.Tensor) -> Rollout:
+    """A classifier rollout: k one-label responses per image."""
+    responses = samples.unsqueeze(-1)
+    return Rollout({"x": x, "y": labels}, responses, torch.ones_like(responses, dtype=torch.bool), torch.zeros(responses.shape))
+
+
 def test_correct_label_reward():
     samples = torch.tensor([[1, 2, 1], [0, 0, 3]])
-    r = CorrectLabelReward()(torch.zeros(2, 1, 28, 28), samples, torch.tensor([1, 3]))
+    r = CorrectLabelReward()(label_rollout(torch.zeros(2, 1, 28, 28), samples, torch.tensor([1, 3])))
     assert r.dtype == torch.float32
     assert torch.equal(r, torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
 
@@ -24,7 +31,7 @@ def test_reward_model_confidence(tmp_path):
 
     x = torch.rand(2, 1, 28, 28)
     samples = torch.tensor([[0, 3, 9], [1, 1, 5]])
-    r = reward(x, samples, torch.tensor([0, 1]))
+    r = reward(label_rollout(x, samples, torch.tensor([0, 1])))
     expected = rm.eval()(x).softmax(-1).gather(1, samples)
     assert r.shape == (2, 3) and not r.requires_grad
     assert torch.allclose(r, expected, atol=1e-6)

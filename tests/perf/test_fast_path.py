@@ -21,7 +21,7 @@ from prefalign.data.batches import CPU_FORWARD_CHUNK, chunked_forward
 from prefalign.data.datamodules import PreferenceDataModule
 from prefalign.data.mining import reference_log_probs
 from prefalign.models import SeedCNN
-from prefalign.module import AlignmentModule
+from prefalign.core.module import AlignmentModule
 from prefalign.objectives import DPO
 
 

@@ -156,7 +156,7 @@ def test_checkpoints_carry_the_rng_state_for_fit():
     import lightning as L
     from lightning.pytorch.trainer.states import TrainerFn
 
-    from prefalign.module import AlignmentModule
+    from prefalign.core.module import AlignmentModule
 
     model = AlignmentModule()
     model.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)

@@ -32,7 +32,7 @@ def test_config_is_the_seed_004_setup(capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"]["backbone"] == {"class_path": "prefalign.models.BinaryCNN",
                                         "init_args": {"filters": 8, "num_classes": 2}}
-    assert cfg["model"]["num_classes"] == 2
+    assert cfg["model"]["family"] is None  # the classifier family, its class count read from the data (2 digits)
     assert cfg["model"]["objective"]["class_path"] == "prefalign.objectives.SFT"
     assert cfg["model"]["export_path"] == "artifacts/reference/binary_1v8.pt"
     assert cfg["model"]["optimizer"]["init_args"]["lr"] == 0.001 and cfg["trainer"]["max_epochs"] == 10

@@ -1,0 +1,49 @@
+"""One PPO-lite step for any model family: roll out, score, then ``ppo_epochs`` clipped updates (manual optimisation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from prefalign.objectives import PPOLite, exact_kl
+
+
+def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
+    """Sample k responses per prompt with the current policy, reward them, and update the policy on them.
+
+    The rollout, the rewards, the advantages and the reference's log-probs are computed once per batch under
+    ``no_grad``; each of the ``ppo_epochs`` inner passes re-scores the same responses with the policy, so only
+    the policy's forward and backward repeat. The KL is exact when the family gives full distributions and the
+    objective asks for it (classifier, small vocabularies), otherwise estimated from the sampled tokens.
+    """
+    objective: PPOLite = module.objective
+    family = module.family
+    optimizer = module.optimizers()
+    reference = module.reference if objective.kl_coef > 0 else None
+    exact = reference is not None and objective.wants_exact_kl("exact_kl" in family.capabilities)
+    with torch.no_grad():
+        rollout = family.rollout(module._forward, batch, objective.k)
+        rewards = objective.reward(rollout)
+        advantages = objective.advantages(rewards)
+        ref = family.response_logps(reference, rollout) if reference is not None else None
+        num_tokens = None
+        if objective.loss_type == "dapo":
+            num_tokens = module.trainer.strategy.reduce(rollout.mask.sum().float(), reduce_op="sum")
+    out = None
+    for _ in range(objective.ppo_epochs):
+        new = family.response_logps(module._forward, rollout)
+        kl = exact_kl(new.dist, ref.dist) if exact else None
+        out = objective.loss(new.tokens, rollout.old_logps, advantages, rollout.mask, ref.tokens if ref is not None else None, kl, num_tokens)
+        loss = module.guard(out.loss)
+        if loss is None:
+            continue
+        optimizer.zero_grad()
+        module.manual_backward(loss)
+        optimizer.step()
+    show, write = module.train_logging()
+    if show or write:
+        module.log("train/loss", out.loss.detach(), prog_bar=show)
+        module.log("ppo/reward_mean", rewards.mean(), prog_bar=show)
+    if write:
+        module.log_dict({k if k.startswith("ppo/") else f"train/{k}": v for k, v in out.metrics.items()})

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, refused_pickle
-from prefalign.data.datamodules import NoisyMNISTDataModule
+import lightning as L
 from prefalign.loggers import run_dir
 from prefalign.core.module import AlignmentModule
 
@@ -75,7 +75,7 @@ class PrefAlignCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION, "formatter_class": _RawFormatter()})
         super().__init__(
             AlignmentModule,
-            NoisyMNISTDataModule,
+            L.LightningDataModule,  # any data module: each model family brings its own
             *args,
             subclass_mode_data=True,
             save_config_callback=LoggedSaveConfigCallback,

@@ -1,0 +1,49 @@
+"""Every registered model family, as a small case the shared tests can drive: add one entry per new family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from prefalign.families.base import ModelFamily
+from prefalign.objectives import RewardFunction
+
+
+@dataclass
+class FamilyCase:
+    family: ModelFamily
+    backbone: nn.Module  # a tiny model of the family
+    pairs: dict[str, torch.Tensor]  # a preference batch as the family's data module makes it
+    prompts: dict[str, torch.Tensor]  # an RL batch (families with "sampling")
+    reward: RewardFunction | None
+
+
+def classifier_case() -> FamilyCase:
+    from prefalign.families.classifier import ClassifierFamily
+    from prefalign.models import SeedCNN
+    from prefalign.objectives import CorrectLabelReward
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    return FamilyCase(ClassifierFamily(num_classes=10), SeedCNN(channels=2), {"x": x, "chosen": y, "rejected": (y + 3) % 10}, {"x": x, "y": y}, CorrectLabelReward())
+
+
+def toy_case() -> FamilyCase:
+    from tests.families.toy import ToyFamily, ToyReward, ToySeqModel, right_responses
+
+    torch.manual_seed(0)
+    prompts = torch.arange(6) % 8
+    chosen = right_responses(prompts, 8)
+    rejected = torch.stack([(prompts + 3) % 8, (prompts + 4) % 8], dim=1)
+    mask = torch.ones_like(chosen, dtype=torch.bool)
+    mask_r = mask.clone()
+    mask_r[0, 1] = False  # a shorter rejected response: padding must be masked out
+    pairs = {"prompt": prompts, "chosen": chosen, "chosen_mask": mask, "rejected": rejected, "rejected_mask": mask_r}
+    return FamilyCase(ToyFamily(), ToySeqModel(8), pairs, {"prompt": prompts}, ToyReward(8))
+
+
+FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {"classifier": classifier_case, "toy_sequence": toy_case}

@@ -13,7 +13,7 @@ from typing import Literal
 import lightning as L
 import torch
 from jsonargparse import lazy_instance
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from prefalign.checkpoint import CheckpointError, load_model
 from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
@@ -278,27 +278,31 @@ class PreferenceDataModule(NoisyMNISTDataModule):
             )
         return path
 
-    def cache_path(self, reference_path: str) -> tuple[Path, str]:
-        """The cache file for this reference and data, and its fingerprint."""
+    def cache_path(self, reference_path: str, miner_path: str | None = None) -> tuple[Path, str]:
+        """The cache file for this reference (and, when re-mining, the weights that mined) and data, and its fingerprint."""
         key = {"reference_sha256": file_sha256(reference_path), "data": self.data_fingerprint(), "strategy": self.strategy, "mine_on": self.mine_on, "format": 1}
+        if miner_path is not None:
+            key["miner_sha256"] = file_sha256(miner_path)
         digest = fingerprint(key)
         return Path(self.cache_dir) / f"pairs-{self.strategy}-{self.mine_on}-{digest}.pt", digest
 
-    def _mine(self, reference_path: str) -> dict[str, torch.Tensor]:
+    def _mine(self, reference_path: str, miner_path: str | None = None) -> dict[str, torch.Tensor]:
+        """Mine with ``miner_path`` (default: the reference); the cached log-probs are always the reference's."""
         reference = load_model(reference_path).to(self._device())
         split = self.splits["train"]
         views = {"noisy": ["x_noisy"], "clean": ["x_clean"], "both": ["x_noisy", "x_clean"]}[self.mine_on]
         pool_x = torch.cat([split[v] for v in views])
         pool_y = split["y"].repeat(len(views))
-        logps = reference_log_probs(reference, pool_x, self.eval_batch_size)
-        if logps.shape[1] != self.num_classes:
-            raise CheckpointError(f"reference {reference_path} predicts {logps.shape[1]} classes but the data has {self.num_classes}; use a reference trained on the same digits.")
+        ref_logps = reference_log_probs(reference, pool_x, self.eval_batch_size)
+        if ref_logps.shape[1] != self.num_classes:
+            raise CheckpointError(f"reference {reference_path} predicts {ref_logps.shape[1]} classes but the data has {self.num_classes}; use a reference trained on the same digits.")
+        logps = ref_logps if miner_path is None else reference_log_probs(load_model(miner_path).to(self._device()), pool_x, self.eval_batch_size)
         rows, chosen, rejected = mine_pairs(logps, pool_y, self.strategy, seed=self.split_seed)
         return {
             "rows": rows.cpu(),
             "chosen": chosen.cpu(),
             "rejected": rejected.cpu(),
-            "ref_logps": logps[rows].cpu(),
+            "ref_logps": ref_logps[rows].cpu(),
             "pool_accuracy": (logps.argmax(1) == pool_y).float().mean().cpu(),
         }
 
@@ -306,14 +310,27 @@ class PreferenceDataModule(NoisyMNISTDataModule):
         super().setup(stage)
         if stage not in (None, "fit") or self.pairs:
             return
+        self._attach(self._load_or_mine(None))
+
+    def _load_or_mine(self, miner_path: str | None) -> dict:
         reference_path = self._reference_path()
-        path, digest = self.cache_path(reference_path)
+        path, digest = self.cache_path(reference_path, miner_path)
 
         def mine() -> dict:
-            rank_zero_info(f"Mining {self.strategy} pairs on the {self.mine_on} training images with {reference_path} ...")
-            return self._mine(reference_path)
+            rank_zero_info(f"Mining {self.strategy} pairs on the {self.mine_on} training images with {miner_path or reference_path} ...")
+            return self._mine(reference_path, miner_path)
 
-        self._attach(load_or_build(path, digest, mine, getattr(self, "trainer", None)))
+        return load_or_build(path, digest, mine, getattr(self, "trainer", None))
+
+    def remine(self, miner_path: str) -> None:
+        """Replace the pairs with ones mined by ``miner_path`` (the current policy): iterative / online DPO.
+
+        If the miner makes no mistakes to mine (strategy ``mistakes``), the previous pairs are kept, with a warning."""
+        cached = self._load_or_mine(miner_path)
+        if len(cached["rows"]) == 0:
+            rank_zero_warn(f"re-mining with {miner_path} found no pairs ({self.strategy}); keeping the previous {len(self.pairs['chosen'])} pairs.")
+            return
+        self._attach(cached)
 
     def _attach(self, cached: dict) -> None:
         if len(cached["rows"]) == 0:

@@ -39,9 +39,9 @@ class ProbedPreferenceDataModule(PreferenceDataModule):
         _mark(f"prepare_data-rank{self.trainer.global_rank}")
         super().prepare_data()
 
-    def _mine(self, reference_path: str) -> dict[str, torch.Tensor]:
+    def _mine(self, reference_path: str, miner_path: str | None = None) -> dict[str, torch.Tensor]:
         _mark(f"mine-rank{self.trainer.global_rank}")
-        return super()._mine(reference_path)
+        return super()._mine(reference_path, miner_path)
 
 
 class DDPProbe(L.Callback):

@@ -1,0 +1,61 @@
+"""Iterative (online) preference mining: every N epochs, re-mine the pairs with the current policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from prefalign.checkpoint import save_weights
+from prefalign.objectives.base import check_in_range
+
+
+class IterativeMining(Callback):
+    """Iterative DPO (Xu et al., 2023, "Some things are more CRINGE than others", arXiv:2312.16682; Xiong et al., 2024,
+    arXiv:2312.11456): after every ``every_n_epochs`` training epochs, the current policy mines fresh pairs.
+
+    The policy's weights are written to ``<run>/miners/epoch<N>.pt`` and handed to the data module's
+    ``remine(path)``; the pairs are cached under a fingerprint that includes those weights' sha256, so every
+    round is reproducible and never confused with the reference's pairs. The *reference* stays the frozen
+    one: the cached reference log-probs of the new pairs are still the reference's, so the DPO loss keeps its
+    anchor while the pairs track what the policy now gets wrong. The train dataloader is rebuilt after each
+    round (``trainer.reload_dataloaders_every_n_epochs``). Works for any family whose preference data module
+    implements ``remine(miner_path)``.
+
+    Args:
+        every_n_epochs: epochs between mining rounds (no round after the last epoch).
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        check_in_range("every_n_epochs", every_n_epochs, 1)
+        self.every_n_epochs = every_n_epochs
+        self.rounds = 0
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if not callable(getattr(datamodule, "remine", None)):
+            raise ValueError(
+                f"IterativeMining needs a preference data module that can re-mine (a `remine(miner_path)` method); "
+                f"{type(datamodule).__name__} has none. Use e.g. prefalign.data.PreferenceDataModule."
+            )
+        trainer.reload_dataloaders_every_n_epochs = self.every_n_epochs
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every_n_epochs or (trainer.max_epochs is not None and epoch >= trainer.max_epochs):
+            return
+        from prefalign.loggers import run_dir
+
+        path = run_dir(trainer) / "miners" / f"epoch{epoch}.pt"  # a broadcast under DDP: every rank asks
+        if trainer.is_global_zero:
+            save_weights(pl_module.policy, path, {"epoch": epoch})
+        trainer.strategy.barrier("prefalign-iterative-mining")
+        trainer.datamodule.remine(str(path))
+        self.rounds += 1
+        stats = {f"{k}_round": v for k, v in getattr(trainer.datamodule, "mining_stats", {}).items()}
+        for logger in trainer.loggers:
+            logger.log_metrics({**stats, "mining/round": float(self.rounds)}, step=trainer.global_step)
+        rank_zero_info(f"IterativeMining: round {self.rounds} after epoch {epoch} mined with {path}")

@@ -98,21 +98,30 @@ def table(results: list[dict], reference: dict, header: str) -> str:
 
 
 def plot(results: list[dict], reference: dict, path: Path) -> None:
+    """Sorted horizontal bars of noisy and clean test accuracy, one row per run, with the reference and the
+    supervised baseline as vertical lines: every label is readable however close the runs are."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
-    ax.scatter([reference["noisy"]], [reference["clean"]], marker="*", s=160, color="black", label="reference")
-    for r in results:
-        ax.scatter(r["test/acc_noisy"], r["test/acc_clean"], s=40)
-        ax.annotate(r["name"], (r["test/acc_noisy"], r["test/acc_clean"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    ax.axvline(0.93, ls="--", lw=0.8, color="grey")
-    ax.axhline(0.975, ls="--", lw=0.8, color="grey")
-    ax.set_xlabel("noisy test accuracy")
-    ax.set_ylabel("clean test accuracy")
-    ax.set_title("Objectives from the same reference, same pairs, same budget")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
+    rows = sorted(results, key=lambda r: r["test/acc_noisy"])
+    fig = Figure(figsize=(9, 0.42 * len(rows) + 1.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    names = [r["name"] for r in rows]
+    baseline = next((r for r in results if r["name"] == "sft_both"), None)
+    for ax, view in zip(axes, ("noisy", "clean")):
+        values = [r[f"test/acc_{view}"] for r in rows]
+        low = 0.8 if view == "noisy" else 0.9  # the runs that matter crowd near the top: zoom there
+        ax.barh(range(len(rows)), values, color=["tab:orange" if n.startswith("sft") else "tab:blue" for n in names])
+        for i, v in enumerate(values):  # off-scale runs keep their number, written at the left edge
+            ax.text(max(v, low), i, f" {v:.3f}" + ("  (off scale)" if v < low else ""), va="center", fontsize=7)
+        ax.axvline(reference[view], color="black", lw=1, ls=":", label=f"reference {reference[view]:.3f}")
+        if baseline is not None:
+            ax.axvline(baseline[f"test/acc_{view}"], color="tab:orange", lw=1, ls="--", label=f"SFT noisy+clean {baseline[f'test/acc_{view}']:.3f}")
+        ax.set_xlim(low, 1.0)
+        ax.set_title(f"{view} test accuracy (axis from {low})", fontsize=9)
+        ax.legend(loc="lower right", fontsize=7)
+    axes[0].set_yticks(range(len(rows)), names, fontsize=8)
+    fig.suptitle("Objectives from the same reference, same pairs, same budget (sorted by noisy accuracy)", fontsize=10)
+    fig.subplots_adjust(left=0.16, right=0.98, wspace=0.08, top=1 - 0.9 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
@@ -137,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    p.add_argument("--replot", action="store_true", help="only redraw the figure from <docs>/results.json (no runs)")
     a = p.parse_args(argv)
+    if a.replot:
+        saved = json.loads((a.docs / "results.json").read_text())
+        plot(saved["rows"], saved["reference"], a.docs / "figures" / "objectives.png")
+        return 0
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     extra = [f"--trainer.precision={a.precision}", "--model.log_figures=false"] + (QUICK if a.quick else [])

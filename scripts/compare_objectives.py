@@ -50,6 +50,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "kto": ("KTO β=0.1", PAIRS + objective("prefalign.objectives.KTO", beta=0.1)),
     "orpo": ("ORPO λ=0.1 (reference-free)", PAIRS + objective("prefalign.objectives.ORPO", lam=0.1)),
     "ppo": ("PPO-lite (GRPO-style, k=8, correct-label reward)", ["--config", str(CFG / "ppo.yaml")]),
+    "rpo_iterative": ("RPO, pairs re-mined by the current policy after every epoch (iterative DPO)",
+                      PAIRS + ["--trainer.callbacks+=prefalign.callbacks.IterativeMining", "--trainer.callbacks.every_n_epochs=1"]),
 }
 
 QUICK = [

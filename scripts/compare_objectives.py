@@ -128,6 +128,26 @@ def plot(results: list[dict], reference: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def reference_sha256(a: argparse.Namespace) -> str:
+    """The sha256 of the reference weights every row started from (rows are comparable only if it matches)."""
+    from prefalign.core.pair_cache import file_sha256
+
+    path = a.out / "reference.pt" if a.quick else REPO / "artifacts" / "reference" / "seed_cnn.pt"
+    return file_sha256(path)
+
+
+def merge_saved(path: Path, results: list[dict], ref_sha: str, run: dict) -> tuple[list[dict], list[dict]]:
+    """This run's rows plus the saved rows it did not redo; refuses rows measured from other reference weights."""
+    saved = json.loads(path.read_text())
+    if saved.get("reference_sha256") != ref_sha:
+        raise SystemExit(f"{path} was measured from other reference weights ({saved.get('reference_sha256', 'unknown')[:12]} vs {ref_sha[:12]}): "
+                         "rerun every row instead of --merge.")
+    mine = {r["name"] for r in results}
+    kept = [r for r in saved["rows"] if r["name"] not in mine and r["name"] in ROWS]
+    runs = [{**old, "rows": [n for n in old["rows"] if n not in mine]} for old in saved.get("runs", [])]
+    return results + kept, [r for r in runs if r["rows"]] + [run]
+
+
 def replace_between_markers(path: Path, text: str, name: str = "results") -> None:
     """Replace the generated block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
@@ -149,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     p.add_argument("--replot", action="store_true", help="only redraw the figure from <docs>/results.json (no runs)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of <docs>/results.json that this run does not redo (only if they used the same reference weights)")
     a = p.parse_args(argv)
     if a.replot:
         saved = json.loads((a.docs / "results.json").read_text())
@@ -169,16 +191,23 @@ def main(argv: list[str] | None = None) -> int:
         results = list(pool.map(lambda n: run_row(n, ROWS[n][1], a.out, extra, env), a.rows))
     anyref = next(r for r in results if "test/reference/acc_noisy" in r)
     reference = {"noisy": anyref["test/reference/acc_noisy"], "clean": anyref["test/reference/acc_clean"]}
+    ref_sha = reference_sha256(a)
+    run = {"date": time.strftime("%Y-%m-%d"), "rows": [r["name"] for r in results], "total_s": round(time.time() - start)}
+    runs = [run]
+    if a.merge:
+        results, runs = merge_saved(a.docs / "results.json", results, ref_sha, run)
+    results.sort(key=lambda r: list(ROWS).index(r["name"]) if r["name"] in ROWS else len(ROWS))
     header = (
-        f"Measured by `python scripts/compare_objectives.py{' --quick' if a.quick else ''}` on {time.strftime('%Y-%m-%d')} "
-        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {a.precision}, {a.jobs} runs at a time with "
-        f"{threads} thread(s) each; total {time.time() - start:.0f} s). Same reference, same seed, 5 epochs; preference rows share "
+        f"Measured by `python scripts/compare_objectives.py{' --quick' if a.quick else ''}` "
+        + "; ".join(f"on {r['date']} ({len(r['rows'])} rows, {r['total_s']} s{', with --merge' if i else ''})" for i, r in enumerate(runs))
+        + f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {a.precision}, {a.jobs} runs at a time with "
+        f"{threads} thread(s) each). Same reference (sha256 {ref_sha[:12]}), same seed, 5 epochs; preference rows share "
         "configs/dpo.yaml's pairs, optimiser and schedule. Wall time includes data setup and the final test."
     )
     text = table(results, reference, header)
     a.docs.mkdir(parents=True, exist_ok=True)
     (a.docs / "results.md").write_text(text + "\n")
-    (a.docs / "results.json").write_text(json.dumps({"reference": reference, "rows": results}, indent=2))
+    (a.docs / "results.json").write_text(json.dumps({"reference": reference, "reference_sha256": ref_sha, "runs": runs, "rows": results}, indent=2))
     plot(results, reference, a.docs / "figures" / "objectives.png")
     if not a.no_readme:
         replace_between_markers(REPO / "README.md", text)

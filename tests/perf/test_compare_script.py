@@ -30,3 +30,15 @@ def test_every_row_parses(row, capsys):
     with pytest.raises(SystemExit) as e:
         main(["fit", *load_script().ROWS[row][1], "--print_config"])
     assert e.value.code in (0, None) and "objective" in capsys.readouterr().out
+
+
+def test_merge_keeps_rows_from_the_same_reference_and_refuses_others(tmp_path):
+    script = load_script()
+    saved = {"reference_sha256": "a" * 64, "runs": [{"date": "d1", "rows": ["dpo", "ipo"], "total_s": 1}],
+             "rows": [{"name": "dpo", "x": 1}, {"name": "ipo", "x": 2}]}
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    rows, runs = script.merge_saved(tmp_path / "results.json", [{"name": "ipo", "x": 3}], "a" * 64, {"date": "d2", "rows": ["ipo"], "total_s": 2})
+    assert sorted((r["name"], r["x"]) for r in rows) == [("dpo", 1), ("ipo", 3)]  # the redone row replaces the saved one
+    assert runs == [{"date": "d1", "rows": ["dpo"], "total_s": 1}, {"date": "d2", "rows": ["ipo"], "total_s": 2}]
+    with pytest.raises(SystemExit, match="other reference weights"):
+        script.merge_saved(tmp_path / "results.json", [], "b" * 64, {})

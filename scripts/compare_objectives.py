@@ -168,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
-    p.add_argument("--replot", action="store_true", help="only redraw the figure from <docs>/results.json (no runs)")
+    p.add_argument("--replot", action="store_true", help="no runs: redraw the figure and rewrite the table (and README block) from <docs>/results.json")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of <docs>/results.json that this run does not redo (only if they used the same reference weights)")
     a = p.parse_args(argv)
     if a.replot:
         saved = json.loads((a.docs / "results.json").read_text())
         plot(saved["rows"], saved["reference"], a.docs / "figures" / "objectives.png")
+        if "header" in saved:
+            write_table(a, table(saved["rows"], saved["reference"], saved["header"]))
         return 0
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -204,15 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{threads} thread(s) each). Same reference (sha256 {ref_sha[:12]}), same seed, 5 epochs; preference rows share "
         "configs/dpo.yaml's pairs, optimiser and schedule. Wall time includes data setup and the final test."
     )
-    text = table(results, reference, header)
     a.docs.mkdir(parents=True, exist_ok=True)
-    (a.docs / "results.md").write_text(text + "\n")
-    (a.docs / "results.json").write_text(json.dumps({"reference": reference, "reference_sha256": ref_sha, "runs": runs, "rows": results}, indent=2))
+    (a.docs / "results.json").write_text(json.dumps({"reference": reference, "reference_sha256": ref_sha, "header": header, "runs": runs, "rows": results}, indent=2))
     plot(results, reference, a.docs / "figures" / "objectives.png")
+    write_table(a, table(results, reference, header))
+    return 0
+
+
+def write_table(a: argparse.Namespace, text: str) -> None:
+    (a.docs / "results.md").write_text(text + "\n")
     if not a.no_readme:
         replace_between_markers(REPO / "README.md", text)
     print(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -54,11 +54,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def refused_pickle(path: str | os.PathLike, error: Exception) -> CheckpointError:
-    """The error for a file that ``torch.load(weights_only=True)`` refused: it holds pickled code or objects."""
+def refused_pickle(path: str | os.PathLike, error: Exception, what: str = "checkpoint") -> CheckpointError:
+    """The error for a file that ``torch.load(weights_only=True)`` refused.
+
+    Two different causes reach here: a real pickle that names a global (a class or function: possibly code that
+    would run) and bytes that are no pickle at all (random data, a text file, a truncated download), for which
+    torch reports an unsupported opcode. They get different advice."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not any("GLOBAL" in line for line in lines):
+        return corrupt_file(path, what, next((line for line in lines if "Unsupported" in line), type(error).__name__))
     # torch's message starts with advice to retry with weights_only=False; the useful line names the blocked global.
-    reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else type(error).__name__)
+    reason = next(line for line in lines if "GLOBAL" in line)
     return CheckpointError(
         f"refusing to load {path}: it contains pickled objects beyond tensors and plain data ({reason}). "
         "Only load files you trust; re-export it with prefalign (weights files hold plain tensors)."
@@ -73,9 +79,16 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise refused_pickle(path, e) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{what} {path} is corrupt or truncated ({e}). Delete it and train/export it again.") from e
+        raise refused_pickle(path, e, what) from e
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as e:  # KeyError/ValueError: bytes that are not a pickle
+        raise corrupt_file(path, what, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+
+def corrupt_file(path: str | os.PathLike, what: str, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"{what} {path} is not a readable PyTorch file: corrupt, truncated or of another format ({reason[:120]}). "
+        "Delete it and train/export it again, or point to the right file."
+    )
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, meta: dict | None = None) -> Path:
@@ -114,6 +127,13 @@ def load_model(path: str | os.PathLike) -> nn.Module:
 
 def load_into(model: nn.Module, path: str | os.PathLike) -> dict:
     """Copy weights from ``path`` into ``model`` after checking it is the same architecture; returns the payload."""
+    payload = check_architecture(model, path)
+    model.load_state_dict(payload["state_dict"])
+    return payload
+
+
+def check_architecture(model: nn.Module, path: str | os.PathLike) -> dict:
+    """The weights file's payload, if it holds ``model``'s architecture (class and constructor arguments); else a clear error."""
     payload = load_weights(path)
     expected = class_path_of(model)
     mine = dict(getattr(model, "init_args", {}))
@@ -122,7 +142,6 @@ def load_into(model: nn.Module, path: str | os.PathLike) -> dict:
             f"{path} holds a {payload['class_path']}({payload['init_args']}), but the configured backbone is "
             f"{expected}({mine}). Point the reference to a checkpoint of the same architecture, or change `model.backbone`."
         )
-    model.load_state_dict(payload["state_dict"])
     return payload
 
 

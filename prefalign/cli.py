@@ -1,6 +1,6 @@
-"""``python -m prefalign``: LightningCLI with prefalign's defaults, plus the ``dream`` subcommand.
+"""``python -m prefalign``: LightningCLI with prefalign's defaults, plus the extra subcommands of :mod:`prefalign.commands`.
 
-Subcommands: fit / validate / test / predict (Lightning's) and ``dream`` (input optimisation, seed 003).
+Subcommands: fit / validate / test / predict (Lightning's) and the registered extras (``dream``, ...).
 ``fit`` tests the final policy afterwards (``--test_after_fit false`` to skip) and, when the reference
 checkpoint is missing and ``--reference_recipe`` names a config, trains the reference first.
 """
@@ -8,6 +8,7 @@ checkpoint is missing and ``--reference_recipe`` names a config, trains the refe
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -20,10 +21,13 @@ from lightning.pytorch import seed_everything
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, refused_pickle
 import lightning as L
-from prefalign.loggers import run_dir
+from lightning.pytorch.loggers import CSVLogger
+
+from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_architecture, refused_pickle
+from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, extra_commands_help, run_guarded
 from prefalign.core.module import AlignmentModule
+from prefalign.loggers import WandbLogger, run_dir
 
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on MNIST-sized models.
 
@@ -32,17 +36,41 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
   python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
   python -m prefalign fit --config configs/dpo.yaml --print_config   show the fully resolved config
-"""
+  python -m prefalign fit --config configs/quickstart.yaml           the whole pipeline on synthetic data in ~30 s
+
+Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
+and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
+""" + "\n" + extra_commands_help()
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):
     """Saves ``config.yaml`` in the run folder (Lightning's behaviour) and also sends the resolved config to
-    every logger (W&B shows it as the run config; CSV/TensorBoard write it as hparams)."""
+    every logger (W&B shows it as the run config; CSV/TensorBoard write it as hparams).
+
+    It writes when the run starts (``on_fit_start`` and friends), not in ``setup`` as Lightning does: the data and
+    model ``setup`` hooks check the data and the reference first, so a run stopped by bad input leaves no
+    folder behind."""
 
     def setup(self, trainer, pl_module, stage) -> None:
+        if not self.save_to_log_dir:
+            super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "fit")
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "validate")
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "test")
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "predict")
+
+    def _save(self, trainer, pl_module, stage) -> None:
         # Lightning writes to trainer.log_dir, which for W&B is the save_dir shared by all runs: use the run's folder.
         if self.already_saved or not self.save_to_log_dir:
-            return super().setup(trainer, pl_module, stage)
+            return
         folder = run_dir(trainer)  # a broadcast under DDP
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +100,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 class PrefAlignCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION, "formatter_class": _RawFormatter()})
+        kwargs.setdefault("parser_kwargs", {"prog": PROG, "description": DESCRIPTION, "formatter_class": _RawFormatter()})
         super().__init__(
             AlignmentModule,
             L.LightningDataModule,  # any data module: each model family brings its own
@@ -91,6 +119,13 @@ class PrefAlignCLI(LightningCLI):
             help="Config that trains the reference when model.reference_ckpt is missing (e.g. configs/sft.yaml).",
         )
         parser.add_argument("--test_after_fit", type=bool, default=True, help="fit: test the final policy when training ends.")
+        parser.add_argument(
+            "--wandb",
+            type=bool,
+            default=os.environ.get("PREFALIGN_WANDB", "1").lower() not in ("0", "false", "no"),
+            help="Also log to Weights & Biases when the config's logger is the plain CSV logger (online with an API key, "
+            "offline otherwise; $WANDB_MODE wins). false (or PREFALIGN_WANDB=0): CSV only.",
+        )
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI opens --ckpt_path first (torch.load(weights_only=True)) to read saved hyperparameters:
@@ -105,9 +140,20 @@ class PrefAlignCLI(LightningCLI):
         # Atomic checkpoint writes and weights_only loads for every run, beside any plugins the config names.
         plugins = config.get("plugins") or []
         kwargs["plugins"] = (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]) + [SafeCheckpointIO()]
-        if config.get("enable_progress_bar") is None:
-            # Progress bars for people at a terminal; quiet in CI, logs and batch jobs.
-            kwargs["enable_progress_bar"] = sys.stderr.isatty()
+        progress_bar = config.get("enable_progress_bar")
+        if progress_bar is None:
+            # Progress bars for people at a terminal; one line per epoch in CI, logs and batch jobs.
+            kwargs["enable_progress_bar"] = progress_bar = sys.stderr.isatty()
+        if not progress_bar and not config.get("fast_dev_run"):
+            from prefalign.callbacks.progress import EpochProgress
+
+            callbacks = config.get("callbacks") or []
+            kwargs["callbacks"] = (list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]) + [EpochProgress()]
+        logger = config.get("logger")
+        if self._sub("wandb", True) and type(logger) is CSVLogger:
+            # W&B beside the recipe's CSV logger, same run name; the CSV logger stays first, so its folder is the
+            # run folder (config.yaml, policy.pt, results_*.json) and scripts read metrics.csv as before.
+            kwargs["logger"] = [logger, WandbLogger(name=logger.name, save_dir=logger.save_dir, version=None)]
         return super().instantiate_trainer(**kwargs)
 
     # ------------------------------------------------------------------ hooks
@@ -148,7 +194,9 @@ class PrefAlignCLI(LightningCLI):
         path = self.model.reference_ckpt
         recipe = self._sub("reference_recipe")
         if path is None or Path(path).is_file() or recipe is None:
-            return  # a missing reference without a recipe is reported by the model's setup()
+            if path is not None:  # missing, corrupt, unsafe or another architecture: say so before any work
+                check_architecture(self.model.policy, path)
+            return
         with FileLock(str(path) + ".lock"):
             if Path(path).is_file():
                 return
@@ -171,7 +219,7 @@ class PrefAlignCLI(LightningCLI):
             if seed is not None and seed is not False:
                 seed_everything(seed if seed is not True else None)
         if not Path(path).is_file():
-            raise RuntimeError(f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path.")
+            raise CheckpointError(f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path.")
 
     def after_fit(self) -> None:
         if self._sub("test_after_fit", True) and not self.trainer.interrupted:
@@ -259,7 +307,14 @@ class _RawFormatter:
 
 
 def run_cli(args: list[str] | None) -> PrefAlignCLI:
-    return PrefAlignCLI(args=args)
+    try:
+        return PrefAlignCLI(args=args)
+    finally:
+        # One W&B run per CLI run: Lightning's logger leaves it open (for notebooks), and an open run would be
+        # silently reused by the next run in this process (the reference recipe's, a test's).
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()
 
 
 def _keep_freed_memory() -> None:
@@ -284,12 +339,15 @@ def _keep_freed_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; ``argv`` defaults to ``sys.argv[1:]`` (tests pass a list)."""
-    _keep_freed_memory()
-    words = sys.argv[1:] if argv is None else argv
-    if words and words[0] == "dream":
-        from prefalign.viz.dream_command import main as dream_main
+    """Entry point; ``argv`` defaults to ``sys.argv[1:]`` (tests pass a list). Returns the exit code.
 
-        return dream_main(list(words[1:])) or 0
-    run_cli(None if argv is None else list(argv))
-    return 0
+    Bad input (a config value out of range, a missing or corrupt checkpoint, unavailable data) is reported as one
+    line, ``prefalign: error: ...``, with exit code 2; ``--debug`` or ``PREFALIGN_DEBUG=1`` lets the traceback through.
+    """
+    _keep_freed_memory()
+    words = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(words)
+    words = [w for w in words if w != "--debug"]
+    if words and words[0] in EXTRA_COMMANDS:
+        return run_guarded(lambda: extra_command(words[0])(words[1:]), debug)
+    return run_guarded(lambda: run_cli(words) and 0, debug)

@@ -72,6 +72,9 @@ class WandbLogger(_LightningWandbLogger):
         if offline and log_model and auto:
             rank_zero_warn("W&B is offline (no API key), so model checkpoints cannot be uploaded: log_model is turned off.")
             log_model = False
+        # From a config, jsonargparse fills every wandb.init argument behind **kwargs with None: drop those, so the
+        # mode decided here is not shadowed by an explicit `mode: null`.
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
         if offline and not os.environ.get("WANDB_MODE"):
             # Passed to wandb.init rather than set in os.environ (which is what Lightning does), so later runs
             # in the same process are not forced offline.
@@ -79,7 +82,6 @@ class WandbLogger(_LightningWandbLogger):
         for key, value in (("entity", entity), ("group", group), ("tags", tags), ("notes", notes), ("job_type", job_type)):
             if value is not None:
                 kwargs[key] = value
-        Path(save_dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to a temp folder if `dir` is missing
         super().__init__(
             name=name,
             save_dir=save_dir,
@@ -91,12 +93,18 @@ class WandbLogger(_LightningWandbLogger):
             checkpoint_name=checkpoint_name,
             **kwargs,
         )
-        self._offline = bool(offline)
+        # Not Lightning's `_offline`: that one makes `experiment` write WANDB_MODE=dryrun into os.environ, which
+        # would override a user's WANDB_MODE (e.g. "disabled") and leak into every later run of the process.
+        self.is_offline = bool(offline)
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
         created = self._experiment is None
+        if created and self.save_dir:
+            # Made only now, when the run starts: a config error caught before that leaves no folder behind
+            # (wandb would fall back to a temporary folder if `dir` were missing).
+            Path(self.save_dir).mkdir(parents=True, exist_ok=True)
         run = _LightningWandbLogger.experiment.fget(self)
         if created and run is not None and getattr(run, "settings", None) is not None and getattr(run.settings, "mode", "") in ("offline", "dryrun"):
             folder = Path(run.dir).parent

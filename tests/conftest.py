@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,18 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _quiet_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # Every CLI run logs to W&B beside CSV by default; tests turn that default off (each W&B run starts a service
+    # process). The W&B tests delete this variable and read the offline run back.
+    monkeypatch.setenv("PREFALIGN_WANDB", "0")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("PREFALIGN_DATA_DIR", str(tmp_path_factory.getbasetemp() / "no-mnist-here"))
     torch.manual_seed(0)
+    yield
+    # wandb reads the environment once, into a process-wide singleton: tear it down after a test that used it,
+    # so the next test's WANDB_* variables are the ones that count.
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and hasattr(wandb, "teardown"):
+        wandb.teardown()
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
 from prefalign.data.batches import TensorBatches
 from prefalign.data.corruptions import Corruption, GaussianNoise
 from prefalign.data.mining import Strategy, mine_pairs, reference_log_probs
+from prefalign.objectives.base import check_in_range
 
 
 # Test images are keyed apart from training images so image i of each split gets different noise.
@@ -39,7 +40,8 @@ class NoisyMNISTDataModule(L.LightningDataModule):
             stand-in with the same shapes, for tests and smoke runs; sizes from ``synthetic_size``).
         batch_size: training batch size.
         eval_batch_size: validation/test/mining batch size (no gradients, so larger is faster).
-        val_size: training images held out for validation.
+        val_size: training images held out for validation; default 5000 for MNIST, a fifth of the training
+            set for the synthetic stand-in (so ``source: synthetic`` works without touching it).
         split_seed: seed of the train/validation split and of the shuffling.
         corruption: how the noisy view is made (default: the seed recipe, Gaussian noise ×0.5, clipped).
         train_on: which view SFT trains on: ``clean`` (the reference recipe), ``noisy``, or ``both``.
@@ -58,7 +60,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         source: Literal["mnist", "synthetic"] = "mnist",
         batch_size: int = 64,
         eval_batch_size: int = 1000,
-        val_size: int = 5000,
+        val_size: int | None = None,
         split_seed: int = 0,
         corruption: Corruption = lazy_instance(GaussianNoise, factor=0.5, seed=0),
         train_on: Literal["clean", "noisy", "both"] = "clean",
@@ -76,6 +78,17 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         self.source = source
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        check_in_range("batch_size", batch_size, 1)
+        check_in_range("eval_batch_size", eval_batch_size, 1)
+        if val_size is None:
+            val_size = 5000 if source == "mnist" else synthetic_size[0] // 5
+        check_in_range("val_size", val_size, 0)
+        if not digits:  # the training split's size is known without loading anything: check now, before any work
+            train_size = 60_000 if source == "mnist" else synthetic_size[0]
+            if val_size >= train_size:
+                raise ValueError(f"val_size={val_size} must be in [0, {train_size}): the training split has only {train_size} images; lower data.init_args.val_size.")
+        if source not in ("mnist", "synthetic"):
+            raise ValueError(f"source must be mnist or synthetic, got {source!r}")
         self.val_size = val_size
         self.split_seed = split_seed
         self.corruption = corruption
@@ -151,7 +164,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
             test_images, test_labels, test_keys = train_images[test_idx], new_labels[test_idx], train_keys[test_idx]
             train_images, train_labels, train_keys = train_images[train_idx], new_labels[train_idx], train_keys[train_idx]
         if not 0 <= self.val_size < len(train_labels):
-            raise ValueError(f"val_size={self.val_size} must be in [0, {len(train_labels)})")
+            raise ValueError(f"val_size={self.val_size} must be in [0, {len(train_labels)}): the training split has only {len(train_labels)} images; lower data.init_args.val_size.")
         perm = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, fit_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
         device = self._device()
@@ -241,7 +254,7 @@ class PreferenceDataModule(NoisyMNISTDataModule):
         source: Literal["mnist", "synthetic"] = "mnist",
         batch_size: int = 64,
         eval_batch_size: int = 1000,
-        val_size: int = 5000,
+        val_size: int | None = None,
         split_seed: int = 0,
         corruption: Corruption = lazy_instance(GaussianNoise, factor=0.5, seed=0),
         digits: list[int] | None = None,

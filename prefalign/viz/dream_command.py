@@ -141,15 +141,16 @@ def dream_command(
 def main(argv: list[str] | None = None) -> int:
     """Run :func:`dream_command` from command-line arguments; returns the process exit code.
 
-    A missing/corrupt weights file or an invalid option prints one clear line to stderr and returns 1.
+    A missing/corrupt weights file or an invalid option prints one clear line to stderr and returns 2 (bad input,
+    as every prefalign subcommand).
     """
     from jsonargparse import CLI
 
     try:
         CLI(dream_command, args=argv, as_positional=False)
     except (CheckpointError, ValueError) as e:
-        print(f"dream: error: {e}", file=sys.stderr)
-        return 1
+        print(f"prefalign dream: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -81,15 +81,6 @@ def test_bad_config_fails_before_writing_anything(in_tmp, capsys, extra, message
     assert not (in_tmp / "runs").exists() and not (in_tmp / "artifacts").exists()
 
 
-def test_missing_reference_without_recipe_names_the_fix(in_tmp):
-    from prefalign.checkpoint import CheckpointError
-
-    with pytest.raises(CheckpointError, match="configs/sft.yaml"):
-        main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), "--reference_recipe=null",
-              "--model.reference_ckpt=missing.pt", *SYNTHETIC_ARGS, *FAST])
-    assert not (in_tmp / "artifacts").exists()
-
-
 def test_trainer_gets_safe_checkpoint_io_and_no_progress_bar_off_a_terminal(in_tmp):
     from prefalign.checkpoint import SafeCheckpointIO
     from prefalign.cli import run_cli

@@ -37,7 +37,7 @@ def test_wandb_is_offline_exactly_when_there_is_no_api_key(no_wandb_account, mon
 
     assert not wandb_api_key_available()
     logger = WandbLogger(save_dir=str(tmp_path / "runs"))
-    assert logger._offline and logger._wandb_init["mode"] == "offline" and logger._wandb_init["project"] == "prefalign"
+    assert logger.is_offline and logger._wandb_init["mode"] == "offline" and logger._wandb_init["project"] == "prefalign"
 
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
@@ -46,7 +46,7 @@ def test_wandb_is_offline_exactly_when_there_is_no_api_key(no_wandb_account, mon
 
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
-    assert not WandbLogger(save_dir=str(tmp_path / "runs"))._offline
+    assert not WandbLogger(save_dir=str(tmp_path / "runs")).is_offline
     assert WandbLogger(save_dir=str(tmp_path / "runs"), offline=True)._wandb_init["mode"] == "offline"
     monkeypatch.delenv("WANDB_API_KEY")
     monkeypatch.setenv("WANDB_MODE", "disabled")  # an explicit WANDB_MODE wins

@@ -130,7 +130,7 @@ def test_checkpoint_with_pickled_code_is_refused_and_never_runs(subcommand, in_t
     torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "hook": _Payload(marker)}, evil)
     with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.ckpt.*pickled objects"):
         main([subcommand, "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, "--model.backbone.channels=4",
-              f"--model.reference_ckpt={tiny_reference}", "--model.log_figures=false", "--ckpt_path", str(evil)])
+              f"--model.reference_ckpt={tiny_reference}", "--model.log_figures=false", "--ckpt_path", str(evil), "--debug"])
     assert not marker.exists(), "the pickled payload ran"
 
 

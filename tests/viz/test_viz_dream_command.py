@@ -41,14 +41,14 @@ def test_command_returns_paths_and_defaults_to_all_classes(tmp_path, capsys):
     paths = dream_command(str(ckpt), out_dir=str(tmp_path / "o"), steps=3, gif_frames=2)
     assert paths and all(isinstance(p, str) for p in paths)
     assert "0: " in capsys.readouterr().out  # two classes: targets 0 and 1
-    assert main(["--ckpt", str(ckpt), "--out_dir", str(tmp_path / "o2"), "--targets", "[0, 5]", "--steps", "1"]) == 1
+    assert main(["--ckpt", str(ckpt), "--out_dir", str(tmp_path / "o2"), "--targets", "[0, 5]", "--steps", "1"]) == 2
     assert "out of range" in capsys.readouterr().err
 
 
 def test_missing_or_corrupt_checkpoint(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not found"):
         dream_command(str(tmp_path / "missing.pt"), out_dir=str(tmp_path / "o"))
-    assert main(["--ckpt", str(tmp_path / "missing.pt"), "--out_dir", str(tmp_path / "o")]) == 1
+    assert main(["--ckpt", str(tmp_path / "missing.pt"), "--out_dir", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

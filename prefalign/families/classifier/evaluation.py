@@ -102,12 +102,15 @@ class ClassifierEvaluation(ModelFamily):
     def _log_figures(self, module: Any, stage: str) -> None:
         from prefalign.viz.figures import calibration_figure, confusion_matrix_figure, pairs_grid_figure
         from prefalign.viz.images import log_figure
+        from prefalign.viz.tables import log_table
 
         trainer = module.trainer
         step = module.global_step
+        per_class = {}
         for view in VIEWS:
             m = self.metrics[f"{stage}_{view}"]
             matrix = m.confusion.compute()  # computed on every rank (a collective); only rank zero plots
+            per_class[view] = (matrix.diagonal() / matrix.sum(1).clamp(min=1)).cpu()
             confidence, correct = m.calibration_data()
             if trainer.world_size > 1:  # every rank's samples (uneven eval shards), not just rank zero's
                 from torchmetrics.utilities.distributed import gather_all_tensors
@@ -117,6 +120,9 @@ class ClassifierEvaluation(ModelFamily):
             if trainer.is_global_zero:
                 log_figure(trainer, f"{stage}/confusion_{view}", confusion_matrix_figure(matrix.cpu(), title=f"{stage} confusion ({view})"), step)
                 log_figure(trainer, f"{stage}/calibration_{view}", calibration_figure(confidence.cpu(), correct.cpu(), title=f"{stage} calibration ({view})"), step)
+        if trainer.is_global_zero:
+            rows = [[c, round(float(per_class["clean"][c]), 4), round(float(per_class["noisy"][c]), 4)] for c in range(len(per_class["clean"]))]
+            log_table(trainer, f"{stage}/per_class_accuracy", ["class", "acc_clean", "acc_noisy"], rows, step)
         pairs = getattr(getattr(trainer, "datamodule", None), "pairs", None)
         if pairs and "pairs" not in self._figures_done and trainer.is_global_zero:
             k = min(32, len(pairs["x"]))

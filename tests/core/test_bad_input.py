@@ -1,0 +1,76 @@
+"""Every handled bad input, through prefalign.cli.main: one line naming the problem and the fix, an exit code, no
+traceback, and nothing written (docs/errors_table.md lists the same cases)."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from prefalign.cli import main
+from tests.conftest import CONFIGS, SYNTHETIC_ARGS
+
+SEED_DPO = ["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, "--model.backbone.channels=4", "--trainer.max_epochs=1"]
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def _random_bytes(path):
+    path.write_bytes(bytes(range(256)) * 8)
+    return path
+
+
+def _pickled_code(path):
+    torch.save({"state_dict": {}, "hook": _Payload()}, path)
+    return path
+
+
+# (id, argv builder given (tmp folder, a valid reference), exit code, message)
+CASES = [
+    ("negative batch size", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={ref}", "--data.init_args.batch_size=-5"],
+     2, "batch_size=-5 is out of range; expected a value in [1, inf)"),
+    ("validation larger than the data", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={ref}", "--data.init_args.val_size=100000"],
+     2, "val_size=100000 must be in [0, 600): the training split has only 600 images; lower data.init_args.val_size"),
+    ("negative beta", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={ref}", "--model.objective.init_args.beta=-1"],
+     2, "beta=-1.0 is out of range"),
+    ("PPO group of one", lambda d, ref: ["fit", "--config", str(CONFIGS / "ppo.yaml"), *SYNTHETIC_ARGS, f"--model.reference_ckpt={ref}", "--model.objective.init_args.k=1"],
+     2, "k=1 is out of range"),
+    ("missing reference, no recipe", lambda d, ref: SEED_DPO + ["--reference_recipe=null", "--model.reference_ckpt=missing.pt"],
+     2, "weights file not found: missing.pt. Train it first"),
+    ("reference of random bytes", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={_random_bytes(d / 'junk.pt')}"],
+     2, "is not a readable PyTorch file: corrupt, truncated or of another format"),
+    ("reference with pickled code", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={_pickled_code(d / 'evil.pt')}"],
+     2, "refusing to load"),
+    ("reference of another architecture", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={ref}", "--model.backbone.channels=8"],
+     2, "but the configured backbone is"),
+    ("resume from a corrupt checkpoint", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={ref}", f"--ckpt_path={_random_bytes(d / 'last.ckpt')}"],
+     2, "is not a readable PyTorch file"),
+    ("unknown objective", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={ref}", "--model.objective=prefalign.objectives.NoSuchLoss"],
+     2, "NoSuchLoss"),
+    ("dream on a missing file", lambda d, ref: ["dream", "--ckpt", "missing.pt"], 2, "prefalign dream: error: weights file not found: missing.pt"),
+]
+
+
+@pytest.mark.parametrize("make_args,code,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_with_the_fix_and_writes_nothing(make_args, code, message, in_tmp, tiny_reference, capsys):
+    inputs = in_tmp / "inputs"
+    inputs.mkdir()
+    try:
+        got = main(make_args(inputs, tiny_reference))
+    except SystemExit as e:  # argparse/jsonargparse usage errors exit by themselves, with their own message
+        got = e.code
+    err = capsys.readouterr().err
+    assert got == code
+    assert message in err
+    assert "Traceback" not in err
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "artifacts").exists()
+
+
+def test_debug_shows_the_traceback(in_tmp):
+    from prefalign.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        main(SEED_DPO + ["--reference_recipe=null", "--model.reference_ckpt=missing.pt", "--debug"])

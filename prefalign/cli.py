@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
   python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
   python -m prefalign fit --config configs/dpo.yaml --print_config   show the fully resolved config
-  python -m prefalign fit --config configs/quickstart.yaml           the whole pipeline on synthetic data in ~30 s
+  python -m prefalign fit --config configs/quickstart.yaml           first run: the whole pipeline on synthetic digits, ~15 s
 
 Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
 and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
@@ -307,6 +308,8 @@ class _RawFormatter:
 
 
 def run_cli(args: list[str] | None) -> PrefAlignCLI:
+    # main() always passes the words it parsed (with --debug removed), also when they came from sys.argv.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     try:
         return PrefAlignCLI(args=args)
     finally:

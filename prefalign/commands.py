@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from typing import Callable
 
@@ -59,5 +60,21 @@ def run_guarded(fn: Callable[[], int | None], debug: bool) -> int:
 
 
 def _one_line(error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError) and error.filename is not None:
+        return f"file not found: {error.filename}"
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if not isinstance(error, FileNotFoundError) or error.filename is None else f"file not found: {error.filename}"
+    return _union_error_cause(text) or text
+
+
+# jsonargparse reports a class that refused its arguments as a failed match against every type the config key
+# accepts ("Does not validate against any of the Union subtypes ... Errors: - <ours> - Import path ... - Expected
+# a <class 'NoneType'> Given value: Namespace(...)"). Only our own message names the problem.
+_UNION_NOISE = ("Import path ", "Expected a <class 'NoneType'>", "Not a valid subclass", "Given value")
+
+
+def _union_error_cause(text: str) -> str | None:
+    if "Does not validate against any of the Union subtypes" not in text or "Errors: " not in text:
+        return None
+    causes = [c.strip() for c in re.split(r"(?:^|\s)- ", text.split("Errors: ", 1)[1])]
+    causes = [c for c in causes if c and not c.startswith(_UNION_NOISE)]
+    return " ".join(dict.fromkeys(causes)) or None

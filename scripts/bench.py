@@ -468,15 +468,21 @@ def worker_prefalign(spec: dict) -> dict:
     overlays = ["--config", str(REPO / "configs/trainer/bf16.yaml")] if spec["precision"] == "bf16" else []
     overlays += ["--config", str(REPO / "configs/trainer/compile.yaml")] if spec.get("compile") else []
     overlays += spec.get("extra_args", [])
+    overlays += ["--wandb=false"]  # the CSV logger only, as the plain loop logs nothing to a service
+
+    def run(args: list[str]) -> None:
+        if cli.main(args) != 0:  # main() reports known errors as an exit code, not an exception
+            raise SystemExit(f"bench: prefalign {' '.join(args[:3])} failed; see the message above")
+
     if spec["task"] == "pipeline":
         # Exactly what `fit --config configs/seed_dpo.yaml` does when the reference is missing (cli._ensure_reference),
         # as two explicit CLI calls so that the precision overlay applies to the reference recipe as well.
-        cli.main(["fit", "--config", str(REPO / "configs/sft.yaml"), *overlays, f"--model.export_path={ref}",
+        run(["fit", "--config", str(REPO / "configs/sft.yaml"), *overlays, f"--model.export_path={ref}",
                   "--test_after_fit=false", "--seed_everything=0", *common])
-        cli.main(["fit", "--config", str(REPO / "configs/seed_dpo.yaml"), *overlays, f"--model.reference_ckpt={ref}",
+        run(["fit", "--config", str(REPO / "configs/seed_dpo.yaml"), *overlays, f"--model.reference_ckpt={ref}",
                   f"--data.init_args.cache_dir={pairs}", f"--reference_recipe={REPO / 'configs/sft.yaml'}", *common])
     else:  # dpo epochs only, on the reference and pairs of an earlier pipeline run
-        cli.main(["fit", "--config", str(REPO / "configs/seed_dpo.yaml"), *overlays, f"--model.reference_ckpt={spec['reference']}",
+        run(["fit", "--config", str(REPO / "configs/seed_dpo.yaml"), *overlays, f"--model.reference_ckpt={spec['reference']}",
                   f"--data.init_args.cache_dir={spec['pairs']}", f"--trainer.max_epochs={spec['dpo_epochs']}", "--test_after_fit=false",
                   *([f"--trainer.limit_train_batches={spec['dpo_only_batches']}"] if spec.get("dpo_only_batches") else []),
                   f"--model.recompute_reference={str(spec['recompute']).lower()}", *common])
@@ -770,7 +776,7 @@ def markdown(report: dict) -> str:
           "prefalign's MNIST cache instead of tf.keras, its noise is seeded, and nothing is plotted. (b) a minimal plain-PyTorch "
           "loop doing prefalign's work on prefalign's tensors (index-slice batches, same permutations, cached reference "
           "log-probs, no validation). (c) `prefalign.cli.main` with `configs/sft.yaml` then `configs/seed_dpo.yaml` "
-          "(+ `configs/trainer/bf16.yaml` for bf16), only `--trainer.enable_progress_bar=false` added"
+          "(+ `configs/trainer/bf16.yaml` for bf16), only `--trainer.enable_progress_bar=false` and `--wandb=false` added"
           + (" and, in quick mode, `--model.log_figures=false`" if report["quick"] else "")
           + "; the reference recipe runs as its own CLI call in the same process (what `fit --config configs/seed_dpo.yaml` "
           "does when the reference is missing) so the bf16 overlay applies to it too. Each measurement is its own "

@@ -61,7 +61,7 @@ QUICK = [
 
 
 def run_row(name: str, args: list[str], out_root: Path, extra: list[str], env: dict) -> dict:
-    cmd = [sys.executable, "-m", "prefalign", "fit", *args, *extra,
+    cmd = [sys.executable, "-m", "prefalign", "fit", *args, *extra, "--wandb=false",
            f"--trainer.logger.init_args.save_dir={out_root}", f"--trainer.logger.init_args.name={name}",
            "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
     start = time.perf_counter()
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     # Train (or reuse) the reference and mine the shared pairs once, before the parallel rows start, so no
     # two rows race to build them (max_epochs=0: setup only).
-    subprocess.run([sys.executable, "-m", "prefalign", "fit", *PAIRS, *extra, "--trainer.max_epochs=0", "--test_after_fit=false",
+    subprocess.run([sys.executable, "-m", "prefalign", "fit", *PAIRS, *extra, "--trainer.max_epochs=0", "--test_after_fit=false", "--wandb=false",
                     f"--trainer.logger.init_args.save_dir={a.out / 'warmup'}"], cwd=REPO, env=env, check=True, capture_output=True)
     start = time.time()
     with ThreadPoolExecutor(a.jobs) as pool:

@@ -33,6 +33,9 @@ def _quiet_env(monkeypatch, tmp_path_factory):
     # process). The W&B tests delete this variable and read the offline run back.
     monkeypatch.setenv("PREFALIGN_WANDB", "0")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # main() turns known errors into a one-line message and an exit code; in tests they should raise, so a test
+    # that ignores main()'s return value still fails loudly. The bad-input tests delete this variable.
+    monkeypatch.setenv("PREFALIGN_DEBUG", "1")
     monkeypatch.setenv("PREFALIGN_DATA_DIR", str(tmp_path_factory.getbasetemp() / "no-mnist-here"))
     torch.manual_seed(0)
     yield
@@ -41,6 +44,16 @@ def _quiet_env(monkeypatch, tmp_path_factory):
     wandb = sys.modules.get("wandb")
     if wandb is not None and hasattr(wandb, "teardown"):
         wandb.teardown()
+
+
+@pytest.fixture
+def no_wandb_account(monkeypatch, tmp_path):
+    """No API key anywhere and no WANDB_MODE: the logger has to decide on its own (offline, here)."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.setenv("WANDB_SILENT", "true")
 
 
 @pytest.fixture(scope="session")

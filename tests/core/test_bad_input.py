@@ -1,5 +1,5 @@
 """Every handled bad input, through prefalign.cli.main: one line naming the problem and the fix, an exit code, no
-traceback, and nothing written (docs/errors_table.md lists the same cases)."""
+traceback, and nothing written (the README's "When something is wrong" table lists the same cases)."""
 
 import os
 import pickle
@@ -55,7 +55,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("make_args,code,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_with_the_fix_and_writes_nothing(make_args, code, message, in_tmp, tiny_reference, capsys):
+def test_bad_input_is_one_line_with_the_fix_and_writes_nothing(make_args, code, message, in_tmp, tiny_reference, capsys, monkeypatch):
+    monkeypatch.delenv("PREFALIGN_DEBUG")
     inputs = in_tmp / "inputs"
     inputs.mkdir()
     try:
@@ -69,8 +70,19 @@ def test_bad_input_is_one_line_with_the_fix_and_writes_nothing(make_args, code, 
     assert not (in_tmp / "runs").exists() and not (in_tmp / "artifacts").exists()
 
 
-def test_debug_shows_the_traceback(in_tmp):
+def test_debug_shows_the_traceback(in_tmp, monkeypatch):
     from prefalign.checkpoint import CheckpointError
+
+    monkeypatch.delenv("PREFALIGN_DEBUG")
 
     with pytest.raises(CheckpointError, match="missing.pt"):
         main(SEED_DPO + ["--reference_recipe=null", "--model.reference_ckpt=missing.pt", "--debug"])
+
+
+def test_the_readme_table_lists_exactly_these_cases():
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    table = text.split("**When something is wrong**", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert rows == [c[0] for c in CASES]

@@ -16,7 +16,8 @@ def test_help_lists_subcommands_and_examples(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "fit" in out and "predict" in out and "dream" in out and "configs/dpo.yaml" in out
+    assert out.startswith("usage: python -m prefalign") and "more subcommands:" in out
+    assert "fit" in out and "predict" in out and "dream" in out and "configs/dpo.yaml" in out and "configs/quickstart.yaml" in out
 
 
 @pytest.mark.parametrize("config", ["sft.yaml", "seed_dpo.yaml", "dpo.yaml", "ppo.yaml"])

@@ -21,16 +21,6 @@ def _args(tiny_reference, logger: str) -> list[str]:
             f"--model.reference_ckpt={tiny_reference}", "--trainer.max_epochs=1", "--trainer.log_every_n_steps=2"]
 
 
-@pytest.fixture
-def no_wandb_account(monkeypatch, tmp_path):
-    """No API key anywhere and no WANDB_MODE: the logger has to decide on its own."""
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-
-
 def test_wandb_is_offline_exactly_when_there_is_no_api_key(no_wandb_account, monkeypatch, tmp_path):
     pytest.importorskip("wandb")
     from prefalign.loggers import WandbLogger, wandb_api_key_available

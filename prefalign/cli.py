@@ -307,17 +307,27 @@ class _RawFormatter:
         return Formatter
 
 
+_RUN_DEPTH = [0]  # run_cli calls in progress: the reference recipe runs inside the run that needs it
+
+
 def run_cli(args: list[str] | None) -> PrefAlignCLI:
     # main() always passes the words it parsed (with --debug removed), also when they came from sys.argv.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+    _RUN_DEPTH[0] += 1
     try:
         return PrefAlignCLI(args=args)
     finally:
+        _RUN_DEPTH[0] -= 1
         # One W&B run per CLI run: Lightning's logger leaves it open (for notebooks), and an open run would be
         # silently reused by the next run in this process (the reference recipe's, a test's).
         wandb = sys.modules.get("wandb")
         if wandb is not None and wandb.run is not None:
             wandb.finish()
+        if _RUN_DEPTH[0] == 0 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Close the process group while the interpreter is whole: left to Lightning's atexit hook, gloo's threads
+            # sometimes die after Python has begun finalising, and the launcher aborts ("terminate called without an
+            # active exception") after a run that succeeded.
+            torch.distributed.destroy_process_group()
 
 
 def _keep_freed_memory() -> None:

@@ -2,5 +2,6 @@
 
 from prefalign.callbacks.iterative_mining import IterativeMining
 from prefalign.callbacks.progress import EpochProgress
+from prefalign.callbacks.reference_update import ReferenceUpdate
 
-__all__ = ["EpochProgress", "IterativeMining"]
+__all__ = ["EpochProgress", "IterativeMining", "ReferenceUpdate"]

@@ -140,7 +140,8 @@ class AlignmentModule(L.LightningModule):
         if self.is_ppo:
             return ppo_step(self, batch)
         reference = self.reference if self.objective.needs_reference else None
-        pair = self.family.pair_logps(self._forward, reference, batch, self.recompute_reference, self.objective.length_normalized)
+        pair = self.family.pair_logps(self._forward, reference, batch, self.recompute_reference, self.objective.length_normalized,
+                                      wpo_weights="wpo_weights" in self.objective.requires)
         out = self.objective(pair)
         loss = self.guard(out.loss)
         if loss is None:

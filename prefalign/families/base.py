@@ -30,6 +30,8 @@ CAPABILITIES: dict[str, str] = {
     "true_logprob": "true, normalised log-probabilities (log p ≤ 0, so that log(1 − p) exists)",
     "exact_kl": "the exact KL(policy‖reference) over the whole output distribution",
     "sampling": "responses sampled from the policy with their log-probabilities (RL)",
+    "wpo_weights": "each response's WPO weight, its probability under the policy's own sampling distribution token by "
+    "token (log p(y_t) − log Σ_v p(v)²), which needs the full output distribution",
 }
 
 Forward = Callable[[Tensor], Any]  # a model's (possibly compiled) forward
@@ -90,13 +92,16 @@ class ModelFamily(nn.Module):
         """Called from the LightningModule's ``setup``: check the data against the model, build metrics."""
 
     # ------------------------------------------------------------------ preference training
-    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False, length_normalized: bool = False) -> PairLogps:
+    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
+                   length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:
         """Per-example log-probs of the batch's chosen (and, if present, rejected) responses.
 
         ``reference`` is None when the objective needs no reference; the family then still uses reference
         log-probs cached in the batch (for logging the KL) unless ``recompute_reference``. ``length_normalized``
-        asks for the mean token log-prob instead of the sum (SimPO, ORPO). Policy log-probs must carry gradients;
-        reference log-probs must not. All fields fp32 ``[B]``.
+        asks for the mean token log-prob instead of the sum (SimPO, ORPO). ``wpo_weights`` (only asked of
+        families with the ``wpo_weights`` capability) fills ``*_wpo_logweight``. A batch of unpaired responses
+        carries ``desirable``: pass it on. Policy log-probs must carry gradients; reference log-probs must not.
+        All fields fp32 ``[B]``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement pair_logps")
 

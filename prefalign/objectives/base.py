@@ -19,6 +19,10 @@ class PairLogps:
     (None for SFT-only batches), ``reference_*``: the same under the frozen :math:`\pi_{ref}` (None without a
     reference model), ``kl``: exact :math:`KL(\pi_\theta(\cdot|x)\|\pi_{ref}(\cdot|x))` per example when the
     caller can compute it (10 classes); KTO uses it as its reference point.
+
+    Unpaired data (KTO/BCO): ``desirable`` (bool ``[B]``) flags each response, which is in ``policy_chosen`` /
+    ``reference_chosen``; ``policy_rejected`` is None. ``*_wpo_logweight``: the log of each response's WPO weight
+    (detached), filled by families that can compute it when the objective asks for it (:class:`~prefalign.objectives.WPO`).
     """
 
     policy_chosen: Tensor
@@ -26,16 +30,26 @@ class PairLogps:
     reference_chosen: Tensor | None
     reference_rejected: Tensor | None
     kl: Tensor | None = None
+    desirable: Tensor | None = None
+    chosen_wpo_logweight: Tensor | None = None
+    rejected_wpo_logweight: Tensor | None = None
 
     def float(self) -> PairLogps:
         # Objectives do their math in fp32 even when the backbone runs in bf16/fp16.
-        return replace(self, **{f.name: getattr(self, f.name).float() for f in fields(self) if getattr(self, f.name) is not None})
+        return replace(self, **{f.name: getattr(self, f.name).float() for f in fields(self)
+                                if getattr(self, f.name) is not None and f.name != "desirable"})
+
+    @property
+    def unpaired(self) -> bool:
+        """Single responses flagged desirable/undesirable (KTO/BCO's unpaired data) instead of pairs."""
+        return self.desirable is not None
 
 
 @dataclass
 class ObjectiveOutput:
     loss: Tensor  # scalar, differentiable
     metrics: dict[str, Tensor]  # 0-dim, detached; TRL names where they apply
+    losses: Tensor | None = None  # per-example [B] whose mean is `loss`, for modifiers that re-weight examples (WPO)
 
 
 class Objective(nn.Module):
@@ -50,15 +64,25 @@ class Objective(nn.Module):
 
     needs_reference: bool = True  # reference_chosen/rejected are required
     needs_pairs: bool = True  # policy_rejected is required
+    accepts_unpaired: bool = False  # also trains on single responses flagged desirable/undesirable (KTO, BCO)
     requires: frozenset[str] = frozenset()
     length_normalized: bool = False
+    # For the modifiers: the loss reads the policy and reference only through r = log pi - log pi_ref (so an
+    # f-divergence may replace r), and its per-example losses are in batch order (so WPO may re-weight them).
+    logratio_only: bool = False
+    sorted_within_batch: bool = False
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
     def check(self, logps: PairLogps) -> PairLogps:
         """Validate ``logps`` against this objective's needs and return an fp32 copy."""
-        return validate_logps(logps, type(self).__name__, self.needs_reference, self.needs_pairs)
+        if logps.unpaired and not self.accepts_unpaired:
+            raise ValueError(
+                f"objective {type(self).__name__} trains on preference pairs, but the batch holds unpaired responses "
+                "(data.init_args.unpaired: true); only KTO and BCO take unpaired data."
+            )
+        return validate_logps(logps, type(self).__name__, self.needs_reference, self.needs_pairs and not logps.unpaired)
 
 
 def validate_logps(logps: PairLogps, name: str, needs_reference: bool, needs_pairs: bool) -> PairLogps:
@@ -110,6 +134,22 @@ def preference_metrics(
     return m
 
 
+def unpaired_metrics(rewards: Tensor, logps: Tensor, desirable: Tensor) -> dict[str, Tensor]:
+    """``rewards/{chosen,rejected,margins}`` and ``logps/{chosen,rejected}`` over the desirable / undesirable
+    responses of an unpaired batch (TRL's KTO names); a side with no responses in the batch reads 0."""
+    d = desirable.bool()
+    u = ~d
+    rewards, logps = rewards.detach().float(), logps.detach().float()
+
+    def mean(x: Tensor, m: Tensor) -> Tensor:
+        return (x * m).sum() / m.sum().clamp(min=1)
+
+    m = {"logps/chosen": mean(logps, d), "logps/rejected": mean(logps, u),
+         "rewards/chosen": mean(rewards, d), "rewards/rejected": mean(rewards, u)}
+    m["rewards/margins"] = m["rewards/chosen"] - m["rewards/rejected"]
+    return m
+
+
 def check_in_range(name: str, value: float, low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False) -> None:
     """Reject out-of-range hyper-parameters at construction time, when the config is still on screen."""
     bad_low = low is not None and (value <= low if low_open else value < low)
@@ -120,4 +160,4 @@ def check_in_range(name: str, value: float, low: float | None = None, high: floa
         raise ValueError(f"{name}={value} is out of range; expected a value in {lo}, {hi}.")
 
 
-__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "preference_metrics", "check_in_range"]
+__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "preference_metrics", "unpaired_metrics", "check_in_range"]

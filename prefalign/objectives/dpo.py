@@ -45,6 +45,7 @@ class DPO(Objective):
     Metrics: ``rewards/*`` with reward :math:`\beta(\log\pi_\theta - \log\pi_{ref})` (TRL), ``logps/*``.
     """
 
+    logratio_only = True
     needs_reference = True
     needs_pairs = True
 
@@ -59,4 +60,4 @@ class DPO(Objective):
         lp = self.check(logps)
         losses = dpo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.label_smoothing)
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
-        return ObjectiveOutput(losses.mean(), metrics)
+        return ObjectiveOutput(losses.mean(), metrics, losses)

@@ -30,6 +30,7 @@ class Hinge(Objective):
     Metrics: ``rewards/*`` with reward :math:`\beta(\log\pi_\theta - \log\pi_{ref})`.
     """
 
+    logratio_only = True
     needs_reference = True
     needs_pairs = True
 
@@ -42,4 +43,4 @@ class Hinge(Objective):
         lp = self.check(logps)
         losses = hinge_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta)
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
-        return ObjectiveOutput(losses.mean(), metrics)
+        return ObjectiveOutput(losses.mean(), metrics, losses)

@@ -30,6 +30,7 @@ class IPO(Objective):
     Metrics: ``rewards/*`` with reward :math:`\tau(\log\pi_\theta - \log\pi_{ref})` (TRL uses ``beta=tau``).
     """
 
+    logratio_only = True
     needs_reference = True
     needs_pairs = True
 
@@ -42,4 +43,4 @@ class IPO(Objective):
         lp = self.check(logps)
         losses = ipo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.tau)
         metrics = preference_metrics(*dpo_rewards(lp, self.tau), lp.policy_chosen, lp.policy_rejected)
-        return ObjectiveOutput(losses.mean(), metrics)
+        return ObjectiveOutput(losses.mean(), metrics, losses)

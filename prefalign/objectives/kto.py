@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics, unpaired_metrics
 from prefalign.objectives.dpo import dpo_rewards
 
 
@@ -74,11 +74,16 @@ class KTO(Objective):
         desirable_weight: :math:`\lambda_D`.
         undesirable_weight: :math:`\lambda_U`.
 
+    Unpaired data (``data.init_args.unpaired: true``: every mined response alone, flagged desirable or not, shuffled
+    apart from its pair) is KTO's native setting: the same two terms, one per response (:func:`kto_unpaired_loss`).
+
     Metrics: ``rewards/*`` with reward :math:`\beta r` (TRL), ``logps/*``, and ``kl`` (:math:`z_0`).
     """
 
     needs_reference = True
     needs_pairs = True
+    accepts_unpaired = True
+    logratio_only = True
 
     def __init__(self, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> None:
         super().__init__()
@@ -91,9 +96,29 @@ class KTO(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
+        if lp.unpaired:
+            return self._unpaired(lp)
         pairs = (lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected)
         z0 = kto_reference_point(*pairs, kl=lp.kl)
         losses = kto_loss(*pairs, z0, self.beta, self.desirable_weight, self.undesirable_weight)
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
         metrics["kl"] = z0
-        return ObjectiveOutput(losses.mean(), metrics)
+        return ObjectiveOutput(losses.mean(), metrics, losses)
+
+    def _unpaired(self, lp: PairLogps) -> ObjectiveOutput:
+        # KTO's native data: each response alone, flagged desirable or undesirable (the paper's setting; TRL's KTOTrainer).
+        logratios = lp.policy_chosen - lp.reference_chosen
+        z0 = (lp.kl.mean() if lp.kl is not None else logratios.mean()).clamp(min=0).detach()
+        losses = kto_unpaired_loss(lp.policy_chosen, lp.reference_chosen, lp.desirable, z0, self.beta, self.desirable_weight, self.undesirable_weight)
+        metrics = unpaired_metrics(self.beta * logratios, lp.policy_chosen, lp.desirable)
+        metrics["kl"] = z0
+        return ObjectiveOutput(losses.mean(), metrics, losses)
+
+
+def kto_unpaired_loss(policy: Tensor, reference: Tensor, desirable: Tensor, z0: Tensor | float, beta: float = 0.1,
+                      desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Tensor:
+    r"""Per-response KTO loss, ``[B]``: :math:`\lambda_D(1-\sigma(\beta(r - z_0)))` for a desirable response,
+    :math:`\lambda_U(1-\sigma(\beta(z_0 - r)))` for an undesirable one, :math:`r = \log\frac{\pi_\theta}{\pi_{ref}}`."""
+    r = policy.float() - reference.float()
+    return torch.where(desirable.bool(), desirable_weight * (1 - torch.sigmoid(beta * (r - z0))),
+                       undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r))))

@@ -75,4 +75,4 @@ class ORPO(Objective):
         metrics["nll"] = -lp.policy_chosen.detach().mean()
         metrics["log_odds_ratio"] = F.logsigmoid(ratio).mean()
         metrics["log_odds_chosen"] = ratio.mean()
-        return ObjectiveOutput(losses.mean(), metrics)
+        return ObjectiveOutput(losses.mean(), metrics, losses)

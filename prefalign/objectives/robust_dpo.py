@@ -43,6 +43,7 @@ class RobustDPO(Objective):
     Metrics: same as :class:`DPO`.
     """
 
+    logratio_only = True
     needs_reference = True
     needs_pairs = True
 
@@ -57,4 +58,4 @@ class RobustDPO(Objective):
         lp = self.check(logps)
         losses = robust_dpo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.label_smoothing)
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
-        return ObjectiveOutput(losses.mean(), metrics)
+        return ObjectiveOutput(losses.mean(), metrics, losses)

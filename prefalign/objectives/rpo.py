@@ -50,4 +50,4 @@ class RPO(Objective):
         losses = rpo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.alpha)
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
         metrics["nll"] = -lp.policy_chosen.detach().mean()
-        return ObjectiveOutput(losses.mean(), metrics)
+        return ObjectiveOutput(losses.mean(), metrics, losses)

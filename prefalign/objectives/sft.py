@@ -28,7 +28,8 @@ class SFT(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        loss = sft_loss(lp.policy_chosen).mean()
+        losses = sft_loss(lp.policy_chosen)
+        loss = losses.mean()
         metrics = preference_metrics(lp.policy_chosen, lp.policy_rejected, lp.policy_chosen, lp.policy_rejected)
         metrics["nll"] = loss.detach()
-        return ObjectiveOutput(loss, metrics)
+        return ObjectiveOutput(loss, metrics, losses)

@@ -2,7 +2,6 @@
 traceback, and nothing written (the README's "When something is wrong" table lists the same cases)."""
 
 import os
-import pickle
 
 import pytest
 import torch

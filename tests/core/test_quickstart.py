@@ -14,7 +14,7 @@ from tests.conftest import CONFIGS
 
 
 def test_quickstart_runs_the_whole_pipeline_and_logs_to_an_offline_wandb_run(in_tmp, no_wandb_account, monkeypatch, capsys):
-    wandb = pytest.importorskip("wandb")
+    pytest.importorskip("wandb")
     from tests.scale.wandb_records import read_run
 
     monkeypatch.delenv("PREFALIGN_WANDB")  # the default a user gets

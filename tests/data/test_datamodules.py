@@ -110,7 +110,7 @@ def test_mistakes_strategy_keeps_only_errors(tiny_reference, tmp_path):
 
 
 def test_empty_pair_set_is_a_clear_error(tiny_reference, tmp_path, monkeypatch):
-    import prefalign.data.datamodules as dms
+    import prefalign.data.preference_datamodule as dms
 
     # Stand in for a reference that is right on every image: it leaves no mistakes to mine.
     def perfect(model, images, batch_size):

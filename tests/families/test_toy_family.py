@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from prefalign.checkpoint import load_model
 from prefalign.cli import main

@@ -53,7 +53,7 @@ class ToyFamily(ModelFamily):
     summary_keys = ("reward",)
     main_metric = "val/reward"
 
-    def pair_logps(self, policy, reference, batch, recompute_reference=False, length_normalized=False) -> PairLogps:
+    def pair_logps(self, policy, reference, batch, recompute_reference=False, length_normalized=False, wpo_weights=False) -> PairLogps:
         reduce = masked_mean if length_normalized else masked_sum
         prompts, chosen, mask_c = batch["prompt"], batch["chosen"], batch["chosen_mask"]
         rejected = batch.get("rejected")

@@ -23,6 +23,12 @@ def _gather(logps: Tensor, labels: Tensor) -> Tensor:
     return logps.gather(1, labels.unsqueeze(1)).squeeze(1)
 
 
+@torch.no_grad()
+def _wpo_logweight(logps: Tensor, labels: Tensor) -> Tensor:
+    """WPO's log weight of a one-label response: log p(y) − log Σ_c p(c)² (arXiv:2406.11827, Eq. 2 with sampled alignment)."""
+    return _gather(logps, labels).float() - torch.logsumexp(2 * logps.float(), dim=1)
+
+
 class ClassifierFamily(ClassifierEvaluation):
     """Image classifiers (the seed CNN, LeNet, the 1-vs-8 CNN, MLPs): ``backbone(x) -> logits [B, C]``.
 
@@ -39,12 +45,13 @@ class ClassifierFamily(ClassifierEvaluation):
         num_classes: classes the backbone predicts; default: the data module's ``num_classes``.
     """
 
-    capabilities = frozenset({"true_logprob", "exact_kl", "sampling"})
+    capabilities = frozenset({"true_logprob", "exact_kl", "sampling", "wpo_weights"})
 
     def __init__(self, num_classes: int | None = None) -> None:
         super().__init__(num_classes)
 
-    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False, length_normalized: bool = False) -> PairLogps:
+    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
+                   length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:
         # One label per response: the sum and the mean of its token log-probs are the same number.
         x = batch["x"]
         chosen = batch["chosen"] if "chosen" in batch else batch["y"]
@@ -62,6 +69,9 @@ class ClassifierFamily(ClassifierEvaluation):
             reference_chosen=_gather(ref, chosen) if ref is not None else None,
             reference_rejected=_gather(ref, rejected) if ref is not None and rejected is not None else None,
             kl=exact_kl(logps, ref) if ref is not None else None,
+            desirable=batch.get("desirable"),
+            chosen_wpo_logweight=_wpo_logweight(logps, chosen) if wpo_weights else None,
+            rejected_wpo_logweight=_wpo_logweight(logps, rejected) if wpo_weights and rejected is not None else None,
         )
 
     @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Backbones: small image classifiers that map ``[B, 1, 28, 28]`` images in [0, 1] to ``[B, num_classes]`` logits.
+"""Backbones: small image classifiers that map ``[B, 1, 28, 28]`` images in [0, 1] to ``[B, num_classes]`` logits,
+and the character-level TinyTransformer (``[B, T]`` ids to ``[B, T, vocab]`` logits).
 
 Every backbone returns raw logits; log-softmax is taken by the caller (in fp32) so that objectives see
 log-probabilities and mixed precision never touches the normalisation.
@@ -8,8 +9,9 @@ from prefalign.models.binary_cnn import BinaryCNN
 from prefalign.models.lenet import LeNet
 from prefalign.models.mlp import MLP
 from prefalign.models.seed_cnn import SeedCNN
+from prefalign.models.transformer import TinyTransformer
 
-__all__ = ["SeedCNN", "MLP", "LeNet", "BinaryCNN", "first_conv"]
+__all__ = ["SeedCNN", "MLP", "LeNet", "BinaryCNN", "TinyTransformer", "first_conv"]
 
 
 def first_conv(model):

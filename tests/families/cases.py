@@ -46,4 +46,36 @@ def toy_case() -> FamilyCase:
     return FamilyCase(ToyFamily(), ToySeqModel(8), pairs, {"prompt": prompts}, ToyReward(8))
 
 
-FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {"classifier": classifier_case, "toy_sequence": toy_case}
+class _CountReward(RewardFunction):
+    """Test reward for text: how many sampled characters are the vowel 'e'."""
+
+    def __init__(self, e_id: int) -> None:
+        super().__init__()
+        self.e_id = e_id
+
+    def forward(self, rollout):
+        return ((rollout.responses == self.e_id) & rollout.mask).float().sum(-1)
+
+
+def language_case() -> FamilyCase:
+    from prefalign.data.text import CharTokenizer
+    from prefalign.families.language import LanguageFamily
+    from prefalign.models import TinyTransformer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer("abcde .")
+    model = TinyTransformer(vocab_size=12, d_model=16, n_heads=2, n_layers=1, d_ff=32, block_size=16)
+    model.vocab.copy_(tok.to_codes(12))
+    family = LanguageFamily(max_new_tokens=4)
+    family.configure(tok, 16)
+    prompts = torch.stack([tok.encode("abc"), tok.encode("de "), tok.encode("a.b")])
+    chosen = torch.stack([tok.encode("dee"), tok.encode("aab"), tok.encode("c.d")])
+    rejected = torch.stack([tok.encode("aaa"), tok.encode("bb "), tok.encode("...")])
+    mask_r = torch.ones_like(rejected, dtype=torch.bool)
+    mask_r[1, 2] = False  # a shorter rejected response: padding must be masked out
+    pairs = {"prompt": prompts, "chosen": chosen, "chosen_mask": torch.ones_like(chosen, dtype=torch.bool),
+             "rejected": rejected, "rejected_mask": mask_r}
+    return FamilyCase(family, model, pairs, {"prompt": prompts}, _CountReward(tok.index["e"]))
+
+
+FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {"classifier": classifier_case, "toy_sequence": toy_case, "language": language_case}

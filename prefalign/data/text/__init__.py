@@ -1,0 +1,6 @@
+"""Text data for the language-model family: the verified Shakespeare corpus, a character tokenizer, the data module."""
+
+from prefalign.data.text.char_tokenizer import CharTokenizer, UnknownCharacterError
+from prefalign.data.text.datamodule import CharTextDataModule, synthetic_text
+
+__all__ = ["CharTokenizer", "CharTextDataModule", "UnknownCharacterError", "synthetic_text"]

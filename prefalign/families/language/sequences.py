@@ -1,0 +1,32 @@
+"""Log-probabilities of response tokens given a prompt, for a decoder over a (sliced) character vocabulary."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def token_log_probs(model: Callable[[Tensor], Tensor], prompts: Tensor, responses: Tensor, n_vocab: int) -> tuple[Tensor, Tensor]:
+    """(log-prob of each response token ``[N, R]``, full log-softmax at each response position ``[N, R, V]``), fp32.
+
+    One forward over ``prompt + response`` without its last token: position ``P - 1 + j`` predicts response token
+    ``j``. Logits are sliced to the ``n_vocab`` real characters (the model may have spare embedding rows).
+    """
+    P = prompts.shape[1]
+    seq = torch.cat([prompts, responses], dim=1)
+    logits = model(seq[:, :-1])[:, P - 1 :, :n_vocab]
+    dist = F.log_softmax(logits.float(), dim=-1)
+    return dist.gather(-1, responses.unsqueeze(-1)).squeeze(-1), dist
+
+
+def exact_token_kl(policy_dist: Tensor, reference_dist: Tensor) -> Tensor:
+    """KL(policy‖reference) at each position, summed over the vocabulary: ``[..., V] -> [...]``."""
+    return (policy_dist.exp() * (policy_dist - reference_dist)).sum(-1)
+
+
+def wpo_token_logweights(tokens: Tensor, dist: Tensor) -> Tensor:
+    """WPO's per-token log weight log p(y_t) − log Σ_v p(v)² (arXiv:2406.11827, sampled alignment)."""
+    return tokens - torch.logsumexp(2 * dist, dim=-1)

@@ -163,14 +163,17 @@ class PrefAlignCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._ensure_reference()
+        self.model.family.check_config(self.model.policy, self.datamodule)
         self._resolve_last_checkpoint()
 
     def before_validate(self) -> None:
         self._ensure_reference()
+        self.model.family.check_config(self.model.policy, self.datamodule)
         self._resolve_last_checkpoint()
 
     def before_test(self) -> None:
         self._ensure_reference()
+        self.model.family.check_config(self.model.policy, self.datamodule)
         self._resolve_last_checkpoint()
 
     def _resolve_last_checkpoint(self) -> None:

@@ -16,6 +16,7 @@ PROG = "python -m prefalign"
 
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "dream": ("prefalign.viz.dream_command", "optimise inputs until a frozen classifier sees each class (seed 003)"),
+    "generate": ("prefalign.families.language.generate_command", "sample text from a language-model weights file, as JSON lines (seed 002)"),
 }
 
 # Exit codes: 2 = bad input (config, arguments, files), as argparse uses for usage errors; 1 = the run failed.

@@ -88,6 +88,10 @@ class ModelFamily(nn.Module):
     main_metric: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
+    def check_config(self, policy: nn.Module, datamodule: Any) -> None:
+        """Refuse a model/data combination this family cannot run. The CLI calls it before the trainer starts,
+        so a bad config stops with nothing written; raise ``ValueError`` naming the setting to change."""
+
     def setup(self, module: Any, stage: str) -> None:
         """Called from the LightningModule's ``setup``: check the data against the model, build metrics."""
 

@@ -50,7 +50,30 @@ CASES = [
     ("unknown objective", lambda d, ref: SEED_DPO + [f"--model.reference_ckpt={ref}", "--model.objective=prefalign.objectives.NoSuchLoss"],
      2, "NoSuchLoss"),
     ("dream on a missing file", lambda d, ref: ["dream", "--ckpt", "missing.pt"], 2, "prefalign dream: error: weights file not found: missing.pt"),
+    ("generate from a classifier", lambda d, ref: ["generate", "--ckpt", str(ref), "--prompt", "To be", "--out", str(d / "o.jsonl")],
+     2, "not a trained language model (no vocabulary)"),
+    ("generate from an empty prompts file", lambda d, ref: ["generate", "--ckpt", str(_lm(d)), "--prompts_file", str(_empty(d)), "--out", str(d / "o.jsonl")],
+     2, "holds no prompts"),
+    ("prompt with unknown characters", lambda d, ref: ["generate", "--ckpt", str(_lm(d)), "--prompt", "abZ", "--out", str(d / "o.jsonl")],
+     2, "prompt 1 has 1 character(s) outside the model's 3-character vocabulary: 'Z'"),
+    ("LM data block longer than the model's", lambda d, ref: ["fit", "--config", str(CONFIGS / "lm_pretrain.yaml"), "--data.init_args.source=synthetic",
+     "--data.init_args.block_size=128"], 2, "data.init_args.block_size=128 is longer than the model's block_size=64"),
 ]
+
+
+def _lm(folder):
+    from prefalign.checkpoint import save_weights
+    from prefalign.data.text import CharTokenizer
+    from prefalign.models import TinyTransformer
+
+    model = TinyTransformer(vocab_size=8, d_model=8, n_heads=1, n_layers=1, d_ff=8, block_size=8)
+    model.vocab.copy_(CharTokenizer("abc").to_codes(8))
+    return save_weights(model, folder / "lm.pt")
+
+
+def _empty(folder):
+    (folder / "empty.txt").write_text("")
+    return folder / "empty.txt"
 
 
 @pytest.mark.parametrize("make_args,code,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -66,7 +89,7 @@ def test_bad_input_is_one_line_with_the_fix_and_writes_nothing(make_args, code, 
     assert got == code
     assert message in err
     assert "Traceback" not in err
-    assert not (in_tmp / "runs").exists() and not (in_tmp / "artifacts").exists()
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "artifacts").exists() and not (inputs / "o.jsonl").exists()
 
 
 def test_debug_shows_the_traceback(in_tmp, monkeypatch):

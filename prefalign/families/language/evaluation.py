@@ -37,13 +37,19 @@ class LanguageEvaluation(ModelFamily):
         self._reference_loss: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
-    def setup(self, module: Any, stage: str) -> None:
-        """Give a fresh model the data's vocabulary, or re-encode the data with a trained model's vocabulary."""
-        policy = module.policy
+    def check_config(self, policy: Any, datamodule: Any) -> None:
         if not hasattr(policy, "vocab") or not hasattr(policy, "block_size"):
             raise ValueError(f"LanguageFamily needs a character decoder with a `vocab` buffer and a `block_size` (e.g. "
                              f"prefalign.models.TinyTransformer), got {type(policy).__name__}.")
+        data_block = getattr(datamodule, "block_size", 0)
+        if data_block > policy.block_size:
+            raise ValueError(f"data.init_args.block_size={data_block} is longer than the model's block_size={policy.block_size}.")
+
+    def setup(self, module: Any, stage: str) -> None:
+        """Give a fresh model the data's vocabulary, or re-encode the data with a trained model's vocabulary."""
+        policy = module.policy
         datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+        self.check_config(policy, datamodule)
         data_tok = getattr(datamodule, "tokenizer", None)
         model_tok = CharTokenizer.from_codes(policy.vocab)
         if model_tok is None:
@@ -55,9 +61,6 @@ class LanguageEvaluation(ModelFamily):
         elif data_tok is not None and data_tok.chars != model_tok.chars:
             datamodule.use_tokenizer(model_tok)  # raises, naming the characters the model does not know
         self.configure(model_tok, policy.block_size)
-        data_block = getattr(datamodule, "block_size", 0)
-        if data_block > self.block_size:
-            raise ValueError(f"data.init_args.block_size={data_block} is longer than the model's block_size={self.block_size}.")
 
     def configure(self, tokenizer: CharTokenizer, block_size: int) -> None:
         """Bind the vocabulary and context length (``setup`` does it from the model; tests call it directly)."""

@@ -1,0 +1,109 @@
+"""``python -m prefalign generate``: sample continuations from a language-model weights file, as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.data.text.char_tokenizer import CharTokenizer
+from prefalign.families.language.generation import sample
+
+
+def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
+    """One prompt per line, verbatim except the line ending (a trailing space is part of the prompt), or the
+    ``"prompt"`` field of each line of a ``.jsonl`` file."""
+    if (prompt is None) == (prompts_file is None):
+        raise ValueError("give exactly one of --prompt TEXT or --prompts_file FILE.")
+    if prompt is not None:
+        return [prompt]
+    path = Path(prompts_file)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".jsonl":
+        prompts = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                prompts.append(json.loads(line)["prompt"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{number} is not a JSON object with a \"prompt\" field.") from None
+    else:
+        prompts = lines
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts.")
+    return prompts
+
+
+def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_file: str | None = None, num_samples: int = 1,
+                     max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+                     device: str = "cpu") -> int:
+    """Continue each prompt ``num_samples`` times and write ``{"prompt": ..., "completion": ...}`` per line to ``out``.
+
+    Works on any language-model weights file (a reference or an exported policy): the model's vocabulary travels
+    in it. All prompts × samples are sampled at once (prompts of the same length share a batch); the same seed gives
+    the same text. Contexts longer than the model's block are cropped to their last ``block_size`` characters.
+
+    Args:
+        ckpt: a weights file of a character decoder (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt).
+        out: the JSON-lines file to write.
+        prompt: one prompt (give this or ``prompts_file``).
+        prompts_file: one prompt per line, or a ``.jsonl`` file with a ``"prompt"`` field.
+        num_samples: continuations per prompt.
+        max_new_tokens: characters to generate per continuation.
+        temperature: 0 for greedy.
+        top_k: sample from the k most likely characters only.
+        seed: the sampling seed.
+    """
+    for name, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens)):
+        if value < 1:
+            raise ValueError(f"--{name}={value} must be ≥ 1.")
+    prompts = read_prompts(prompt, prompts_file)
+    model = load_model(ckpt)
+    vocab = getattr(model, "vocab", None)
+    tokenizer = CharTokenizer.from_codes(vocab) if isinstance(vocab, torch.Tensor) else None
+    if tokenizer is None or not hasattr(model, "block_size"):
+        raise CheckpointError(f"{ckpt} holds a {type(model).__name__}, not a trained language model (no vocabulary): "
+                              "give a weights file written by an LM config (e.g. configs/lm_pretrain.yaml).")
+    model = model.to(device).eval()
+    encoded = [tokenizer.encode(p, what=f"prompt {i + 1}") for i, p in enumerate(prompts)]
+    if any(len(e) == 0 for e in encoded):
+        raise ValueError("an empty prompt has no context to continue; give at least one character.")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    completions: dict[int, list[str]] = {}
+    for length in sorted({len(e) for e in encoded}):  # one batch per prompt length: no padding inside the context
+        rows = [i for i, e in enumerate(encoded) if len(e) == length]
+        batch = torch.stack([encoded[i] for i in rows]).repeat_interleave(num_samples, dim=0).to(device)
+        ids = sample(model, batch, max_new_tokens, len(tokenizer), model.block_size, temperature, top_k, generator)
+        for j, i in enumerate(rows):
+            completions[i] = [tokenizer.decode(ids[j * num_samples + s]) for s in range(num_samples)]
+    tmp = Path(f"{out}.{os.getpid()}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        for i, p in enumerate(prompts):
+            for completion in completions[i]:
+                f.write(json.dumps({"prompt": p, "completion": completion}) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {len(prompts) * num_samples} samples to {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jsonargparse import CLI
+
+    try:
+        return CLI(generate_command, args=argv, as_positional=False) or 0
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        message = f"file not found: {e.filename}" if isinstance(e, FileNotFoundError) and e.filename else str(e)
+        print(f"prefalign generate: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -132,6 +132,8 @@ class AlignmentModule(L.LightningModule):
                 "use a preference data module (e.g. data.class_path: prefalign.data.PreferenceDataModule)."
             )
         self.family.setup(self, stage)
+        if self.is_ppo:
+            self.objective.reward.setup(self, datamodule)
         if self.compile and self._forward is self.policy:
             object.__setattr__(self, "_forward", torch.compile(self.policy))
 

@@ -20,7 +20,7 @@ from prefalign.objectives.rewards import CorrectLabelReward, RewardFunction
 _MAX_LOG_RATIO = 20.0
 
 LossType = Literal["grpo", "bnpo", "dapo", "dr_grpo"]
-Baseline = Literal["group", "rloo"]
+Baseline = Literal["group", "rloo", "none"]
 KLEstimator = Literal["auto", "exact", "k1", "k3"]
 
 
@@ -143,13 +143,14 @@ class PPOLite(nn.Module):
     surrogate plus :math:`\beta_{KL}` times the mean exact KL per image.
 
     Args:
-        k: samples per prompt (group size); at least 2, since a group of one has no baseline.
+        k: samples per prompt (group size); at least 2 with a baseline (a group of one has none); 1 with ``baseline: none``.
         clip_eps: PPO clipping range :math:`\epsilon`.
         ppo_epochs: optimisation passes over each batch of samples.
         kl_coef: :math:`\beta_{KL}`; 0 disables the KL term (and the need for a reference).
         reward: the reward function (``forward(rollout) -> [B, k]``).
         loss_type: token aggregation: ``grpo``, ``bnpo``, ``dapo`` or ``dr_grpo`` (see :func:`aggregate_token_loss`).
-        baseline: ``group`` (group-normalised, GRPO) or ``rloo`` (leave-one-out, RLOO).
+        baseline: ``group`` (group-normalised, GRPO), ``rloo`` (leave-one-out, RLOO) or ``none`` (the raw reward is the
+            advantage: plain REINFORCE, as seed 002's loop; high variance, kept for reproducing it).
         kl_estimator: ``auto`` (exact when the family gives full distributions, else k3), ``exact``, ``k1`` or ``k3``.
 
     Metrics: ``ppo/loss_surrogate``, ``ppo/clip_fraction``, ``ppo/kl`` (mean per-token KL; omitted when no reference is given).
@@ -172,7 +173,7 @@ class PPOLite(nn.Module):
         kl_estimator: KLEstimator = "auto",
     ) -> None:
         super().__init__()
-        check_in_range("k", k, 2)
+        check_in_range("k", k, 1 if baseline == "none" else 2)
         check_in_range("clip_eps", clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         check_in_range("ppo_epochs", ppo_epochs, 1)
         check_in_range("kl_coef", kl_coef, 0.0)
@@ -190,6 +191,8 @@ class PPOLite(nn.Module):
 
     def advantages(self, rewards: Tensor) -> Tensor:
         """``[B, k]`` rewards → ``[B, k]`` advantages with the configured baseline."""
+        if self.baseline == "none":
+            return rewards.float()
         return group_advantages(rewards) if self.baseline == "group" else rloo_advantages(rewards)
 
     def wants_exact_kl(self, family_has_exact_kl: bool) -> bool:

@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 
 class RewardFunction(nn.Module):
-    """Maps a rollout (``batch``, ``responses [B, k, T]``, ``mask``) to float rewards ``[B, k]``."""
+    """Maps a rollout (``batch``, ``responses [B, k, T]``, ``mask``) to float rewards ``[B, k]``.
+
+    ``setup(module, datamodule)`` runs once before training (after the model family's own setup): a reward that
+    needs the data (a word list) or the family (a tokenizer) takes them there."""
+
+    def setup(self, module: Any, datamodule: Any) -> None:
+        pass
 
     def forward(self, rollout: Any) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -2,5 +2,6 @@
 
 from prefalign.data.text.char_tokenizer import CharTokenizer, UnknownCharacterError
 from prefalign.data.text.datamodule import CharTextDataModule, synthetic_text
+from prefalign.data.text.preference import TextPreferenceDataModule
 
-__all__ = ["CharTokenizer", "CharTextDataModule", "UnknownCharacterError", "synthetic_text"]
+__all__ = ["CharTokenizer", "CharTextDataModule", "TextPreferenceDataModule", "UnknownCharacterError", "synthetic_text"]

@@ -36,7 +36,10 @@ class CharTextDataModule(L.LightningDataModule):
     Training batches are windows of ``block_size + 1`` characters at random offsets, ``steps_per_epoch`` batches
     per epoch, drawn from ``(seed, epoch)`` (the same on every rank; each rank takes its share). Validation and
     test use the validation split cut into consecutive non-overlapping windows (every character predicted once,
-    up to ``max_val_windows``). A batch is ``{"tokens": [B, block_size + 1]}``.
+    up to ``max_val_windows``). A batch is ``{"tokens": [B, block_size + 1]}``. For RL (``train_on: prompts``) a
+    training batch is ``{"prompt": [B, prompt_length]}``: prefixes at random training offsets, or the fixed
+    ``prompts``; the family samples continuations of :meth:`evaluation_prompts` (from the validation split) to
+    judge them.
 
     The tokenizer is built from the training split's characters. A reference trained on other text brings its own
     vocabulary; the language family re-encodes this text with it (see :meth:`use_tokenizer`) or says which
@@ -54,7 +57,8 @@ class CharTextDataModule(L.LightningDataModule):
     def __init__(self, source: Literal["shakespeare", "file", "synthetic"] = "shakespeare", text_file: str | None = None,
                  block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256, steps_per_epoch: int = 500,
                  val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
-                 data_dir: str | None = None) -> None:
+                 data_dir: str | None = None, train_on: Literal["windows", "prompts"] = "windows", prompt_length: int = 32,
+                 prompts: list[str] | None = None, eval_prompts: int = 64, eval_new_tokens: int = 32) -> None:
         super().__init__()
         if source not in ("shakespeare", "file", "synthetic"):
             raise ValueError(f"source must be shakespeare, file or synthetic, got {source!r}")
@@ -64,6 +68,14 @@ class CharTextDataModule(L.LightningDataModule):
                                  ("steps_per_epoch", steps_per_epoch, 1), ("synthetic_chars", synthetic_chars, 1000)):
             check_in_range(name, value, low)
         check_in_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if train_on not in ("windows", "prompts"):
+            raise ValueError(f"train_on must be windows or prompts, got {train_on!r}")
+        for name, value, low in (("prompt_length", prompt_length, 1), ("eval_prompts", eval_prompts, 0), ("eval_new_tokens", eval_new_tokens, 1)):
+            check_in_range(name, value, low)
+        if prompts is not None and (not prompts or len({len(p) for p in prompts}) != 1):
+            raise ValueError("data.init_args.prompts must be a non-empty list of prompts of one length (they are batched together).")
+        self.train_on, self.prompt_length, self.prompts = train_on, prompt_length, prompts
+        self.eval_prompts, self.eval_new_tokens = eval_prompts, eval_new_tokens
         self.source, self.text_file, self.data_dir = source, text_file, data_dir
         self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
         self.steps_per_epoch, self.val_fraction, self.max_val_windows = steps_per_epoch, val_fraction, max_val_windows
@@ -125,6 +137,25 @@ class CharTextDataModule(L.LightningDataModule):
         starts = torch.randint(len(self.ids["train"]) - self.block_size - 1, (n,), generator=g)
         return {"tokens": self.windows("train", starts)}
 
+    def train_prompts(self, epoch: int = 0) -> dict[str, Tensor]:
+        """RL prompts: ``prompts`` if given (cycled), else ``prompt_length``-character prefixes at random training offsets."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        _, world = self._rank_world()
+        n = self.steps_per_epoch * self.batch_size * world
+        if self.prompts is not None:
+            fixed = torch.stack([self.tokenizer.encode(p, what=f"prompt {p!r}") for p in self.prompts])
+            return {"prompt": fixed[torch.arange(n) % len(fixed)]}
+        starts = torch.randint(len(self.ids["train"]) - self.prompt_length, (n,), generator=g)
+        return {"prompt": self.ids["train"][starts.unsqueeze(1) + torch.arange(self.prompt_length)]}
+
+    def evaluation_prompts(self) -> tuple[Tensor, Tensor]:
+        """``eval_prompts`` validation prompts at evenly spaced offsets, and the real text that follows each
+        (``eval_new_tokens`` characters): what samples are judged against."""
+        length = self.prompt_length + self.eval_new_tokens
+        starts = torch.linspace(0, len(self.ids["val"]) - length - 1, max(self.eval_prompts, 1)).long()[: self.eval_prompts]
+        spans = self.ids["val"][starts.unsqueeze(1) + torch.arange(length)]
+        return spans[:, : self.prompt_length], spans[:, self.prompt_length :]
+
     def eval_windows(self) -> dict[str, Tensor]:
         starts = torch.arange(0, len(self.ids["val"]) - self.block_size - 1, self.block_size)
         if self.max_val_windows is not None:
@@ -137,7 +168,8 @@ class CharTextDataModule(L.LightningDataModule):
                              seed=self.seed, rank=rank, world_size=world, pad_shards=train, refresh=refresh)
 
     def train_dataloader(self) -> TensorBatches:
-        return self._loader(self.train_windows(0), train=True, refresh=self.train_windows)
+        make = self.train_prompts if self.train_on == "prompts" else self.train_windows
+        return self._loader(make(0), train=True, refresh=make)
 
     def val_dataloader(self) -> TensorBatches:
         return self._loader(self.eval_windows(), train=False)

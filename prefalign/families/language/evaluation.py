@@ -11,6 +11,7 @@ from torch import Tensor
 from prefalign.data.text.char_tokenizer import CharTokenizer
 from prefalign.families.base import ModelFamily
 from prefalign.families.language.generation import sample
+from prefalign.families.language.rewards import complete_words, distinct_2, lexicon, valid_word_rates
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs
 
 N_BINS = 15  # calibration bins, as the classifier's reliability diagram
@@ -21,7 +22,8 @@ class LanguageEvaluation(ModelFamily):
 
     Logged per stage: ``loss`` (nats/char), ``ppl``, ``bpc`` (bits/char), ``acc`` (top-1), ``ece`` (15 equal-width
     confidence bins), ``kl_ref`` (exact per-token KL to the reference, when there is one) and, once per run,
-    ``reference/loss``; figures and tables: a reliability diagram, a top-5 next-character table for
+    ``reference/loss``; from seeded samples of the data's validation prompts: ``valid_words`` (the lexical-validity
+    rate), ``distinct_2``, and once ``reference/valid_words`` and ``real/valid_words`` (the real continuations); figures and tables: a reliability diagram, a top-5 next-character table for
     ``eval_prompts`` and sampled continuations of them (seeded, temperature 0.8), as W&B tables and CSV files.
     """
 
@@ -35,6 +37,9 @@ class LanguageEvaluation(ModelFamily):
         self._sums: dict[str, dict[str, Tensor]] = {}
         self._calibration: dict[str, list[tuple[Tensor, Tensor]]] = {}
         self._reference_loss: dict[str, float] = {}
+        self.words: frozenset[str] = frozenset()
+        self._judge_prompts: tuple[Tensor, Tensor] | None = None
+        self._fixed: dict[str, float] = {}  # reference and real-text sample metrics: computed once per stage
 
     # ------------------------------------------------------------------ lifecycle
     def check_config(self, policy: Any, datamodule: Any) -> None:
@@ -61,6 +66,9 @@ class LanguageEvaluation(ModelFamily):
         elif data_tok is not None and data_tok.chars != model_tok.chars:
             datamodule.use_tokenizer(model_tok)  # raises, naming the characters the model does not know
         self.configure(model_tok, policy.block_size)
+        text = getattr(datamodule, "text", {}) if datamodule is not None else {}
+        self.words = lexicon(text["train"]) if text.get("train") else frozenset()
+        self._judge_prompts = datamodule.evaluation_prompts() if self.words and getattr(datamodule, "eval_prompts", 0) else None
 
     def configure(self, tokenizer: CharTokenizer, block_size: int) -> None:
         """Bind the vocabulary and context length (``setup`` does it from the model; tests call it directly)."""
@@ -105,9 +113,39 @@ class LanguageEvaluation(ModelFamily):
         confidence = torch.cat([c for c, _ in calibration])
         correct = torch.cat([k for _, k in calibration]).float()
         metrics[f"{stage}/ece"] = _ece(strategy, confidence, correct, loss.device)
+        metrics.update(self._sample_metrics(module, stage))
         module.log_dict({k: v.float() for k, v in metrics.items()}, sync_dist=False)
         if module.trainer.is_global_zero and getattr(module, "log_figures", True):
             self._log_figures(module, stage, confidence, correct)
+
+    @torch.no_grad()
+    def _sample_metrics(self, module: Any, stage: str, samples: int = 2) -> dict[str, Tensor]:
+        """Valid-word rate (see :func:`valid_word_rate`) and distinct-2 of seeded samples from the validation prompts,
+        for the policy each time and, once, for the reference and for the real text that follows each prompt."""
+        if self._judge_prompts is None:
+            return {}
+        device = next(module.policy.parameters()).device
+        prompts, real = (t.to(device) for t in self._judge_prompts)
+        new_tokens = real.shape[1]
+        out: dict[str, Tensor] = {}
+
+        def judge(model: Any) -> tuple[float, float]:
+            gen = torch.Generator(device="cpu").manual_seed(1234)
+            ids = sample(model, prompts.repeat_interleave(samples, dim=0), new_tokens, self.n_vocab, self.block_size,
+                         generator=gen if device.type == "cpu" else None)
+            texts = [self.tokenizer.decode(r) for r in ids]
+            return float(valid_word_rates(texts, self.words).mean()), sum(distinct_2(complete_words(t)) for t in texts) / len(texts)
+
+        rate, distinct = judge(module.policy)
+        out[f"{stage}/valid_words"], out[f"{stage}/distinct_2"] = torch.tensor(rate), torch.tensor(distinct)
+        if f"{stage}/real" not in self._fixed:
+            self._fixed[f"{stage}/real"] = float(valid_word_rates([self.tokenizer.decode(r) for r in real], self.words).mean())
+            if module.reference is not None:
+                self._fixed[f"{stage}/reference"] = judge(module.reference)[0]
+        out[f"{stage}/real/valid_words"] = torch.tensor(self._fixed[f"{stage}/real"])
+        if f"{stage}/reference" in self._fixed:
+            out[f"{stage}/reference/valid_words"] = torch.tensor(self._fixed[f"{stage}/reference"])
+        return out
 
     def _log_figures(self, module: Any, stage: str, confidence: Tensor, correct: Tensor) -> None:
         from prefalign.viz.figures import calibration_figure

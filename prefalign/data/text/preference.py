@@ -1,0 +1,134 @@
+"""TextPreferenceDataModule: preference pairs of continuations, mined with the frozen reference (best-of-2 or SPIN)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
+from prefalign.data.text.char_tokenizer import CharTokenizer
+from prefalign.data.text.datamodule import CharTextDataModule
+from prefalign.families.language.generation import sample
+from prefalign.families.language.rewards import lexicon, valid_word_rates
+
+PairStrategy = Literal["best_of_2", "spin"]
+
+
+def mine_text_pairs(reference: torch.nn.Module, prompts: Tensor, real: Tensor, strategy: PairStrategy, tokenizer: CharTokenizer,
+                    words: frozenset[str], seed: int = 0, chunk: int = 512) -> dict[str, Tensor]:
+    """Pairs of continuations of ``prompts [N, P]``, each ``real.shape[1]`` characters long.
+
+    ``best_of_2``: two reference samples per prompt, ranked by lexical validity (:func:`valid_word_rate`); the better
+    is chosen, ties are dropped. ``spin`` (Chen et al., 2024, arXiv:2401.01335): the real continuation is chosen over
+    one reference sample. Sampling is batched (``chunk`` rows at a time) and seeded.
+    """
+    g = torch.Generator().manual_seed(seed)
+    draws = 2 if strategy == "best_of_2" else 1
+    rows = prompts.repeat_interleave(draws, dim=0)
+    block = getattr(reference, "block_size")
+    samples = torch.cat([sample(reference, part, real.shape[1], len(tokenizer), block, generator=g) for part in rows.split(chunk)])
+    samples = samples.view(len(prompts), draws, -1)
+    if strategy == "spin":
+        keep = torch.ones(len(prompts), dtype=torch.bool)
+        chosen, rejected = real, samples[:, 0]
+        scores = valid_word_rates([tokenizer.decode(s) for s in samples[:, 0]], words).view(-1, 1)
+    else:
+        scores = valid_word_rates([tokenizer.decode(s) for s in samples.flatten(0, 1)], words).view(len(prompts), 2)
+        first_wins = scores[:, 0] > scores[:, 1]
+        keep = scores[:, 0] != scores[:, 1]
+        chosen = torch.where(first_wins.unsqueeze(1), samples[:, 0], samples[:, 1])
+        rejected = torch.where(first_wins.unsqueeze(1), samples[:, 1], samples[:, 0])
+    return {"prompt": prompts[keep], "chosen": chosen[keep], "rejected": rejected[keep],
+            "pool": torch.tensor(len(prompts)), "reference_valid_words": scores.mean()}
+
+
+class TextPreferenceDataModule(CharTextDataModule):
+    """Text plus preference pairs of continuations mined with the frozen reference, cached on disk under a fingerprint
+    of (reference weights, text, split, strategy, sizes, seed), as the MNIST pairs are.
+
+    Training batches: ``prompt [B, P]``, ``chosen``/``rejected [B, R]`` and their masks (all True: every continuation
+    has ``response_length`` characters). Validation and test are the validation windows (loss, perplexity) and the
+    family's sample metrics, as for pretraining.
+
+    Args:
+        pair_strategy: ``best_of_2`` (two reference samples ranked by lexical validity, ties dropped) or ``spin``
+            (real continuation ≻ reference sample).
+        num_prompts: training prompts to mine (each gives at most one pair).
+        response_length: characters per continuation.
+        reference_ckpt: the reference weights; default: the model's ``reference_ckpt``.
+        cache_dir: where mined pairs are cached.
+        (other arguments: see :class:`CharTextDataModule`)
+    """
+
+    def __init__(self, pair_strategy: PairStrategy = "best_of_2", num_prompts: int = 4096, response_length: int = 32,
+                 reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", source: Literal["shakespeare", "file", "synthetic"] = "shakespeare",
+                 text_file: str | None = None, block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256,
+                 val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
+                 data_dir: str | None = None, prompt_length: int = 32, eval_prompts: int = 64, eval_new_tokens: int = 32) -> None:
+        super().__init__(source=source, text_file=text_file, block_size=block_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         steps_per_epoch=1, val_fraction=val_fraction, max_val_windows=max_val_windows, seed=seed,
+                         synthetic_chars=synthetic_chars, data_dir=data_dir, prompt_length=prompt_length, eval_prompts=eval_prompts,
+                         eval_new_tokens=eval_new_tokens)
+        if pair_strategy not in ("best_of_2", "spin"):
+            raise ValueError(f"pair_strategy must be best_of_2 or spin, got {pair_strategy!r}")
+        if prompt_length + response_length > block_size + 1:
+            raise ValueError(f"prompt_length + response_length = {prompt_length + response_length} must fit the block: at most block_size + 1 = {block_size + 1}.")
+        self.pair_strategy, self.num_prompts, self.response_length = pair_strategy, num_prompts, response_length
+        self.reference_ckpt, self.cache_dir = reference_ckpt, cache_dir
+        self.pairs: dict[str, Tensor] = {}
+        self.mining_stats: dict[str, float] = {}
+
+    def _reference_path(self) -> str:
+        from pathlib import Path
+
+        path = self.reference_ckpt or getattr(getattr(getattr(self, "trainer", None), "lightning_module", None), "reference_ckpt", None)
+        if path is None or not Path(path).is_file():
+            raise CheckpointError(f"TextPreferenceDataModule mines pairs with the reference, but {path} is not a file: set model.reference_ckpt "
+                                  "(configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt).")
+        return path
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if stage not in (None, "fit") or self.pairs:
+            return
+        path = self._reference_path()
+        reference = load_model(path).eval()
+        reference_tok = CharTokenizer.from_codes(reference.vocab)
+        if reference_tok is not None and reference_tok.chars != self.tokenizer.chars:
+            self.use_tokenizer(reference_tok)
+        key = {"reference_sha256": file_sha256(path), "source": self.source, "text_file": self.text_file, "synthetic_chars": self.synthetic_chars,
+               "val_fraction": self.val_fraction, "strategy": self.pair_strategy, "num_prompts": self.num_prompts, "seed": self.seed,
+               "prompt_length": self.prompt_length, "response_length": self.response_length, "format": 1}
+        digest = fingerprint(key)
+
+        def mine() -> dict:
+            rank_zero_info(f"Mining {self.pair_strategy} pairs of continuations for {self.num_prompts} prompts with {path} ...")
+            g = torch.Generator().manual_seed(self.seed)
+            length = self.prompt_length + self.response_length
+            starts = torch.randint(len(self.ids["train"]) - length, (self.num_prompts,), generator=g)
+            spans = self.ids["train"][starts.unsqueeze(1) + torch.arange(length)]
+            with torch.no_grad():
+                return mine_text_pairs(reference, spans[:, : self.prompt_length], spans[:, self.prompt_length :], self.pair_strategy,
+                                       self.tokenizer, lexicon(self.text["train"]), self.seed)
+
+        from pathlib import Path
+
+        cached = load_or_build(Path(self.cache_dir) / f"text-pairs-{self.pair_strategy}-{digest}.pt", digest, mine, getattr(self, "trainer", None))
+        if len(cached["prompt"]) == 0:
+            raise ValueError("no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length.")
+        self.pairs = {k: cached[k] for k in ("prompt", "chosen", "rejected")}
+        self.mining_stats = {"mining/pairs": float(len(self.pairs["prompt"])), "mining/pool_size": float(cached["pool"]),
+                             "mining/reference_valid_words": float(cached["reference_valid_words"])}
+        rank_zero_info(f"Mined {len(self.pairs['prompt'])} pairs ({self.pair_strategy}) from {int(cached['pool'])} prompts.")
+
+    def train_dataloader(self):
+        mask = torch.ones_like(self.pairs["chosen"], dtype=torch.bool)
+        tensors = {**self.pairs, "chosen_mask": mask, "rejected_mask": mask}
+        rank, world = self._rank_world()
+        from prefalign.data.batches import TensorBatches
+
+        return TensorBatches(tensors, batch_size=self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world)

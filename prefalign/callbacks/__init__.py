@@ -1,7 +1,8 @@
 """Training callbacks that are not figures (those live in :mod:`prefalign.viz.callbacks`)."""
 
+from prefalign.callbacks.grad_norm import GradNorm
 from prefalign.callbacks.iterative_mining import IterativeMining
 from prefalign.callbacks.progress import EpochProgress
 from prefalign.callbacks.reference_update import ReferenceUpdate
 
-__all__ = ["EpochProgress", "IterativeMining", "ReferenceUpdate"]
+__all__ = ["EpochProgress", "GradNorm", "IterativeMining", "ReferenceUpdate"]

@@ -108,7 +108,7 @@ def test_pretraining_through_the_cli_on_synthetic_text(in_tmp):
     main(["fit", "--config", str(CONFIGS / "lm_pretrain.yaml"), "--data.init_args.source=synthetic", "--data.init_args.synthetic_chars=20000",
           "--data.init_args.steps_per_epoch=30", "--data.init_args.block_size=32", "--model.backbone.init_args.block_size=32",
           "--model.backbone.init_args.d_model=32", "--model.backbone.init_args.d_ff=64", "--trainer.max_epochs=2",
-          "--model.export_path=artifacts/lm.pt"])
+          "--model.export_path=artifacts/lm.pt", "--trainer.log_every_n_steps=5"])
     run = in_tmp / "runs/lm_pretrain/version_0"
     weights = torch.load(in_tmp / "artifacts/lm.pt", weights_only=True)
     vocab = CharTokenizer.from_codes(weights["state_dict"]["vocab"])
@@ -117,3 +117,6 @@ def test_pretraining_through_the_cli_on_synthetic_text(in_tmp):
     assert metrics["test/loss"] < 0.7 * math.log(len(vocab))  # well below a uniform guess
     assert metrics["test/bpc"] == pytest.approx(metrics["test/loss"] / math.log(2))
     assert {p.name.rsplit("_step", 1)[0] for p in (run / "tables").iterdir()} >= {"val_top_k_next", "val_samples", "test_samples"}
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/grad_norm", "train/loss", "val/loss", "val/ppl", "val/bpc", "val/ece"} <= set(header)
+    assert list((run / "images").glob("val_calibration*.png"))

@@ -1,0 +1,137 @@
+"""Judge the language-model runs on the same footing and write the README's LM table and reward-vs-KL figure.
+
+    python scripts/lm_results.py                      # the latest run of each LM config under runs/
+    python scripts/lm_results.py --prompts 64 --samples 2   # a quicker look
+
+For the reference and each run's final policy (``runs/<config>/version_<n>/policy.pt``): validation loss (nats/char
+over the whole validation split), mean per-character exact KL to the reference on the same text, and the valid-word
+rate of 4 seeded samples from each of 256 validation prompts (32 characters in, 32 out; identical prompts and
+seeds for every model), beside the real continuations' rate. "Gap closed" = (policy − reference) / (real −
+reference) of the valid-word rate. Writes docs/lm_results.{md,json}, docs/figures/lm_frontier.png and the block
+between <!-- lm:begin --> / <!-- lm:end --> in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from prefalign.checkpoint import load_model  # noqa: E402
+from prefalign.data.text import CharTextDataModule, CharTokenizer  # noqa: E402
+from prefalign.families.language.generation import sample  # noqa: E402
+from prefalign.families.language.rewards import lexicon, valid_word_rates  # noqa: E402
+from prefalign.families.language.sequences import exact_token_kl, token_log_probs  # noqa: E402
+
+RUNS = {"seed_pg": "lm_seed_pg", "ppo": "lm_ppo", "dpo": "lm_dpo", "spin": "lm_spin"}
+LABELS = {"reference": "reference (configs/lm_pretrain.yaml)", "seed_pg": "seed 002's loop (configs/lm_seed_pg.yaml)",
+          "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)", "dpo": "DPO, best-of-2 pairs (configs/lm_dpo.yaml)",
+          "spin": "DPO, SPIN pairs (lm_dpo.yaml, pair_strategy=spin)"}
+
+
+def latest(name: str) -> Path | None:
+    runs = sorted((REPO / "runs" / name).glob("version_*/policy.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return runs[-1] if runs else None
+
+
+@torch.no_grad()
+def judge(model, reference, data: CharTextDataModule, tok: CharTokenizer, words, prompts, samples: int) -> dict:
+    n = len(tok)
+    windows = data.eval_windows()["tokens"]
+    nll = kl = count = 0.0
+    for part in windows.split(256):
+        logps, dist = token_log_probs(model, part[:, :1], part[:, 1:], n)
+        nll -= float(logps.sum())
+        count += logps.numel()
+        if reference is not model:
+            kl += float(exact_token_kl(dist, token_log_probs(reference, part[:, :1], part[:, 1:], n)[1]).sum())
+    ids = sample(model, prompts.repeat_interleave(samples, dim=0), 32, n, model.block_size, generator=torch.Generator().manual_seed(0))
+    rate = float(valid_word_rates([tok.decode(r) for r in ids], words).mean())
+    return {"val_loss": nll / count, "kl_ref": kl / count, "valid_words": rate}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
+    for r in rows:
+        ax.scatter(r["kl_ref"], r["valid_words"], s=40)
+        ax.annotate(r["name"], (r["kl_ref"], r["valid_words"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    real = rows[0]["real_valid_words"]
+    ax.axhline(real, color="tab:green", ls="--", lw=1, label=f"real text {real:.3f}")
+    ax.set_xlabel("KL(policy‖reference), nats per character (validation text)")
+    ax.set_ylabel("valid-word rate of samples")
+    ax.set_title("Reward against KL to the reference", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reference", type=Path, default=REPO / "artifacts/reference/lm_tiny.pt")
+    p.add_argument("--prompts", type=int, default=256)
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--docs", type=Path, default=REPO / "docs")
+    p.add_argument("--no-readme", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    reference = load_model(a.reference).eval()
+    tok = CharTokenizer.from_codes(reference.vocab)
+    data = CharTextDataModule(source="shakespeare", eval_prompts=a.prompts, eval_new_tokens=32, prompt_length=32)
+    data.setup("fit")
+    data.use_tokenizer(tok)
+    words = lexicon(data.text["train"])
+    prompts, real = data.evaluation_prompts()
+    real_rate = float(valid_word_rates([tok.decode(r) for r in real], words).mean())
+    models = {"reference": a.reference, **{k: latest(v) for k, v in RUNS.items()}}
+    rows = []
+    for name, path in models.items():
+        if path is None:
+            print(f"lm_results: no run of {RUNS.get(name)} under runs/ — skipped")
+            continue
+        start = time.time()
+        model = reference if name == "reference" else load_model(path).eval()
+        row = {"name": name, "path": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path), **judge(model, reference, data, tok, words, prompts, a.samples)}
+        row["real_valid_words"] = real_rate
+        rows.append(row)
+        print(f"{name}: {row} ({time.time() - start:.0f} s)")
+    ref = rows[0]
+    for r in rows:
+        gap = real_rate - ref["valid_words"]
+        r["gap_closed"] = (r["valid_words"] - ref["valid_words"]) / gap if gap > 0 else float("nan")
+        r["val_loss_vs_reference"] = r["val_loss"] / ref["val_loss"] - 1
+    header = (f"Measured by `python scripts/lm_results.py` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} cores): "
+              f"{a.prompts} validation prompts × {a.samples} samples (seed 0, temperature 1, 32 characters), the same for every model; "
+              f"real continuations score {real_rate:.3f}. Loss and KL over the whole validation split.")
+    lines = [header, "", "| run | val loss (nats/char) | vs reference | KL to reference | valid-word rate | gap closed |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {LABELS[r['name']]} | {r['val_loss']:.4f} | {r['val_loss_vs_reference']:+.1%} | {r['kl_ref']:.4f} | {r['valid_words']:.3f} | "
+                     + ("—" if r["name"] == "reference" else f"{r['gap_closed']:.0%}") + " |")
+    text = "\n".join(lines)
+    a.docs.mkdir(parents=True, exist_ok=True)
+    (a.docs / "lm_results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    (a.docs / "lm_results.md").write_text(text + "\n")
+    plot(rows, a.docs / "figures" / "lm_frontier.png")
+    if not a.no_readme:
+        sys.path.insert(0, str(REPO / "scripts"))
+        from compare_objectives import replace_between_markers
+
+        replace_between_markers(REPO / "README.md", text + "\n\n![reward against KL](docs/figures/lm_frontier.png)", "lm")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ class PrefAlignCLI(LightningCLI):
     def before_fit(self) -> None:
         self._ensure_reference()
         self.model.family.check_config(self.model.policy, self.datamodule)
+        self._fit_started = time.monotonic()
         self._resolve_last_checkpoint()
 
     def before_validate(self) -> None:
@@ -226,6 +228,8 @@ class PrefAlignCLI(LightningCLI):
             raise CheckpointError(f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path.")
 
     def after_fit(self) -> None:
+        # Wall time of fit() alone (data setup, training, validation; not the final test), for results_test.json.
+        self._fit_seconds = time.monotonic() - getattr(self, "_fit_started", time.monotonic())
         if self._sub("test_after_fit", True) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
             self._report("test")
@@ -252,7 +256,9 @@ class PrefAlignCLI(LightningCLI):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
         if not metrics:
             return
-        results = {"stage": stage, "objective": type(self.model.objective).__name__, "metrics": metrics}
+        results = {"stage": stage, "objective": type(self.model.objective).__name__, "metrics": metrics, "global_step": self.trainer.global_step}
+        if getattr(self, "_fit_seconds", None) is not None:
+            results["fit_seconds"] = round(self._fit_seconds, 1)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"results_{stage}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
         lines = [f"prefalign {stage} results ({results['objective']}) — {folder}"]

@@ -59,6 +59,35 @@ def judge(model, reference, data: CharTextDataModule, tok: CharTokenizer, words,
     return {"val_loss": nll / count, "kl_ref": kl / count, "valid_words": rate}
 
 
+def ngram_baselines(train: torch.Tensor, val: torch.Tensor, n_vocab: int) -> dict[str, float]:
+    """Cross-entropy (nats/char) on the validation ids of unigram and bigram models counted on the training ids,
+    add-one smoothed."""
+    uni = torch.bincount(train, minlength=n_vocab).double() + 1
+    uni_logp = (uni / uni.sum()).log()
+    big = torch.zeros(n_vocab, n_vocab, dtype=torch.float64)
+    big.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64), accumulate=True)
+    big_logp = ((big + 1) / (big + 1).sum(1, keepdim=True)).log()
+    return {"unigram": float(-uni_logp[val].mean()), "bigram": float(-big_logp[val[:-1], val[1:]].mean())}
+
+
+def pretrain_block(reference_row: dict, baselines: dict, run: Path | None) -> str:
+    lines = [f"Pretraining (`configs/lm_pretrain.yaml`): validation loss **{reference_row['val_loss']:.4f}** nats/char "
+             f"({reference_row['val_loss'] / 0.6931471805599453:.3f} bits/char) over the whole validation split; "
+             f"baselines on the same split: unigram {baselines['unigram']:.4f}, bigram {baselines['bigram']:.4f} (add-one smoothed counts of the training split)."]
+    if run is not None and (run / "results_test.json").is_file():
+        results = json.loads((run / "results_test.json").read_text())
+        config = (run / "config.yaml").read_text()
+        import yaml
+
+        cfg = yaml.safe_load(config)
+        tokens = results["global_step"] * cfg["data"]["init_args"]["batch_size"] * cfg["data"]["init_args"]["block_size"]
+        seconds = results.get("fit_seconds")
+        if seconds:
+            lines.append(f"Training took {seconds / 60:.1f} minutes of `fit` ({results['global_step']} steps, {tokens / 1e6:.1f}M training "
+                         f"characters, {tokens / seconds / 1e3:.0f}k characters/s including validation) in `{run.relative_to(REPO)}`.")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -120,16 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {LABELS[r['name']]} | {r['val_loss']:.4f} | {r['val_loss_vs_reference']:+.1%} | {r['kl_ref']:.4f} | {r['valid_words']:.3f} | "
                      + ("—" if r["name"] == "reference" else f"{r['gap_closed']:.0%}") + " |")
     text = "\n".join(lines)
+    baselines = ngram_baselines(data.ids["train"], data.ids["val"], len(tok))
+    pre = pretrain_block(ref, baselines, latest("lm_pretrain").parent if latest("lm_pretrain") else None)
     a.docs.mkdir(parents=True, exist_ok=True)
-    (a.docs / "lm_results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
-    (a.docs / "lm_results.md").write_text(text + "\n")
+    (a.docs / "lm_results.json").write_text(json.dumps({"header": header, "rows": rows, "baselines": baselines}, indent=2))
+    (a.docs / "lm_results.md").write_text(pre + "\n\n" + text + "\n")
     plot(rows, a.docs / "figures" / "lm_frontier.png")
     if not a.no_readme:
         sys.path.insert(0, str(REPO / "scripts"))
         from compare_objectives import replace_between_markers
 
         replace_between_markers(REPO / "README.md", text + "\n\n![reward against KL](docs/figures/lm_frontier.png)", "lm")
-    print(text)
+        replace_between_markers(REPO / "README.md", pre, "lmpretrain")
+    print(pre + "\n\n" + text)
     return 0
 
 

@@ -20,7 +20,7 @@ def test_help_lists_subcommands_and_examples(capsys):
     assert "fit" in out and "predict" in out and "dream" in out and "configs/dpo.yaml" in out and "configs/quickstart.yaml" in out
 
 
-@pytest.mark.parametrize("config", ["sft.yaml", "seed_dpo.yaml", "dpo.yaml", "ppo.yaml"])
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_print_config_resolves_every_recipe(config, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(CONFIGS / config), "--print_config"])

@@ -31,7 +31,7 @@ from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_comm
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
 
-DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on MNIST-sized models.
+DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
 
   python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the seed recipe)
   python -m prefalign fit --config configs/dpo.yaml        mine pairs with it, align, and test
@@ -39,6 +39,8 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
   python -m prefalign fit --config configs/dpo.yaml --print_config   show the fully resolved config
   python -m prefalign fit --config configs/quickstart.yaml           first run: the whole pipeline on synthetic digits, ~15 s
+  python -m prefalign fit --config configs/lm_ppo.yaml               a character LM on Shakespeare, aligned with PPO-lite
+  python -m prefalign generate --ckpt artifacts/reference/lm_tiny.pt --prompt "To be" --out samples.jsonl
 
 Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
 and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.

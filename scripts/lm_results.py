@@ -32,9 +32,9 @@ from prefalign.families.language.generation import sample  # noqa: E402
 from prefalign.families.language.rewards import lexicon, valid_word_rates  # noqa: E402
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs  # noqa: E402
 
-RUNS = {"seed_pg": "lm_seed_pg", "ppo": "lm_ppo", "dpo": "lm_dpo", "spin": "lm_spin"}
+RUNS = {"seed_pg": "lm_seed_pg", "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3", "ppo": "lm_ppo", "dpo": "lm_dpo", "spin": "lm_spin"}
 LABELS = {"reference": "reference (configs/lm_pretrain.yaml)", "seed_pg": "seed 002's loop (configs/lm_seed_pg.yaml)",
-          "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)", "dpo": "DPO, best-of-2 pairs (configs/lm_dpo.yaml)",
+          "seed_pg_lr1e-3": "seed 002's loop at lr 1e-3 (100× the seed's)", "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)", "dpo": "DPO, best-of-2 pairs (configs/lm_dpo.yaml)",
           "spin": "DPO, SPIN pairs (lm_dpo.yaml, pair_strategy=spin)"}
 
 
@@ -47,16 +47,17 @@ def latest(name: str) -> Path | None:
 def judge(model, reference, data: CharTextDataModule, tok: CharTokenizer, words, prompts, samples: int) -> dict:
     n = len(tok)
     windows = data.eval_windows()["tokens"]
-    nll = kl = count = 0.0
+    nll = kl = entropy = count = 0.0
     for part in windows.split(256):
         logps, dist = token_log_probs(model, part[:, :1], part[:, 1:], n)
         nll -= float(logps.sum())
+        entropy -= float((dist.exp() * dist).sum())
         count += logps.numel()
         if reference is not model:
             kl += float(exact_token_kl(dist, token_log_probs(reference, part[:, :1], part[:, 1:], n)[1]).sum())
     ids = sample(model, prompts.repeat_interleave(samples, dim=0), 32, n, model.block_size, generator=torch.Generator().manual_seed(0))
     rate = float(valid_word_rates([tok.decode(r) for r in ids], words).mean())
-    return {"val_loss": nll / count, "kl_ref": kl / count, "valid_words": rate}
+    return {"val_loss": nll / count, "kl_ref": kl / count, "entropy": entropy / count, "valid_words": rate}
 
 
 def ngram_baselines(train: torch.Tensor, val: torch.Tensor, n_vocab: int) -> dict[str, float]:
@@ -144,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"Measured by `python scripts/lm_results.py` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} cores): "
               f"{a.prompts} validation prompts × {a.samples} samples (seed 0, temperature 1, 32 characters), the same for every model; "
               f"real continuations score {real_rate:.3f}. Loss and KL over the whole validation split.")
-    lines = [header, "", "| run | val loss (nats/char) | vs reference | KL to reference | valid-word rate | gap closed |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [header, "", "| run | val loss (nats/char) | vs reference | entropy | KL to reference | valid-word rate | gap closed |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {LABELS[r['name']]} | {r['val_loss']:.4f} | {r['val_loss_vs_reference']:+.1%} | {r['kl_ref']:.4f} | {r['valid_words']:.3f} | "
+        lines.append(f"| {LABELS[r['name']]} | {r['val_loss']:.4f} | {r['val_loss_vs_reference']:+.1%} | {r['entropy']:.4f} | {r['kl_ref']:.4f} | {r['valid_words']:.3f} | "
                      + ("—" if r["name"] == "reference" else f"{r['gap_closed']:.0%}") + " |")
     text = "\n".join(lines)
     baselines = ngram_baselines(data.ids["train"], data.ids["val"], len(tok))

@@ -25,8 +25,9 @@ class ReferenceUpdate(Callback):
     The reference is a plain attribute of the module, never wrapped in DDP: every rank applies the same update
     to its own copy from its identical (already all-reduced) policy weights, so the copies stay equal with no
     communication. Reference log-probs cached at mining time would go stale, so the module's
-    ``recompute_reference`` is switched on (the reference then runs on every training batch). Validation keeps
-    reporting the original reference's metrics, computed once before training.
+    ``recompute_reference`` is switched on (the reference then runs on every training batch). During training the
+    logged KL is to the moving reference (the trust region); when training ends the original reference is loaded
+    back, so the final test compares the policy with the reference it started from, like every other run.
 
     Args:
         alpha: weight of the policy in the mix, in (0, 1].
@@ -54,6 +55,14 @@ class ReferenceUpdate(Callback):
             rank_zero_info("ReferenceUpdate: the reference changes during training, so its log-probs are recomputed every batch "
                            "(model.recompute_reference turned on).")
             pl_module.recompute_reference = True
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        # The test after fit (and its KL / "changed vs reference" columns) measures the policy against the original
+        # reference, as for every other objective; the moved one stays in the last checkpoint's callback state.
+        from prefalign.checkpoint import load_into
+
+        load_into(pl_module.reference, pl_module.reference_ckpt)
+        rank_zero_info(f"ReferenceUpdate: {self.updates} updates; the original reference is back for testing.")
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -1,5 +1,6 @@
 """TR-DPO's ReferenceUpdate: the mix it applies, when it applies it, and that it survives a checkpoint."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -50,8 +51,9 @@ def test_bad_settings(kwargs, message):
 
 def test_trdpo_run_checkpoints_the_moved_reference(tiny_reference, in_tmp):
     main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, f"--model.reference_ckpt={tiny_reference}",
-          "--model.backbone.channels=4", "--trainer.max_epochs=1", "--model.log_figures=false", "--test_after_fit=false",
-          "--trainer.callbacks+=prefalign.callbacks.ReferenceUpdate", "--trainer.callbacks.alpha=1.0", "--trainer.callbacks.every_n_steps=1"])
+          "--model.backbone.channels=4", "--trainer.max_epochs=1", "--model.log_figures=false",
+          "--trainer.callbacks+=prefalign.callbacks.ReferenceUpdate", "--trainer.callbacks.alpha=1.0", "--trainer.callbacks.every_n_steps=1",
+          "--test_after_fit=true"])
     ckpt = torch.load(in_tmp / "runs/seed_dpo/version_0/checkpoints/last.ckpt", weights_only=True)
     state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ReferenceUpdate"))
     assert state["updates"] == ckpt["global_step"] > 0
@@ -63,6 +65,9 @@ def test_trdpo_run_checkpoints_the_moved_reference(tiny_reference, in_tmp):
     original = torch.load(tiny_reference, weights_only=True)
     original = original.get("state_dict", original)
     assert any(not torch.equal(state["reference"][k], v) for k, v in original.items() if k in state["reference"])
+    # the test after fit measured the policy against the original reference, not the moved one (= the policy)
+    results = json.loads((in_tmp / "runs/seed_dpo/version_0/results_test.json").read_text())["metrics"]
+    assert results["test/kl_ref_noisy"] > 1e-3
 
 
 def test_resume_restores_the_moved_reference_not_the_original():

@@ -118,5 +118,5 @@ def test_pretraining_through_the_cli_on_synthetic_text(in_tmp):
     assert metrics["test/bpc"] == pytest.approx(metrics["test/loss"] / math.log(2))
     assert {p.name.rsplit("_step", 1)[0] for p in (run / "tables").iterdir()} >= {"val_top_k_next", "val_samples", "test_samples"}
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"train/grad_norm", "train/loss", "val/loss", "val/ppl", "val/bpc", "val/ece"} <= set(header)
+    assert {"train/grad_norm", "train/loss", "val/loss", "val/ppl", "val/bpc", "val/ece", "val/entropy"} <= set(header)
     assert list((run / "images").glob("val_calibration*.png"))

@@ -20,7 +20,8 @@ N_BINS = 15  # calibration bins, as the classifier's reliability diagram
 class LanguageEvaluation(ModelFamily):
     """Evaluation of next-character prediction on the validation split (every character predicted once).
 
-    Logged per stage: ``loss`` (nats/char), ``ppl``, ``bpc`` (bits/char), ``acc`` (top-1), ``ece`` (15 equal-width
+    Logged per stage: ``loss`` (nats/char), ``ppl``, ``bpc`` (bits/char), ``acc`` (top-1), ``entropy`` (mean predictive
+    entropy, nats/char), ``ece`` (15 equal-width
     confidence bins), ``kl_ref`` (exact per-token KL to the reference, when there is one) and, once per run,
     ``reference/loss``; from seeded samples of the data's validation prompts: ``valid_words`` (the lexical-validity
     rate), ``distinct_2``, and once ``reference/valid_words`` and ``real/valid_words`` (the real continuations); figures and tables: a reliability diagram, a top-5 next-character table for
@@ -82,7 +83,7 @@ class LanguageEvaluation(ModelFamily):
         confidence, prediction = dist.max(-1)
         sums = self._sums.setdefault(stage, {})
         add = {"nll": -logps.sum(), "count": torch.tensor(float(logps.numel()), device=logps.device),
-               "correct": (prediction == targets).float().sum()}
+               "correct": (prediction == targets).float().sum(), "entropy": -(dist.exp() * dist).sum()}
         reference = module.reference
         if reference is not None:
             with torch.no_grad():
@@ -103,7 +104,8 @@ class LanguageEvaluation(ModelFamily):
         totals = {k: strategy.reduce(v, reduce_op="sum") for k, v in sums.items()}
         count = totals["count"]
         loss = totals["nll"] / count
-        metrics = {f"{stage}/loss": loss, f"{stage}/ppl": loss.exp(), f"{stage}/bpc": loss / math.log(2), f"{stage}/acc": totals["correct"] / count}
+        metrics = {f"{stage}/loss": loss, f"{stage}/ppl": loss.exp(), f"{stage}/bpc": loss / math.log(2), f"{stage}/acc": totals["correct"] / count,
+                   f"{stage}/entropy": totals["entropy"] / count}
         if "kl" in totals:
             metrics[f"{stage}/kl_ref"] = totals["kl"] / count
         if "ref_nll" in totals:

@@ -32,10 +32,14 @@ from prefalign.families.language.generation import sample  # noqa: E402
 from prefalign.families.language.rewards import lexicon, valid_word_rates  # noqa: E402
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs  # noqa: E402
 
-RUNS = {"seed_pg": "lm_seed_pg", "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3", "ppo": "lm_ppo", "dpo": "lm_dpo", "spin": "lm_spin"}
+RUNS = {"seed_pg": "lm_seed_pg", "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3", "ppo": "lm_ppo", "dpo_plain": "lm_dpo_plain", "dpo": "lm_dpo",
+        "spin_plain": "lm_spin_plain", "spin": "lm_spin"}
 LABELS = {"reference": "reference (configs/lm_pretrain.yaml)", "seed_pg": "seed 002's loop (configs/lm_seed_pg.yaml)",
-          "seed_pg_lr1e-3": "seed 002's loop at lr 1e-3 (100× the seed's)", "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)", "dpo": "DPO, best-of-2 pairs (configs/lm_dpo.yaml)",
-          "spin": "DPO, SPIN pairs (lm_dpo.yaml, pair_strategy=spin)"}
+          "seed_pg_lr1e-3": "seed 002's loop at lr 1e-3 (100× the seed's)", "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)",
+          "dpo_plain": "plain DPO β=0.1, lr 1e-4, best-of-2 pairs (no NLL anchor)", "dpo": "RPO, best-of-2 pairs (configs/lm_dpo.yaml)",
+          "spin_plain": "plain DPO β=0.1, lr 1e-4, SPIN pairs", "spin": "RPO, SPIN pairs (lm_dpo.yaml, pair_strategy=spin)"}
+missing = set(RUNS) - set(LABELS)
+assert not missing, f"no label for {missing}"
 
 
 def latest(name: str) -> Path | None:
@@ -90,19 +94,32 @@ def pretrain_block(reference_row: dict, baselines: dict, run: Path | None) -> st
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Valid-word rate against KL on a log axis (the runs differ by orders of magnitude in KL), zoomed on the runs
+    that still speak English; a collapsed run is named in the corner instead of squashing the others."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 4.2))
-    ax = fig.subplots()
-    for r in rows:
-        ax.scatter(r["kl_ref"], r["valid_words"], s=40)
-        ax.annotate(r["name"], (r["kl_ref"], r["valid_words"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    floor = 1e-4  # the reference's KL is 0: drawn at the left edge
     real = rows[0]["real_valid_words"]
+    low = min(0.75, min(r["valid_words"] for r in rows if r["valid_words"] > 0.5) - 0.02)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    off = []
+    for r in rows:
+        if r["valid_words"] < low:
+            off.append(f"{r['name']}: KL {r['kl_ref']:.2f}, valid words {r['valid_words']:.3f}")
+            continue
+        x = max(r["kl_ref"], floor)
+        ax.scatter(x, r["valid_words"], s=40)
+        ax.annotate(r["name"], (x, r["valid_words"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.axhline(real, color="tab:green", ls="--", lw=1, label=f"real text {real:.3f}")
-    ax.set_xlabel("KL(policy‖reference), nats per character (validation text)")
+    ax.set_xscale("log")
+    ax.set_ylim(low, max(real, max(r["valid_words"] for r in rows)) + 0.02)
+    ax.set_xlabel("KL(policy‖reference), nats per character (validation text; log scale, reference at 1e-4)")
     ax.set_ylabel("valid-word rate of samples")
     ax.set_title("Reward against KL to the reference", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    if off:
+        ax.text(0.02, 0.03, "off scale (collapsed): " + "; ".join(off), transform=ax.transAxes, fontsize=7)
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -115,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--replot", action="store_true", help="no evaluation: redraw the figure from <docs>/lm_results.json")
     a = p.parse_args(argv)
+    if a.replot:
+        plot(json.loads((a.docs / "lm_results.json").read_text())["rows"], a.docs / "figures" / "lm_frontier.png")
+        return 0
     torch.set_num_threads(os.cpu_count() or 1)
     reference = load_model(a.reference).eval()
     tok = CharTokenizer.from_codes(reference.vocab)

@@ -56,6 +56,8 @@ CASES = [
      2, "holds no prompts"),
     ("prompt with unknown characters", lambda d, ref: ["generate", "--ckpt", str(_lm(d)), "--prompt", "abZ", "--out", str(d / "o.jsonl")],
      2, "prompt 1 has 1 character(s) outside the model's 3-character vocabulary: 'Z'"),
+    ("prompt longer than the block", lambda d, ref: ["generate", "--ckpt", str(_lm(d)), "--prompt", "abc" * 3, "--out", str(d / "o.jsonl")],
+     2, "prompt 1 is 9 characters long, more than the model's block of 8"),
     ("LM data block longer than the model's", lambda d, ref: ["fit", "--config", str(CONFIGS / "lm_pretrain.yaml"), "--data.init_args.source=synthetic",
      "--data.init_args.block_size=128"], 2, "data.init_args.block_size=128 is longer than the model's block_size=64"),
 ]

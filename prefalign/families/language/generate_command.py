@@ -48,7 +48,8 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
 
     Works on any language-model weights file (a reference or an exported policy): the model's vocabulary travels
     in it. All prompts × samples are sampled at once (prompts of the same length share a batch); the same seed gives
-    the same text. Contexts longer than the model's block are cropped to their last ``block_size`` characters.
+    the same text. A prompt longer than the model's block is refused; while generating, the context is cropped to
+    its last ``block_size`` characters, so continuations may be longer than the block.
 
     Args:
         ckpt: a weights file of a character decoder (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt).
@@ -75,6 +76,10 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
     encoded = [tokenizer.encode(p, what=f"prompt {i + 1}") for i, p in enumerate(prompts)]
     if any(len(e) == 0 for e in encoded):
         raise ValueError("an empty prompt has no context to continue; give at least one character.")
+    too_long = [i + 1 for i, e in enumerate(encoded) if len(e) > model.block_size]
+    if too_long:
+        raise ValueError(f"prompt {too_long[0]} is {len(encoded[too_long[0] - 1])} characters long, more than the model's block of "
+                         f"{model.block_size}: the model would never see its beginning. Shorten it to its last {model.block_size} characters.")
     generator = torch.Generator(device=device).manual_seed(seed)
     completions: dict[int, list[str]] = {}
     for length in sorted({len(e) for e in encoded}):  # one batch per prompt length: no padding inside the context

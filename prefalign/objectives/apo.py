@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
-from prefalign.objectives.dpo import dpo_rewards
+from prefalign.objectives.beta_pair import BetaPairObjective
 
 
 def apo_zero_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
@@ -23,21 +22,7 @@ def apo_down_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chos
     return torch.sigmoid(chosen) + 1 - torch.sigmoid(chosen - rejected)
 
 
-class _APO(Objective):
-    logratio_only = True
-
-    def __init__(self, beta: float = 0.1) -> None:
-        super().__init__()
-        check_in_range("beta", beta, 0.0, low_open=True)
-        self.beta = beta
-
-    def forward(self, logps: PairLogps) -> ObjectiveOutput:
-        lp = self.check(logps)
-        losses = self.loss_fn(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta)
-        return ObjectiveOutput(losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses)
-
-
-class APOZero(_APO):
+class APOZero(BetaPairObjective):
     r"""APO-zero (D'Oosterlinck et al., 2024, "Anchored Preference Optimization and Contrastive Revisions",
     arXiv:2408.06266, Eq. 7); TRL's ``loss_type="apo_zero"``.
 
@@ -54,7 +39,7 @@ class APOZero(_APO):
     loss_fn = staticmethod(apo_zero_loss)
 
 
-class APODown(_APO):
+class APODown(BetaPairObjective):
     r"""APO-down (D'Oosterlinck et al., 2024, arXiv:2408.06266, Eq. 8); TRL's ``loss_type="apo_down"``.
 
     .. math:: \mathcal{L} = \sigma(\beta r_w) + 1 - \sigma(\beta(r_w - r_l)),\quad r = \log\frac{\pi_\theta}{\pi_{ref}}

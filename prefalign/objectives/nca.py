@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
-from prefalign.objectives.dpo import dpo_rewards
+from prefalign.objectives.beta_pair import BetaPairObjective
 
 
 def nca_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
@@ -16,7 +15,7 @@ def nca_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chos
     return -F.logsigmoid(chosen) - 0.5 * F.logsigmoid(-chosen) - 0.5 * F.logsigmoid(-rejected)
 
 
-class NCA(Objective):
+class NCA(BetaPairObjective):
     r"""NCA (Chen et al., 2024, "Noise Contrastive Alignment of Language Models with Explicit Rewards",
     arXiv:2402.05369), pairwise preference form; TRL's ``loss_type="nca_pair"``.
 
@@ -35,14 +34,4 @@ class NCA(Objective):
     Metrics: as :class:`~prefalign.objectives.DPO`.
     """
 
-    logratio_only = True
-
-    def __init__(self, beta: float = 0.1) -> None:
-        super().__init__()
-        check_in_range("beta", beta, 0.0, low_open=True)
-        self.beta = beta
-
-    def forward(self, logps: PairLogps) -> ObjectiveOutput:
-        lp = self.check(logps)
-        losses = nca_pair_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta)
-        return ObjectiveOutput(losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses)
+    loss_fn = staticmethod(nca_pair_loss)

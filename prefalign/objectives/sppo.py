@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
-from prefalign.objectives.dpo import dpo_rewards
+from prefalign.objectives.beta_pair import BetaPairObjective
 
 
 def sppo_hard_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
@@ -15,7 +14,7 @@ def sppo_hard_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_cho
     return (chosen - 0.5 / beta) ** 2 + (rejected + 0.5 / beta) ** 2
 
 
-class SPPO(Objective):
+class SPPO(BetaPairObjective):
     r"""Self-Play Preference Optimization (Wu et al., 2024, arXiv:2405.00675), hard-label form; TRL's ``loss_type="sppo_hard"``.
 
     SPPO regresses :math:`\log\frac{\pi_\theta(y|x)}{\pi_t(y|x)}` to :math:`\eta(P(y \succ \pi_t|x) - \frac12)` (Eq. 4.7).
@@ -33,14 +32,4 @@ class SPPO(Objective):
     Metrics: as :class:`~prefalign.objectives.DPO`.
     """
 
-    logratio_only = True
-
-    def __init__(self, beta: float = 0.1) -> None:
-        super().__init__()
-        check_in_range("beta", beta, 0.0, low_open=True)
-        self.beta = beta
-
-    def forward(self, logps: PairLogps) -> ObjectiveOutput:
-        lp = self.check(logps)
-        losses = sppo_hard_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta)
-        return ObjectiveOutput(losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses)
+    loss_fn = staticmethod(sppo_hard_loss)

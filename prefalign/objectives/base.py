@@ -75,6 +75,11 @@ class Objective(nn.Module):
     def forward(self, logps: PairLogps) -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def take_flags_of(self, objective: Objective) -> None:
+        """For modifiers that wrap an objective: start from its needs and properties (then override what differs)."""
+        for name in ("needs_reference", "needs_pairs", "accepts_unpaired", "requires", "length_normalized", "logratio_only", "sorted_within_batch"):
+            setattr(self, name, getattr(objective, name))
+
     def check(self, logps: PairLogps) -> PairLogps:
         """Validate ``logps`` against this objective's needs and return an fp32 copy."""
         if logps.unpaired and not self.accepts_unpaired:

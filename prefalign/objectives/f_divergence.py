@@ -69,13 +69,7 @@ class FDivergence(Objective):
         self.objective = objective
         self.divergence = divergence
         self.alpha = alpha
-        self.needs_reference = True
-        self.needs_pairs = objective.needs_pairs
-        self.accepts_unpaired = objective.accepts_unpaired
-        self.requires = objective.requires
-        self.length_normalized = objective.length_normalized
-        self.logratio_only = True
-        self.sorted_within_batch = objective.sorted_within_batch
+        self.take_flags_of(objective)
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)

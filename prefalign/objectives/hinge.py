@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, logratio_diff, preference_metrics
-from prefalign.objectives.dpo import dpo_rewards
+from prefalign.objectives.base import logratio_diff
+from prefalign.objectives.beta_pair import BetaPairObjective
 
 
 def hinge_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
@@ -15,7 +15,7 @@ def hinge_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen:
     return torch.relu(1 - beta * h)
 
 
-class Hinge(Objective):
+class Hinge(BetaPairObjective):
     r"""SLiC-HF hinge loss (Zhao et al., 2023, "SLiC-HF: Sequence Likelihood Calibration with Human Feedback", arXiv:2305.10425), in TRL's form.
 
     .. math:: \mathcal{L} = \max(0,\ 1 - \beta h),\quad
@@ -30,17 +30,4 @@ class Hinge(Objective):
     Metrics: ``rewards/*`` with reward :math:`\beta(\log\pi_\theta - \log\pi_{ref})`.
     """
 
-    logratio_only = True
-    needs_reference = True
-    needs_pairs = True
-
-    def __init__(self, beta: float = 0.1) -> None:
-        super().__init__()
-        check_in_range("beta", beta, 0.0, low_open=True)
-        self.beta = beta
-
-    def forward(self, logps: PairLogps) -> ObjectiveOutput:
-        lp = self.check(logps)
-        losses = hinge_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta)
-        metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
-        return ObjectiveOutput(losses.mean(), metrics, losses)
+    loss_fn = staticmethod(hinge_loss)

@@ -27,13 +27,8 @@ class ReferenceFree(Objective):
         if not objective.needs_reference:
             raise ValueError(f"ReferenceFree wraps objectives that use a reference; {type(objective).__name__} already needs none.")
         self.objective = objective
+        self.take_flags_of(objective)
         self.needs_reference = False
-        self.needs_pairs = objective.needs_pairs
-        self.accepts_unpaired = objective.accepts_unpaired
-        self.requires = objective.requires
-        self.length_normalized = objective.length_normalized
-        self.logratio_only = objective.logratio_only
-        self.sorted_within_batch = objective.sorted_within_batch
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)

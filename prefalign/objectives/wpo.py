@@ -35,11 +35,9 @@ class WPO(Objective):
         if not objective.needs_pairs:
             raise ValueError(f"WPO weights preference pairs (chosen × rejected weight); {type(objective).__name__} does not train on pairs.")
         self.objective = objective
-        self.needs_reference = objective.needs_reference
-        self.needs_pairs = True
+        self.take_flags_of(objective)
+        self.accepts_unpaired = False  # a pair weight needs a pair
         self.requires = frozenset(objective.requires) | {"wpo_weights"}
-        self.length_normalized = objective.length_normalized
-        self.logratio_only = objective.logratio_only
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)

@@ -1,6 +1,8 @@
 """Loggers: Weights & Biases that works without an account, and the run folder whatever the logger.
 
-``configs/logger/wandb.yaml`` selects :class:`WandbLogger`; compose it after a recipe::
+Every recipe logs to W&B by default: the CLI adds a :class:`WandbLogger` beside the recipe's CSV logger (``--wandb
+false`` or ``PREFALIGN_WANDB=0`` turns it off). ``configs/logger/wandb.yaml`` makes it the only logger, with its own
+options; compose it after a recipe::
 
     python -m prefalign fit --config configs/dpo.yaml --config configs/logger/wandb.yaml
 

@@ -62,7 +62,7 @@ class LanguageFamily(LanguageEvaluation):
         responses = chosen if rejected is None else torch.cat([chosen, rejected])
         masks = chosen_mask if rejected is None else torch.cat([chosen_mask, rejected_mask])
         reduce = masked_mean if length_normalized else masked_sum
-        tokens, dist = token_log_probs(policy, both, responses, self.n_vocab)
+        tokens, dist = token_log_probs(policy, both, responses, self.n_vocab, with_dist=reference is not None or wpo_weights)
         logps = reduce(tokens, masks)
         ref = kl = None
         if reference is not None:

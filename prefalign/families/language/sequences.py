@@ -9,16 +9,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def token_log_probs(model: Callable[[Tensor], Tensor], prompts: Tensor, responses: Tensor, n_vocab: int) -> tuple[Tensor, Tensor]:
+def token_log_probs(model: Callable[[Tensor], Tensor], prompts: Tensor, responses: Tensor, n_vocab: int,
+                    with_dist: bool = True) -> tuple[Tensor, Tensor | None]:
     """(log-prob of each response token ``[N, R]``, full log-softmax at each response position ``[N, R, V]``), fp32.
 
     One forward over ``prompt + response`` without its last token: position ``P - 1 + j`` predicts response token
-    ``j``. Logits are sliced to the ``n_vocab`` real characters (the model may have spare embedding rows).
+    ``j``. Logits are sliced to the ``n_vocab`` real characters (the model may have spare embedding rows). Without
+    ``with_dist`` the token log-probs come from the fused cross-entropy kernel and the distribution is None (what
+    pretraining needs: no KL, no WPO weights).
     """
     P = prompts.shape[1]
     seq = torch.cat([prompts, responses], dim=1)
-    logits = model(seq[:, :-1])[:, P - 1 :, :n_vocab]
-    dist = F.log_softmax(logits.float(), dim=-1)
+    logits = model(seq[:, :-1])[:, P - 1 :, :n_vocab].float()
+    if not with_dist:
+        return -F.cross_entropy(logits.transpose(1, 2), responses, reduction="none"), None
+    dist = F.log_softmax(logits, dim=-1)
     return dist.gather(-1, responses.unsqueeze(-1)).squeeze(-1), dist
 
 

@@ -38,7 +38,7 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
   python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
   python -m prefalign fit --config configs/dpo.yaml --print_config   show the fully resolved config
-  python -m prefalign fit --config configs/quickstart.yaml           first run: the whole pipeline on synthetic digits, ~15 s
+  python -m prefalign fit --config configs/quickstart.yaml           first run: the whole pipeline on synthetic digits, under a minute
   python -m prefalign fit --config configs/lm_ppo.yaml               a character LM on Shakespeare, aligned with PPO-lite
   python -m prefalign generate --ckpt artifacts/reference/lm_tiny.pt --prompt "To be" --out samples.jsonl
 

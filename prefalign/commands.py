@@ -53,14 +53,15 @@ def run_guarded(fn: Callable[[], int | None], debug: bool) -> int:
     try:
         return fn() or 0
     except bad_input_errors() as e:
-        print(f"prefalign: error: {_one_line(e)} (--debug shows the traceback)", file=sys.stderr, flush=True)
+        print(f"prefalign: error: {one_line(e)} (--debug shows the traceback)", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except FloatingPointError as e:  # a NaN loss: the message says what to change
-        print(f"prefalign: error: {_one_line(e)}", file=sys.stderr, flush=True)
+        print(f"prefalign: error: {one_line(e)}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """An error as the one line a person reads (a missing file by its name; jsonargparse's union noise removed)."""
     if isinstance(error, FileNotFoundError) and error.filename is not None:
         return f"file not found: {error.filename}"
     text = " ".join(str(error).split()) or type(error).__name__

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
-from prefalign.objectives.dpo import dpo_rewards
-
-
-def _smoothed_logistic(delta: Tensor, beta: float, label_smoothing: float) -> Tensor:
-    return -(1 - label_smoothing) * F.logsigmoid(beta * delta) - label_smoothing * F.logsigmoid(-beta * delta)
+from prefalign.objectives.dpo import dpo_rewards, smoothed_logistic_loss
 
 
 def aot_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,
@@ -20,7 +15,7 @@ def aot_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: T
     :math:`\mathrm{sort}(\log\pi_\theta(y_w) - \log\pi_\theta(y_l)) - \mathrm{sort}(\log\pi_{ref}(y_w) - \log\pi_{ref}(y_l))`."""
     policy, _ = torch.sort(policy_chosen.float() - policy_rejected.float())
     reference, _ = torch.sort(reference_chosen.float() - reference_rejected.float())
-    return _smoothed_logistic(policy - reference, beta, label_smoothing)
+    return smoothed_logistic_loss(policy - reference, beta, label_smoothing)
 
 
 def aot_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,
@@ -29,7 +24,7 @@ def aot_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chos
     :math:`\mathrm{sort}(r_w) - \mathrm{sort}(r_l)`, :math:`r = \log\frac{\pi_\theta}{\pi_{ref}}`."""
     chosen, _ = torch.sort(policy_chosen.float() - reference_chosen.float())
     rejected, _ = torch.sort(policy_rejected.float() - reference_rejected.float())
-    return _smoothed_logistic(chosen - rejected, beta, label_smoothing)
+    return smoothed_logistic_loss(chosen - rejected, beta, label_smoothing)
 
 
 class _AOT(Objective):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.dpo import smoothed_logistic_loss
 
 
 def cpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, beta: float = 0.1, alpha: float = 1.0, label_smoothing: float = 0.0) -> Tensor:
     r"""Per-example CPO loss, ``[B]``: :math:`-(1-\epsilon)\log\sigma(\beta d) - \epsilon\log\sigma(-\beta d) - \alpha\log\pi_\theta(y_w)`,
     :math:`d = \log\pi_\theta(y_w) - \log\pi_\theta(y_l)`."""
-    d = beta * (policy_chosen.float() - policy_rejected.float())
-    return -(1 - label_smoothing) * F.logsigmoid(d) - label_smoothing * F.logsigmoid(-d) - alpha * policy_chosen.float()
+    return smoothed_logistic_loss(policy_chosen.float() - policy_rejected.float(), beta, label_smoothing) - alpha * policy_chosen.float()
 
 
 class CPO(Objective):

@@ -18,8 +18,14 @@ def dpo_loss(
 ) -> Tensor:
     r"""Per-example (c)DPO loss :math:`-(1-\epsilon)\log\sigma(\beta h) - \epsilon\log\sigma(-\beta h)`, ``[B]``."""
     h = logratio_diff(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-    # logsigmoid rather than log(sigmoid(.)) so that large |beta*h| cannot underflow to log(0).
-    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    return smoothed_logistic_loss(h, beta, label_smoothing)
+
+
+def smoothed_logistic_loss(margin: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
+    r""":math:`-(1-\epsilon)\log\sigma(\beta m) - \epsilon\log\sigma(-\beta m)`: the logistic loss on a margin with the
+    labels assumed flipped with probability :math:`\epsilon` (cDPO); DPO, AOT and CPO differ only in the margin."""
+    # logsigmoid rather than log(sigmoid(.)) so that large |beta*m| cannot underflow to log(0).
+    return -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
 
 
 def dpo_rewards(logps: PairLogps, beta: float) -> tuple[Tensor, Tensor]:

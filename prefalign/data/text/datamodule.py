@@ -162,9 +162,10 @@ class CharTextDataModule(L.LightningDataModule):
             starts = starts[: self.max_val_windows]
         return {"tokens": self.windows("val", starts)}
 
-    def _loader(self, tensors: dict[str, Tensor], train: bool, refresh=None) -> TensorBatches:
+    def _loader(self, tensors: dict[str, Tensor], train: bool, refresh=None, shuffle: bool = False) -> TensorBatches:
+        # Windows and prompts are drawn at random offsets already: only fixed sets (mined pairs) need shuffling.
         rank, world = self._rank_world()
-        return TensorBatches(tensors, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=False,
+        return TensorBatches(tensors, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=shuffle,
                              seed=self.seed, rank=rank, world_size=world, pad_shards=train, refresh=refresh)
 
     def train_dataloader(self) -> TensorBatches:

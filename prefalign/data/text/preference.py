@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -83,8 +84,6 @@ class TextPreferenceDataModule(CharTextDataModule):
         self.mining_stats: dict[str, float] = {}
 
     def _reference_path(self) -> str:
-        from pathlib import Path
-
         path = self.reference_ckpt or getattr(getattr(getattr(self, "trainer", None), "lightning_module", None), "reference_ckpt", None)
         if path is None or not Path(path).is_file():
             raise CheckpointError(f"TextPreferenceDataModule mines pairs with the reference, but {path} is not a file: set model.reference_ckpt "
@@ -115,8 +114,6 @@ class TextPreferenceDataModule(CharTextDataModule):
                 return mine_text_pairs(reference, spans[:, : self.prompt_length], spans[:, self.prompt_length :], self.pair_strategy,
                                        self.tokenizer, lexicon(self.text["train"]), self.seed)
 
-        from pathlib import Path
-
         cached = load_or_build(Path(self.cache_dir) / f"text-pairs-{self.pair_strategy}-{digest}.pt", digest, mine, getattr(self, "trainer", None))
         if len(cached["prompt"]) == 0:
             raise ValueError("no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length.")
@@ -127,8 +124,4 @@ class TextPreferenceDataModule(CharTextDataModule):
 
     def train_dataloader(self):
         mask = torch.ones_like(self.pairs["chosen"], dtype=torch.bool)
-        tensors = {**self.pairs, "chosen_mask": mask, "rejected_mask": mask}
-        rank, world = self._rank_world()
-        from prefalign.data.batches import TensorBatches
-
-        return TensorBatches(tensors, batch_size=self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world)
+        return self._loader({**self.pairs, "chosen_mask": mask, "rejected_mask": mask}, train=True, shuffle=True)

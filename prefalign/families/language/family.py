@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -97,9 +95,3 @@ class LanguageFamily(LanguageEvaluation):
         b, k, r = rollout.responses.shape
         tokens, dist = token_log_probs(model, rollout.batch["prompt"].repeat_interleave(k, dim=0), rollout.responses.view(b * k, r), self.n_vocab)
         return ResponseLogps(tokens.view(b, k, r), dist.view(b, k, r, -1))
-
-    def decode(self, ids: Tensor) -> str:
-        return self.tokenizer.decode(ids)
-
-    def describe(self) -> dict[str, Any]:
-        return {"n_vocab": self.n_vocab, "block_size": self.block_size}

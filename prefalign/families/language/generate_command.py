@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return CLI(generate_command, args=argv, as_positional=False) or 0
     except (CheckpointError, ValueError, FileNotFoundError) as e:
-        message = f"file not found: {e.filename}" if isinstance(e, FileNotFoundError) and e.filename else str(e)
-        print(f"prefalign generate: error: {message}", file=sys.stderr)
-        return 2
+        from prefalign.commands import EXIT_BAD_INPUT, one_line
+
+        print(f"prefalign generate: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

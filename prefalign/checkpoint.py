@@ -112,11 +112,16 @@ def load_weights(path: str | os.PathLike) -> dict:
     return payload
 
 
+def instantiate(class_path: str, init_args: dict) -> nn.Module:
+    """``cls(**init_args)`` for the class named by ``class_path`` (a freshly initialised backbone)."""
+    module_name, _, cls_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(**init_args)
+
+
 def build_model(payload: dict) -> nn.Module:
     """Instantiate the recorded backbone class and load its weights (strict)."""
-    module_name, _, cls_name = payload["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    model = cls(**payload["init_args"])
+    model = instantiate(payload["class_path"], payload["init_args"])
     model.load_state_dict(payload["state_dict"])
     return model
 

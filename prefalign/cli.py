@@ -30,6 +30,7 @@ from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save,
 from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, extra_commands_help, run_guarded
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
+from prefalign.models.lora import LoRA
 
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
 
@@ -203,7 +204,8 @@ class PrefAlignCLI(LightningCLI):
         recipe = self._sub("reference_recipe")
         if path is None or Path(path).is_file() or recipe is None:
             if path is not None:  # missing, corrupt, unsafe or another architecture: say so before any work
-                check_architecture(self.model.policy, path)
+                policy = self.model.policy
+                check_architecture(policy.model if isinstance(policy, LoRA) else policy, path)  # a LoRA's file is its base's
             return
         with FileLock(str(path) + ".lock"):
             if Path(path).is_file():
@@ -217,7 +219,10 @@ class PrefAlignCLI(LightningCLI):
             for key in ("backbone", "family"):
                 value = cfg.model.get(key)
                 if value is not None:
-                    args.append(f"--model.{key}=" + json.dumps(namespace_to_dict(value)))
+                    value = namespace_to_dict(value)
+                    if key == "backbone" and isinstance(self.model.policy, LoRA):
+                        value = value["init_args"]["base"]  # a LoRA policy's reference is its base, trained in full
+                    args.append(f"--model.{key}=" + json.dumps(value))
             for key in getattr(type(self.datamodule), "reference_data_keys", ()):
                 if key in data:
                     args.append(f"--data.init_args.{key}=" + _cli_value(data.get(key)))

@@ -17,6 +17,7 @@ PROG = "python -m prefalign"
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "dream": ("prefalign.viz.dream_command", "optimise inputs until a frozen classifier sees each class (seed 003)"),
     "generate": ("prefalign.families.language.generate_command", "sample text from a language-model weights file, as JSON lines (seed 002)"),
+    "sample": ("prefalign.families.denoiser.sample_command", "draw digits from a denoiser weights file, as a tensor file and a PNG grid (seed 001)"),
 }
 
 # Exit codes: 2 = bad input (config, arguments, files), as argparse uses for usage errors; 1 = the run failed.
@@ -42,8 +43,10 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already names the problem and its fix: shown as one line, no traceback."""
     from prefalign.checkpoint import CheckpointError
     from prefalign.data.mnist import MNISTUnavailableError
+    from prefalign.data.text.bpe_tokenizer import TokenizerUnavailableError
+    from prefalign.data.text.gpt2_vocab import VocabularyUnavailableError
 
-    return (ValueError, CheckpointError, MNISTUnavailableError, FileNotFoundError)
+    return (ValueError, CheckpointError, MNISTUnavailableError, FileNotFoundError, TokenizerUnavailableError, VocabularyUnavailableError)
 
 
 def run_guarded(fn: Callable[[], int | None], debug: bool) -> int:

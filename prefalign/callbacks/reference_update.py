@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from prefalign.models.lora import LoRA
 from prefalign.objectives.base import check_in_range
 
 
@@ -45,6 +46,12 @@ class ReferenceUpdate(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         if getattr(pl_module, "_reference", None) is None:
             raise ValueError("ReferenceUpdate (TR-DPO) needs a frozen reference: set model.reference_ckpt.")
+        if getattr(pl_module, "reference_from_adapters", False):
+            raise ValueError(
+                "ReferenceUpdate (TR-DPO) moves the reference towards the policy, but with model.reference_from_adapters=true "
+                "the reference is the policy's frozen base (adapters off), which cannot move. Set model.reference_from_adapters=false "
+                "(the LoRA policy then gets a frozen copy of model.reference_ckpt that TR-DPO updates), or drop the callback."
+            )
         self._module = pl_module
         restored = getattr(self, "_restored_reference", None)
         if restored is not None:
@@ -71,9 +78,12 @@ class ReferenceUpdate(Callback):
             return
         self._last_step = step
         reference = pl_module.reference
-        for ref, pol in zip(reference.parameters(), pl_module.policy.parameters()):
+        policy = pl_module.policy
+        # A LoRA policy's reference has the base architecture: mix in the policy as one (W + scale * BA).
+        source = policy.merged() if isinstance(policy, LoRA) else policy
+        for ref, pol in zip(reference.parameters(), source.parameters()):
             ref.lerp_(pol.detach().to(ref.dtype), self.alpha)  # ref + alpha (pol - ref)
-        for ref, pol in zip(reference.buffers(), pl_module.policy.buffers()):
+        for ref, pol in zip(reference.buffers(), source.buffers()):
             if ref.is_floating_point():
                 ref.lerp_(pol.to(ref.dtype), self.alpha)
             else:

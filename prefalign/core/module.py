@@ -14,6 +14,7 @@ from torch import nn
 from prefalign.checkpoint import CheckpointError, load_into, load_model, save_weights
 from prefalign.core.rl import ppo_step
 from prefalign.families.base import ModelFamily, check_capabilities
+from prefalign.models.lora import AdaptersOffReference, LoRA, check_adapters_reference
 from prefalign.objectives import SFT, Objective, PPOLite
 
 
@@ -30,12 +31,20 @@ class AlignmentModule(L.LightningModule):
     ``train()``; the policy starts as an exact copy of it. Without a reference the policy trains from
     its random initialisation (a reference recipe such as ``configs/sft.yaml``).
 
+    A :class:`~prefalign.models.LoRA` policy starts from ``reference_ckpt`` too: the file (of the LoRA's base
+    architecture) goes into its frozen base layers and the adapters start at zero, and only the adapters train.
+    Its reference is then either a frozen copy loaded from the file (the default) or, with
+    ``reference_from_adapters``, the policy itself with its adapters off (no second copy of the weights).
+
     Args:
         backbone: the policy architecture (default: the seed-000 CNN).
         objective: the loss: ``SFT`` (default), any DPO-family objective, or ``PPOLite``.
         family: the model family (default: :class:`~prefalign.families.classifier.ClassifierFamily`). An
             objective whose ``requires`` the family cannot meet is refused here, with the reason.
         reference_ckpt: weights file of the reference (and the policy's starting point).
+        reference_from_adapters: with a LoRA policy, use the policy with its adapters disabled as the reference
+            (Diffusion-DPO's way) instead of loading a frozen copy of ``reference_ckpt``; both compute the same
+            numbers, this one without a second copy of the weights. Needs a LoRA backbone and ``reference_ckpt``.
         export_path: also write the final policy weights here (a reference recipe writes the reference here).
         optimizer: optimizer factory (default Adam, lr 1e-3 — the seed's).
         lr_scheduler: optional scheduler factory (stepped every epoch).
@@ -53,6 +62,7 @@ class AlignmentModule(L.LightningModule):
         objective: Objective | PPOLite | None = None,
         family: ModelFamily | None = None,
         reference_ckpt: str | None = None,
+        reference_from_adapters: bool = False,
         export_path: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -79,9 +89,14 @@ class AlignmentModule(L.LightningModule):
                 f"objective {type(self.objective).__name__} needs a frozen reference: set model.reference_ckpt to a weights file "
                 "(train one with the recipe's reference config, e.g. `python -m prefalign fit --config configs/sft.yaml`)."
             )
+        if reference_from_adapters:
+            check_adapters_reference(self.policy)
+            if reference_ckpt is None:
+                raise ValueError("model.reference_from_adapters=true needs model.reference_ckpt: the base weights the adapters start from.")
         if nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
         self.reference_ckpt = reference_ckpt
+        self.reference_from_adapters = reference_from_adapters
         self.export_path = export_path
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
@@ -118,12 +133,19 @@ class AlignmentModule(L.LightningModule):
                     f"reference checkpoint not found: {self.reference_ckpt}. Train it with the recipe's reference config "
                     "(e.g. `python -m prefalign fit --config configs/sft.yaml`), or run an alignment config, which trains it first."
                 )
-            reference = load_model(self.reference_ckpt)
-            reference.eval().requires_grad_(False)
+            if self.reference_from_adapters:
+                reference = AdaptersOffReference(self.policy)  # a view of the policy: nothing more to load
+            else:
+                reference = load_model(self.reference_ckpt)
+                reference.eval().requires_grad_(False)
             object.__setattr__(self, "_reference", reference)
             if not self._policy_initialised:
-                # The policy starts as an exact copy (a checkpoint given with --ckpt_path overwrites it afterwards).
-                load_into(self.policy, self.reference_ckpt)
+                # The policy starts as an exact copy (a checkpoint given with --ckpt_path overwrites it afterwards);
+                # a LoRA policy's base layers get the file and its adapters start at zero.
+                if isinstance(self.policy, LoRA):
+                    self.policy.load_base_weights(self.reference_ckpt)
+                else:
+                    load_into(self.policy, self.reference_ckpt)
         self._policy_initialised = True
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and stage == "fit" and self.objective.needs_pairs and not hasattr(datamodule, "pairs"):
@@ -200,7 +222,8 @@ class AlignmentModule(L.LightningModule):
             )
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.policy.parameters())
+        # Frozen weights (a LoRA policy's base) stay out of the optimizer: no state kept for them, no weight decay.
+        optimizer = self.optimizer_factory([p for p in self.policy.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
@@ -257,7 +280,8 @@ class AlignmentModule(L.LightningModule):
         run_dir = _run_dir(self.trainer)  # a broadcast under DDP: every rank asks, before the rank-zero check
         if not self.trainer.is_global_zero:
             return
-        meta = {"reference_ckpt": self.reference_ckpt or "", "objective": type(self.objective).__name__, "global_step": self.global_step}
+        meta = {"reference_ckpt": self.reference_ckpt or "", "objective": type(self.objective).__name__, "global_step": self.global_step,
+                **self.family.weights_meta()}
         paths = [run_dir / "policy.pt"] + ([Path(self.export_path)] if self.export_path else [])
         for path in paths:
             save_weights(self.policy, path, meta)

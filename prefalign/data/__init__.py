@@ -2,5 +2,6 @@
 
 from prefalign.data.corruptions import Corruption, GaussianNoise, NoCorruption
 from prefalign.data.datamodules import NoisyMNISTDataModule, PreferenceDataModule
+from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule
 
-__all__ = ["Corruption", "GaussianNoise", "NoCorruption", "NoisyMNISTDataModule", "PreferenceDataModule"]
+__all__ = ["Corruption", "GaussianNoise", "NoCorruption", "NoisyMNISTDataModule", "PreferenceDataModule", "DiffusionPreferenceDataModule"]

@@ -95,6 +95,10 @@ class ModelFamily(nn.Module):
     def setup(self, module: Any, stage: str) -> None:
         """Called from the LightningModule's ``setup``: check the data against the model, build metrics."""
 
+    def weights_meta(self) -> dict[str, Any]:
+        """What a weights file of this family's model must carry besides the model (e.g. a denoiser's noise schedule)."""
+        return {}
+
     # ------------------------------------------------------------------ preference training
     def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
                    length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:

@@ -60,7 +60,25 @@ CASES = [
      2, "prompt 1 is 9 characters long, more than the model's block of 8"),
     ("LM data block longer than the model's", lambda d, ref: ["fit", "--config", str(CONFIGS / "lm_pretrain.yaml"), "--data.init_args.source=synthetic",
      "--data.init_args.block_size=128"], 2, "data.init_args.block_size=128 is longer than the model's block_size=64"),
+    ("LM data and model tokenizers differ", lambda d, ref: ["fit", "--config", str(CONFIGS / "lm_pretrain.yaml"), "--data.init_args.source=synthetic",
+     "--data.init_args.tokenizer=gpt2"], 2, "uses the char tokenizer but the data uses gpt2 (data.init_args.tokenizer)"),
+    ("sample from a classifier", lambda d, ref: ["sample", "--ckpt", str(ref), "--out", str(d / "s.pt")],
+     2, "holds a prefalign.models.SeedCNN, not a trained denoiser (it records no noise schedule)"),
+    ("sample with zero steps", lambda d, ref: ["sample", "--ckpt", str(_denoiser(d)), "--steps", "0", "--out", str(d / "s.pt")],
+     2, "--steps=0 must be ≥ 1."),
+    ("sample an unknown class", lambda d, ref: ["sample", "--ckpt", str(_denoiser(d)), "--classes", "[12]", "--out", str(d / "s.pt")],
+     2, "--classes [12]: the model knows classes 0..9."),
+    ("denoiser given a classifier backbone", lambda d, ref: ["fit", "--config", str(CONFIGS / "diffusion_pretrain.yaml"), *SYNTHETIC_ARGS,
+     "--model.backbone=prefalign.models.LeNet"], 2, "the denoiser family needs a class-conditional denoiser such as prefalign.models.ConditionalUNet"),
 ]
+
+
+def _denoiser(folder):
+    from prefalign.checkpoint import save_weights
+    from prefalign.models import ConditionalUNet
+
+    meta = {"noise_schedule": {"num_timesteps": 10, "kind": "linear", "beta_start": 1e-4, "beta_end": 0.02}}
+    return save_weights(ConditionalUNet(channels=(8,), time_dim=8, groups=4), folder / "denoiser.pt", meta)
 
 
 def _lm(folder):

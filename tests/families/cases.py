@@ -78,4 +78,18 @@ def language_case() -> FamilyCase:
     return FamilyCase(family, model, pairs, {"prompt": prompts}, _CountReward(tok.index["e"]))
 
 
-FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {"classifier": classifier_case, "toy_sequence": toy_case, "language": language_case}
+def denoiser_case() -> FamilyCase:
+    from prefalign.families.denoiser import DenoiserFamily
+    from prefalign.models import ConditionalUNet
+
+    torch.manual_seed(0)
+    model = ConditionalUNet(channels=(4, 8), time_dim=8, groups=2)
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # past the zero initialisation: a denoiser that predicts something
+    images = torch.rand(6, 1, 28, 28)
+    y = torch.tensor([1, 2, 3])
+    pairs = {"chosen": images[:3], "rejected": images[3:], "y": y}
+    return FamilyCase(DenoiserFamily(num_timesteps=20), model, pairs, {"x": images[:3], "y": y}, None)
+
+
+FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {"classifier": classifier_case, "toy_sequence": toy_case, "language": language_case,
+                                                     "denoiser": denoiser_case}

@@ -14,6 +14,9 @@ class CharTokenizer:
     """Maps each character of ``chars`` to its index. Built from the training split (sorted distinct characters);
     the model keeps the same list in its ``vocab`` buffer, so a weights file carries its own tokenizer."""
 
+    name = "char"
+    unit = "character"
+
     def __init__(self, chars: str) -> None:
         if len(set(chars)) != len(chars):
             raise ValueError("CharTokenizer: the vocabulary has repeated characters.")
@@ -40,6 +43,9 @@ class CharTokenizer:
 
     def decode(self, ids: Tensor | list[int]) -> str:
         return "".join(self.chars[i] for i in (ids.tolist() if isinstance(ids, Tensor) else ids))
+
+    def same_as(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and other.chars == self.chars
 
     # The vocabulary as a fixed-size integer tensor (code points, -1 = unused), for the model's state_dict.
     def to_codes(self, size: int) -> Tensor:

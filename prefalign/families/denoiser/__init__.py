@@ -1,0 +1,5 @@
+"""The denoiser family (seed 001, Diffusion-DPO): a response is an image; its log-likelihood surrogate a denoising error."""
+
+from prefalign.families.denoiser.family import DenoiserFamily, denoising_logp
+
+__all__ = ["DenoiserFamily", "denoising_logp"]

@@ -1,0 +1,121 @@
+"""Diffusion-DPO end to end on synthetic digits (pretrain → judges → mine → DPO → test) and the `sample` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prefalign.checkpoint import load_weights, save_weights
+from prefalign.cli import main
+from prefalign.models import ConditionalUNet, LeNet
+from tests.conftest import CONFIGS
+
+TINY_UNET = '{"class_path": "prefalign.models.ConditionalUNet", "init_args": {"channels": [8, 16], "time_dim": 32, "groups": 4}}'
+
+
+def tiny_args(tmp_path, judge_min=0.8):
+    return [
+        f"--model.backbone={TINY_UNET}",
+        "--data.init_args.source=synthetic", "--data.init_args.synthetic_size=[600, 200]", "--data.init_args.val_size=100",
+        f"--model.family.init_args.judge_dir={tmp_path / 'judges'}", f"--model.family.init_args.judge_min_accuracy={judge_min}",
+        "--model.family.init_args.val_per_class=3", "--model.family.init_args.test_per_class=4", "--model.family.init_args.sample_steps=2",
+        "--model.family.init_args.num_timesteps=100", "--model.family.init_args.grid_per_class=2",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_denoiser(tmp_path_factory):
+    """A tiny denoiser trained briefly on synthetic digits through configs/diffusion_pretrain.yaml."""
+    tmp = tmp_path_factory.mktemp("denoiser")
+    ref = tmp / "denoiser.pt"
+    main(["fit", "--config", str(CONFIGS / "diffusion_pretrain.yaml"), *tiny_args(tmp), f"--model.export_path={ref}",
+          "--trainer.max_epochs=2", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=1", "--test_after_fit=false"])
+    return tmp, ref
+
+
+def test_pretrain_exports_a_denoiser_with_its_schedule(tiny_denoiser):
+    tmp, ref = tiny_denoiser
+    payload = load_weights(ref)
+    assert payload["class_path"] == "prefalign.models.ConditionalUNet"
+    assert payload["meta"]["noise_schedule"] == {"num_timesteps": 100, "kind": "linear", "beta_start": 1e-4, "beta_end": 0.02}
+    metrics = (next((tmp / "runs" / "diffusion_pretrain").glob("version_*")) / "metrics.csv").read_text()
+    for key in ("val/eps_mse", "val/eps_mse_t0", "val/error_rate", "val/fid", "val/diversity", "val/p_class"):
+        assert key in metrics
+
+
+def test_mine_and_dpo_end_to_end(tiny_denoiser):
+    tmp, ref = tiny_denoiser
+    # A barely trained denoiser rarely convinces a judge: accept and reject around chance so that pairs exist.
+    main(["fit", "--config", str(CONFIGS / "diffusion_dpo.yaml"), *tiny_args(tmp), f"--model.reference_ckpt={ref}",
+          f"--data.init_args.judge_dir={tmp / 'judges'}", "--data.init_args.judge_min_accuracy=0.8", f"--data.init_args.cache_dir={tmp / 'pairs'}",
+          "--data.init_args.per_class=8", "--data.init_args.sample_steps=2", "--data.init_args.accept_above=0.1",
+          "--data.init_args.reject_below=0.1", "--data.init_args.batch_size=8", "--trainer.max_steps=3", "--trainer.check_val_every_n_epoch=1",
+          "--model.optimizer.init_args.lr=0.001"])
+    run = next((tmp / "runs" / "diffusion_dpo").glob("version_*"))
+    results = json.loads((run / "results_test.json").read_text())
+    for key in ("test/error_rate", "test/reference/error_rate", "test/win_rate", "test/fid", "test/reference/fid", "test/diversity", "test/eps_mse"):
+        assert key in results["metrics"], key
+    assert 0.0 <= results["metrics"]["test/win_rate"] <= 1.0
+    assert list((tmp / "pairs").glob("image-pairs-*.pt"))  # mined once, cached
+    policy = load_weights(run / "policy.pt")
+    assert policy["meta"]["noise_schedule"]["num_timesteps"] == 100
+    reference = load_weights(ref)
+    assert any(not torch.equal(policy["state_dict"][k], reference["state_dict"][k]) for k in reference["state_dict"])
+    assert list((run / "images").glob("test_samples*.png"))
+
+
+def test_sample_command_is_deterministic_and_writes_a_grid(tiny_denoiser, tmp_path):
+    _, ref = tiny_denoiser
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.pt"
+        assert main(["sample", f"--ckpt={ref}", "--per_class=2", "--steps=3", "--seed=5", f"--out={out}"]) == 0
+        outs.append(torch.load(out, weights_only=True))
+        assert out.with_suffix(".png").is_file()
+    assert outs[0]["images"].dtype == torch.uint8 and outs[0]["images"].shape == (20, 1, 28, 28)
+    assert outs[0]["labels"].tolist() == [c for c in range(10) for _ in range(2)]
+    assert torch.equal(outs[0]["images"], outs[1]["images"])
+    main(["sample", f"--ckpt={ref}", "--per_class=2", "--steps=3", "--seed=6", f"--out={tmp_path / 'c.pt'}"])
+    assert not torch.equal(outs[0]["images"], torch.load(tmp_path / "c.pt", weights_only=True)["images"])
+    guided = tmp_path / "g.pt"
+    main(["sample", f"--ckpt={ref}", "--per_class=1", "--steps=2", "--guidance=2.0", "--classes=[3]", f"--out={guided}"])
+    assert torch.load(guided, weights_only=True)["labels"].tolist() == [3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps=0"], "--steps=0 must be ≥ 1"),
+    (["--classes=[10]"], "the model knows classes 0..9"),
+    (["--guidance=-1"], "guidance"),
+])
+def test_sample_command_bad_input(tiny_denoiser, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.delenv("PREFALIGN_DEBUG")
+    _, ref = tiny_denoiser
+    assert main(["sample", f"--ckpt={ref}", f"--out={tmp_path / 'x.pt'}", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_sample_command_refuses_a_classifier(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("PREFALIGN_DEBUG")
+    ckpt = save_weights(LeNet(), tmp_path / "lenet.pt")
+    assert main(["sample", f"--ckpt={ckpt}", f"--out={tmp_path / 'x.pt'}"]) == 2
+    assert "not a trained denoiser" in capsys.readouterr().err
+
+
+class NaNUNet(ConditionalUNet):
+    """A denoiser whose predictions are NaN: the loss must stop the run with a clear error, not train on."""
+
+    def forward(self, x, t, y):
+        return super().forward(x, t, y) * float("nan")
+
+
+def test_nan_in_the_denoising_loss_stops_with_a_clear_error(tiny_denoiser, tmp_path):
+    backbone = '{"class_path": "tests.denoiser.test_diffusion_pipeline.NaNUNet", "init_args": {"channels": [8, 16], "time_dim": 32, "groups": 4}}'
+    args = [a for a in tiny_args(tiny_denoiser[0]) if not a.startswith("--model.backbone")]  # its judges are trained already
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        main(["fit", "--config", str(CONFIGS / "diffusion_pretrain.yaml"), *args, f"--model.backbone={backbone}",
+              f"--model.export_path={tmp_path / 'nan.pt'}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+              "--trainer.limit_val_batches=0", "--test_after_fit=false", "--trainer.callbacks=[]"])

@@ -60,6 +60,8 @@ def test_mine_and_dpo_end_to_end(tiny_denoiser):
         assert key in results["metrics"], key
     assert 0.0 <= results["metrics"]["test/win_rate"] <= 1.0
     assert list((tmp / "pairs").glob("image-pairs-*.pt"))  # mined once, cached
+    metrics = (run / "metrics.csv").read_text()
+    assert "mining/seconds" in metrics and "mining/from_cache" in metrics and "mining/pairs" in metrics
     policy = load_weights(run / "policy.pt")
     assert policy["meta"]["noise_schedule"]["num_timesteps"] == 100
     reference = load_weights(ref)

@@ -13,10 +13,11 @@ def load():
     return module
 
 
-def write_run(root, name, metrics, fit_seconds):
+def write_run(root, name, metrics, fit_seconds, mining=(60.0, 0.0)):
     folder = root / "runs" / name / "version_0"
     folder.mkdir(parents=True)
     (folder / "results_test.json").write_text(json.dumps({"metrics": metrics, "fit_seconds": fit_seconds}))
+    (folder / "metrics.csv").write_text(f"epoch,step,mining/seconds,mining/from_cache,train/loss\n0,0,{mining[0]},{mining[1]},\n0,10,,,0.5\n")
 
 
 def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch):
@@ -28,13 +29,13 @@ def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch
     refs = {f"test/reference/{k}": v for k, v in ref.items()}
     good = {"test/error_rate": 0.09, "test/p_class": 0.9, "test/fid": 10.5, "test/diversity": 14.0, "test/eps_mse": 0.02, "test/win_rate": 0.65}
     bad = {**good, "test/error_rate": 0.15, "test/fid": 12.0}
-    write_run(tmp_path, "diffusion_dpo", {**good, **refs}, 600)
-    write_run(tmp_path, "diffusion_dpo_b2000", {**bad, **refs}, 1300)
+    write_run(tmp_path, "diffusion_dpo_b5000", {**good, **refs}, 600)  # mined in this run: its fit time includes mining
+    write_run(tmp_path, "diffusion_dpo_b2000", {**bad, **refs}, 1240, mining=(60.0, 1.0))  # cached pairs: + 1 min
     assert script.main(["--docs", str(tmp_path / "docs")]) == 0
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and readme.startswith("x\n") and readme.endswith("y\n")
     rows = {line.split(" | ")[0]: line for line in readme.splitlines() if line.startswith("| ")}
-    assert rows["| DPO β=5000 (configs/diffusion_dpo.yaml)"].endswith("| 20.0 min | met |")
+    assert rows["| DPO β=5000"].endswith("| 20.0 min | met |")
     # 0.15 > ½·0.2, 12 > 1.1·10, 10 + 21.7 min > 30
     assert rows["| DPO β=2000"].endswith("missed: error ≤ ½ ref, FID ≤ 1.1 ref, ≤ 30 min |")
     data = json.loads((tmp_path / "docs" / "diffusion_results.json").read_text())

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
+from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build, mining_reference
 from prefalign.data.text.datamodule import CharTextDataModule
 from prefalign.data.text.model_tokenizer import Tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model
 from prefalign.families.language.generation import sample
@@ -85,18 +85,11 @@ class TextPreferenceDataModule(CharTextDataModule):
         self.pairs: dict[str, Tensor] = {}
         self.mining_stats: dict[str, float] = {}
 
-    def _reference_path(self) -> str:
-        path = self.reference_ckpt or getattr(getattr(getattr(self, "trainer", None), "lightning_module", None), "reference_ckpt", None)
-        if path is None or not Path(path).is_file():
-            raise CheckpointError(f"TextPreferenceDataModule mines pairs with the reference, but {path} is not a file: set model.reference_ckpt "
-                                  "(configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt).")
-        return path
-
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if stage not in (None, "fit") or self.pairs:
             return
-        path = self._reference_path()
+        path = mining_reference(self, "configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt")
         reference = load_model(path).eval()
         # The reference's ids must mean what the data's mean: char vs gpt2 is refused, a char reference with
         # other characters re-encodes the text with its own vocabulary (or names the characters it lacks).

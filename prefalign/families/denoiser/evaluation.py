@@ -220,5 +220,5 @@ class DenoiserEvaluation(ModelFamily):
         ax.set_yticks([(i + 0.5) * grid.shape[2] for i in range(len(rows))])
         ax.set_yticklabels([f"{c} {'policy' if j == 0 else 'ref'}" if len(models) > 1 else str(c)
                             for c in range(num_classes) for j in range(len(models))], fontsize=7)
-        ax.set_title("samples by class, same noise per column" + (": policy row above reference row" if len(models) > 1 else ""), fontsize=9)
+        ax.set_title("same noise per column" + ("; policy above reference" if len(models) > 1 else ""), fontsize=8)
         log_figure(module.trainer, f"{stage}/samples", fig, module.global_step)

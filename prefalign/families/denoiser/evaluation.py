@@ -25,7 +25,7 @@ from torchmetrics.aggregation import MeanMetric
 from prefalign.families.base import ModelFamily
 from prefalign.families.denoiser.judge import ensure_judge, judge_scores
 from prefalign.families.denoiser.metrics import frechet_distance, win_rate, within_class_diversity
-from prefalign.families.denoiser.sampling import ddim_sample, initial_noise, per_class_labels
+from prefalign.families.denoiser.sampling import ddim_sample, initial_noise, per_class_labels, tile
 from prefalign.objectives.base import check_in_range
 
 STAGES = ("val", "test")
@@ -212,7 +212,7 @@ class DenoiserEvaluation(ModelFamily):
                 row = scores.images[scores.labels == c][:k, 0].float().cpu()
                 rows.append(torch.cat([row, row.new_zeros(k - len(row), *row.shape[1:])]))  # a short class is padded with black
         grid = torch.stack(rows)  # [rows, k, 28, 28] → one image: a single imshow instead of one axes per sample
-        tiled = grid.permute(0, 2, 1, 3).reshape(len(rows) * grid.shape[2], k * grid.shape[3])
+        tiled = tile(grid)
         fig = new_figure(0.45 * k + 1.0, 0.45 * len(rows) + 0.5)
         ax = fig.subplots()
         ax.imshow(tiled.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")

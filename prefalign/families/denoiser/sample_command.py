@@ -14,8 +14,9 @@ def sample_grid_png(images: torch.Tensor, per_class: int, path: str | Path) -> P
     """Write ``images [N·10, 1, 28, 28]`` (uint8, class-major) as one PNG: a row per class, ``per_class`` columns."""
     from matplotlib.image import imsave
 
-    n_classes = len(images) // per_class
-    grid = images[:, 0].view(n_classes, per_class, 28, 28).permute(0, 2, 1, 3).reshape(n_classes * 28, per_class * 28)
+    from prefalign.families.denoiser.sampling import tile
+
+    grid = tile(images[:, 0].view(len(images) // per_class, per_class, *images.shape[2:]))
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     imsave(tmp, grid.numpy(), cmap="gray", vmin=0, vmax=255)

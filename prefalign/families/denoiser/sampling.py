@@ -17,6 +17,12 @@ def initial_noise(n: int, seed: int, shape: tuple[int, ...] = (1, 28, 28)) -> Te
     return torch.randn((n, *shape), generator=generator)
 
 
+def tile(grid: Tensor) -> Tensor:
+    """One image from a grid of images ``[rows, cols, H, W]``: ``[rows·H, cols·W]``, row by row."""
+    rows, cols, h, w = grid.shape
+    return grid.permute(0, 2, 1, 3).reshape(rows * h, cols * w)
+
+
 def per_class_labels(per_class: int, num_classes: int = 10) -> Tensor:
     """Long labels [0]*per_class + [1]*per_class + ... + [num_classes-1]*per_class."""
     return torch.arange(num_classes).repeat_interleave(per_class)

@@ -18,16 +18,26 @@ from prefalign.objectives.base import check_in_range
 
 
 def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: int, accept_above: float, reject_below: float,
-                 pairs_per_loser: int) -> tuple[Tensor, Tensor]:
+                 pairs_per_loser: int, winners_by: str = "confidence", images: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Indices (winner, loser) of pairs of samples of the same class.
 
     Winners: the judge sees the requested class with p(c | x) ≥ ``accept_above``. Losers: it sees another class, or
-    p(c | x) < ``reject_below``. Within a class the worst loser meets the best winner, the next worst the next best, and
-    each loser meets ``pairs_per_loser`` distinct winners (cycling through them when winners are fewer).
+    p(c | x) < ``reject_below``. Each loser meets ``pairs_per_loser`` distinct winners of its class, chosen by
+    ``winners_by``:
+
+    * ``"confidence"``: the worst loser meets the best winner, the next worst the next best (cycling through the
+      winners when they are fewer);
+    * ``"nearest"``: each loser meets the winners closest to it in pixel space (``images`` needed): pairs that differ
+      in what makes the digit wrong rather than in style, so that the policy is not pulled towards the class's most
+      prototypical digits.
 
     Losers are usually far fewer than winners, so only the most confident winners are used. Spreading the losers'
     winners evenly over every accepted sample was tried and is worse: measured on MNIST, after 419 RPO steps the win
     rate over the reference was 0.58 against 0.84, for only slightly more diversity (14.0 against 13.8)."""
+    if winners_by not in ("confidence", "nearest"):
+        raise ValueError(f"winners_by={winners_by!r}: choose 'confidence' or 'nearest'.")
+    if winners_by == "nearest" and images is None:
+        raise ValueError("winners_by='nearest' needs the images")
     win = correct & (p_class >= accept_above)
     lose = ~correct | (p_class < reject_below)
     winners, losers = [], []
@@ -36,11 +46,15 @@ def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: 
         l = torch.nonzero(lose & (labels == c)).squeeze(1)
         if len(w) == 0 or len(l) == 0:
             continue
-        w = w[p_class[w].argsort(descending=True)]
         l = l[p_class[l].argsort()]
         k = min(pairs_per_loser, len(w))
-        slots = torch.arange(len(l)).unsqueeze(1) * k + torch.arange(k)  # loser i meets winners i·k … i·k+k−1 (mod |w|)
-        winners.append(w[slots.flatten() % len(w)])
+        if winners_by == "nearest":
+            distances = torch.cdist(images[l].flatten(1).float(), images[w].flatten(1).float())  # [losers, winners] of one class
+            winners.append(w[distances.topk(k, dim=1, largest=False).indices].flatten())
+        else:
+            w = w[p_class[w].argsort(descending=True)]
+            slots = torch.arange(len(l)).unsqueeze(1) * k + torch.arange(k)  # loser i meets winners i·k … i·k+k−1 (mod |w|)
+            winners.append(w[slots.flatten() % len(w)])
         losers.append(l.repeat_interleave(k))
     if not winners:
         return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
@@ -50,7 +64,7 @@ def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: 
 @torch.no_grad()
 def mine_image_pairs(reference: nn.Module, schedule, judge: nn.Module, per_class: int, num_classes: int, steps: int, guidance: float,
                      seed: int, accept_above: float, reject_below: float, pairs_per_loser: int, device: torch.device,
-                     bf16: bool = False) -> dict[str, Tensor]:
+                     bf16: bool = False, winners_by: str = "confidence") -> dict[str, Tensor]:
     """Sample ``per_class`` images of each class from ``reference`` (DDIM from noise seeded with ``seed``), judge them and pair
     them up (:func:`rank_samples`). Images are returned in [0, 1], like every image in prefalign. ``bf16`` runs the
     denoiser under bf16 autocast, as a bf16-mixed run samples during validation (the DDIM update stays fp32)."""
@@ -64,8 +78,8 @@ def mine_image_pairs(reference: nn.Module, schedule, judge: nn.Module, per_class
         images = (ddim_sample(reference.to(device), schedule, labels, noise, steps, guidance, null_label_of(reference)) + 1) / 2
     scores = judge_scores(judge.to(device), images)
     p, correct = scores.p_class(labels), scores.correct(labels)
-    winners, losers = rank_samples(p.cpu(), correct.cpu(), labels.cpu(), num_classes, accept_above, reject_below, pairs_per_loser)
     images, labels = images.cpu(), labels.cpu()
+    winners, losers = rank_samples(p.cpu(), correct.cpu(), labels, num_classes, accept_above, reject_below, pairs_per_loser, winners_by, images)
     return {"chosen": images[winners], "rejected": images[losers], "y": labels[winners],
             "chosen_p": p.cpu()[winners], "rejected_p": p.cpu()[losers],
             "pool_accuracy": correct.float().mean().cpu(), "pool_p_class": p.float().mean().cpu()}
@@ -93,6 +107,8 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         accept_above: a winner's minimum p(c | x).
         reject_below: a sample the judge classifies correctly is still a loser below this p(c | x).
         pairs_per_loser: winners each loser is paired with.
+        winners_by: which winners a loser meets: the class's most confident (``confidence``) or the closest in pixels
+            (``nearest``); see :func:`rank_samples`.
         seed: seed of the mining noise.
         reference_ckpt: the reference weights; default: the model's ``reference_ckpt``.
         cache_dir: where mined pairs are cached.
@@ -101,7 +117,8 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
 
     def __init__(self, per_class: int = 256, sample_steps: int = 25, guidance: float = 1.0, mining_judge_arch: str = "lenet",
                  mining_judge_seed: int = 1, judge_dir: str = "artifacts/judges", judge_min_accuracy: float = 0.99,
-                 accept_above: float = 0.9, reject_below: float = 0.5, pairs_per_loser: int = 1, seed: int = 0,
+                 accept_above: float = 0.9, reject_below: float = 0.5, pairs_per_loser: int = 1,
+                 winners_by: Literal["confidence", "nearest"] = "confidence", seed: int = 0,
                  reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", data_dir: str | None = None,
                  source: Literal["mnist", "synthetic"] = "mnist", batch_size: int = 64, eval_batch_size: int = 1000,
                  val_size: int | None = None, split_seed: int = 0, synthetic_size: tuple[int, int] = (2000, 500)) -> None:
@@ -116,6 +133,7 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         self.mining_judge = (mining_judge_arch, mining_judge_seed)
         self.judge_dir, self.judge_min_accuracy = judge_dir, judge_min_accuracy
         self.accept_above, self.reject_below, self.pairs_per_loser, self.seed = accept_above, reject_below, pairs_per_loser, seed
+        self.winners_by = winners_by
         self.reference_ckpt, self.cache_dir = reference_ckpt, cache_dir
         self.pairs: dict[str, Tensor] = {}
         self.mining_stats: dict[str, float] = {}
@@ -143,6 +161,8 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         key = {"reference_sha256": file_sha256(path), "data": self.data_fingerprint(), "judge": [arch, judge_seed], "per_class": self.per_class,
                "steps": self.sample_steps, "guidance": self.guidance, "seed": self.seed, "accept_above": self.accept_above,
                "reject_below": self.reject_below, "pairs_per_loser": self.pairs_per_loser, "bf16": bf16, "format": 1}
+        if self.winners_by != "confidence":  # the default leaves the key (and every existing cache file) as it was
+            key["winners_by"] = self.winners_by
         digest = fingerprint(key)
 
         def mine() -> dict:
@@ -151,7 +171,7 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
             started = time.monotonic()
             mined = mine_image_pairs(build_model(payload).eval(), NoiseSchedule(**schedule_args), judge, self.per_class, self.num_classes,
                                      self.sample_steps, self.guidance, self.seed, self.accept_above, self.reject_below, self.pairs_per_loser,
-                                     self._device(), bf16)
+                                     self._device(), bf16, self.winners_by)
             mined["seconds"] = torch.tensor(time.monotonic() - started)
             return mined
 

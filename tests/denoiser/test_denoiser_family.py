@@ -165,6 +165,25 @@ def test_within_class_diversity_and_win_rate_by_hand():
         win_rate(torch.ones(2), torch.ones(3))
 
 
+def test_sample_summary_separates_the_diversity_of_right_samples():
+    from types import SimpleNamespace
+
+    from prefalign.families.denoiser.evaluation import SampleScores
+
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    features = torch.tensor([[0.0, 0.0], [3.0, 4.0], [30.0, 40.0], [1.0, 1.0], [1.0, 2.0]])
+    correct = torch.tensor([True, True, False, True, True])  # the far-away sample of class 0 is a wrong digit
+    scores = SampleScores(labels, torch.zeros(5, 1, 28, 28), torch.full((5,), 0.5), correct, features)
+    module = SimpleNamespace(trainer=SimpleNamespace(world_size=1))
+    summary = DenoiserFamily()._summary(module, scores, real=features)
+    assert summary["error_rate"] == pytest.approx(0.2)
+    # class 0: distances 5, 50, 45 → mean 100/3; class 1: 1 → diversity (100/3 + 1)/2; right samples only: (5 + 1)/2
+    assert summary["diversity"] == pytest.approx((100 / 3 + 1) / 2)
+    assert summary["diversity_correct"] == pytest.approx(3.0)
+    lone = SampleScores(labels, torch.zeros(5, 1, 28, 28), torch.full((5,), 0.5), torch.tensor([True, False, False, True, False]), features)
+    assert "diversity_correct" not in DenoiserFamily()._summary(module, lone, real=features)  # no class has two right samples
+
+
 def test_rank_samples_pairs_confident_winners_with_rejected_losers_within_a_class():
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 1])
     p = torch.tensor([0.95, 0.99, 0.30, 0.6, 0.97, 0.92, 0.05])
@@ -177,6 +196,23 @@ def test_rank_samples_pairs_confident_winners_with_rejected_losers_within_a_clas
     assert all(labels[w] == labels[l] for w, l in zip(winners, losers))
     none_w, none_l = rank_samples(p, correct, labels, 2, accept_above=0.999, reject_below=0.01, pairs_per_loser=1)
     assert len(none_w) == 0 and len(none_l) == 0
+
+
+def test_rank_samples_nearest_winners_are_the_closest_accepted_images_of_the_class():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+    p = torch.tensor([0.99, 0.95, 0.20, 0.10, 0.97, 0.30])
+    correct = torch.tensor([True, True, False, False, True, False])
+    # one-pixel "images": loser 2 sits at 0.9, next to winner 1 (1.0) rather than the more confident winner 0 (0.0);
+    # loser 3 sits at 0.1, next to winner 0; class 1 has one winner
+    images = torch.tensor([0.0, 1.0, 0.9, 0.1, 0.5, 0.5]).view(6, 1, 1, 1)
+    winners, losers = rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="nearest", images=images)
+    assert losers.tolist() == [3, 2, 5] and winners.tolist() == [0, 1, 4]  # losers worst first, as with confidence
+    winners, losers = rank_samples(p, correct, labels, 2, 0.9, 0.5, 2, winners_by="nearest", images=images)
+    assert losers.tolist() == [3, 3, 2, 2, 5] and winners.tolist() == [0, 1, 1, 0, 4]  # nearest first; one winner in class 1
+    with pytest.raises(ValueError, match="needs the images"):
+        rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="nearest")
+    with pytest.raises(ValueError, match="choose 'confidence' or 'nearest'"):
+        rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="random", images=images)
 
 
 def test_judge_scores_features_and_cached_judges(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ def test_pretrain_exports_a_denoiser_with_its_schedule(tiny_denoiser):
     assert payload["class_path"] == "prefalign.models.ConditionalUNet"
     assert payload["meta"]["noise_schedule"] == {"num_timesteps": 100, "kind": "linear", "beta_start": 1e-4, "beta_end": 0.02}
     metrics = (next((tmp / "runs" / "diffusion_pretrain").glob("version_*")) / "metrics.csv").read_text()
-    for key in ("val/eps_mse", "val/eps_mse_t0", "val/error_rate", "val/fid", "val/diversity", "val/p_class"):
+    for key in ("val/eps_mse", "val/eps_mse_t0", "val/error_rate", "val/fid", "val/diversity", "val/p_class", "val/real/diversity"):
         assert key in metrics
 
 
@@ -59,6 +59,7 @@ def test_mine_and_dpo_end_to_end(tiny_denoiser):
     for key in ("test/error_rate", "test/reference/error_rate", "test/win_rate", "test/fid", "test/reference/fid", "test/diversity", "test/eps_mse"):
         assert key in results["metrics"], key
     assert 0.0 <= results["metrics"]["test/win_rate"] <= 1.0
+    assert results["metrics"]["test/real/diversity"] > 0  # the real images' own spread: the scale diversity reads against
     assert list((tmp / "pairs").glob("image-pairs-*.pt"))  # mined once, cached
     metrics = (run / "metrics.csv").read_text()
     assert "mining/seconds" in metrics and "mining/from_cache" in metrics and "mining/pairs" in metrics

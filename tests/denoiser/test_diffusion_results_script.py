@@ -29,7 +29,7 @@ def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch
     refs = {f"test/reference/{k}": v for k, v in ref.items()}
     good = {"test/error_rate": 0.09, "test/p_class": 0.9, "test/fid": 10.5, "test/diversity": 14.0, "test/eps_mse": 0.02, "test/win_rate": 0.65}
     bad = {**good, "test/error_rate": 0.15, "test/fid": 12.0}
-    write_run(tmp_path, "diffusion_dpo_b5000", {**good, **refs}, 600)  # mined in this run: its fit time includes mining
+    write_run(tmp_path, "diffusion_dpo_b5000", {**good, **refs, "test/real/diversity": 12.5}, 600)  # mined in this run: its fit time includes mining
     write_run(tmp_path, "diffusion_dpo_b2000", {**bad, **refs}, 1240, mining=(60.0, 1.0))  # cached pairs: + 1 min
     assert script.main(["--docs", str(tmp_path / "docs")]) == 0
     readme = (tmp_path / "README.md").read_text()
@@ -40,3 +40,5 @@ def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch
     assert rows["| DPO β=2000"].endswith("missed: error ≤ ½ ref, FID ≤ 1.1 ref, ≤ 30 min |")
     data = json.loads((tmp_path / "docs" / "diffusion_results.json").read_text())
     assert data["reference"]["error_rate"] == 0.2 and len(data["rows"]) == 2
+    assert rows["| real test digits (for scale)"] == "| real test digits (for scale) | — | — | — | 12.50 | — | — | — | — |"
+    assert data["real_diversity"] == 12.5

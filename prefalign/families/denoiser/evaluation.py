@@ -9,7 +9,10 @@ Every validation/test epoch:
   not see the requested class), ``p_class`` (mean p(c | x)), ``fid`` (Fréchet distance to the split's real images in
   the judge's penultimate features), ``diversity`` (mean within-class feature distance) and, with a reference,
   ``win_rate`` (the policy's p(c | x) beats the reference's on the same noise; ties count half). The reference's
-  samples never change, so they are drawn and logged (``*/reference/*``) once per stage.
+  samples never change, so they are drawn and logged (``*/reference/*``) once per stage;
+* ``real/diversity`` — the within-class diversity of the split's real images, once per stage: the scale ``diversity``
+  reads against. A wrong digit lies far from its requested class, so samples with errors score *above* real digits;
+  ``diversity_correct`` is the diversity of the samples the judge reads as their requested class only.
 
 Under DDP each rank draws its share of the samples and the scores are gathered, so every rank logs the same numbers.
 """
@@ -85,8 +88,8 @@ class DenoiserEvaluation(ModelFamily):
         object.__setattr__(self, "judge", None)  # a frozen tool, not part of the model: never saved or DDP-wrapped
         self._reference: dict[str, SampleScores] = {}
         self._reference_logged: set[str] = set()
-        self._real: dict[str, list[Tensor]] = {}
-        self._real_features: dict[str, Tensor] = {}
+        self._real: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        self._real_features: dict[str, tuple[Tensor, Tensor]] = {}  # features, labels
         self._generators: dict[str, torch.Generator] = {}
 
     # ------------------------------------------------------------------ setup
@@ -134,7 +137,7 @@ class DenoiserEvaluation(ModelFamily):
         if module.reference is not None and stage not in self._reference_logged:
             self.reference_mse[stage].update(-2 * denoising_logp(module.reference, x_t, t, labels, noise))
         if stage not in self._real_features and not module.trainer.sanity_checking:
-            self._real.setdefault(stage, []).append(judge_scores(self._judge(images.device), images).features)
+            self._real.setdefault(stage, []).append((judge_scores(self._judge(images.device), images).features, labels))
 
     # ------------------------------------------------------------------ per epoch: samples
     def _my_share(self, module: Any, per_class: int, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -153,13 +156,16 @@ class DenoiserEvaluation(ModelFamily):
         return SampleScores(labels, images01, scores.p_class(labels), scores.correct(labels), scores.features)
 
     def _summary(self, module: Any, scores: SampleScores, real: Tensor) -> dict[str, float]:
-        labels, features = gather(module, scores.labels), gather(module, scores.features)
-        return {
-            "error_rate": 1.0 - float(gather(module, scores.correct.float()).mean()),
+        labels, features, correct = gather(module, scores.labels), gather(module, scores.features), gather(module, scores.correct)
+        summary = {
+            "error_rate": 1.0 - float(correct.float().mean()),
             "p_class": float(gather(module, scores.p_class).mean()),
             "fid": frechet_distance(features, real),
             "diversity": within_class_diversity(features, labels),
         }
+        if len(labels) and int(torch.bincount(labels[correct], minlength=1).max()) >= 2:  # some class has two right samples
+            summary["diversity_correct"] = within_class_diversity(features[correct], labels[correct])
+        return summary
 
     def eval_epoch_end(self, module: Any, stage: str) -> None:
         trainer = module.trainer
@@ -178,13 +184,15 @@ class DenoiserEvaluation(ModelFamily):
             metric.reset()
         self._generators.pop(stage, None)
         if stage not in self._real_features and stage in self._real:
-            self._real_features[stage] = gather(module, torch.cat(self._real.pop(stage)))
+            features, labels = zip(*self._real.pop(stage))
+            self._real_features[stage] = (gather(module, torch.cat(features)), gather(module, torch.cat(labels)))
+            logs[f"{stage}/real/diversity"] = within_class_diversity(*self._real_features[stage])
         per_class = self.per_class[stage]
         if per_class > 0 and stage in self._real_features:
             num_classes = getattr(trainer.datamodule, "num_classes", 10)
             labels, noise = self._my_share(module, per_class, num_classes)
             policy = self._score(module, module._forward, labels, noise)
-            real = self._real_features[stage]
+            real = self._real_features[stage][0]
             logs.update({f"{stage}/{k}": v for k, v in self._summary(module, policy, real).items()})
             reference = None
             if with_ref:

@@ -35,9 +35,9 @@ def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and readme.startswith("x\n") and readme.endswith("y\n")
     rows = {line.split(" | ")[0]: line for line in readme.splitlines() if line.startswith("| ")}
-    assert rows["| DPO β=5000"].endswith("| 20.0 min | met |")
+    assert rows["| DPO β=5000, 700 steps"].endswith("| 20.0 min | met |")
     # 0.15 > ½·0.2, 12 > 1.1·10, 10 + 21.7 min > 30
-    assert rows["| DPO β=2000"].endswith("missed: error ≤ ½ ref, FID ≤ 1.1 ref, ≤ 30 min |")
+    assert rows["| DPO β=2000, 700 steps"].endswith("missed: error ≤ ½ ref, FID ≤ 1.1 ref, ≤ 30 min |")
     data = json.loads((tmp_path / "docs" / "diffusion_results.json").read_text())
     assert data["reference"]["error_rate"] == 0.2 and len(data["rows"]) == 2
     assert rows["| real test digits (for scale)"] == "| real test digits (for scale) | — | — | — | 12.50 | — | — | — | — |"

@@ -9,8 +9,9 @@ recipe's settings, gradient clipping at 1.0, fp32, the machine's threads. prefal
 configs/lm_pretrain.yaml`` (validation, testing and W&B off) and times its training steps with a callback; the plain
 loop draws random windows from the same ids. Each measurement is its own subprocess; the first ``--warmup`` steps
 are not timed. Rollouts: ``LanguageFamily.rollout`` with 64 prompts of 32 characters × k = 4 samples × 32 new
-characters, on the reference architecture. Writes benchmarks/lm.{json,md} and the README block
-<!-- benchlm:begin --> / <!-- benchlm:end -->.
+characters, on the reference architecture. GPT-2 BPE: ``fit --config configs/lm_pretrain_bpe.yaml`` for ``--bpe-steps``
+steps (batch 32 × 64 tokens; needs the GPT-2 vocabulary, see the README's BPE part; ``--bpe-steps 0`` skips it).
+Writes benchmarks/lm.{json,md} and the README block <!-- benchlm:begin --> / <!-- benchlm:end -->.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, BLOCK = 64, 64
+BPE_BATCH, BPE_VOCAB = 32, 50257  # configs/lm_pretrain_bpe.yaml
 
 
 class StepTimer:
@@ -44,7 +46,7 @@ class StepTimer:
         Path(self.out).write_text(json.dumps({"steps": steps, "seconds": time.perf_counter() - self.start}))
 
 
-def worker_prefalign(steps: int, warmup: int, out: str) -> None:
+def worker_prefalign(steps: int, warmup: int, out: str, config: str = "configs/lm_pretrain.yaml") -> None:
     import lightning as L
 
     from prefalign.cli import main
@@ -54,13 +56,21 @@ def worker_prefalign(steps: int, warmup: int, out: str) -> None:
 
     sys.modules["bench_lm_timer"] = type(sys)("bench_lm_timer")
     sys.modules["bench_lm_timer"].Timer = Timer
-    code = main(["fit", "--config", str(REPO / "configs/lm_pretrain.yaml"), "--wandb=false", "--trainer.max_epochs=1",
+    code = main(["fit", "--config", str(REPO / config), "--wandb=false", "--trainer.max_epochs=1",
                  f"--data.init_args.steps_per_epoch={steps + warmup}", "--trainer.limit_val_batches=0", "--test_after_fit=false",
                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",
                  "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]", "--model.export_path=null",
                  "--trainer.callbacks+=bench_lm_timer.Timer", f"--trainer.callbacks.warmup={warmup}", f"--trainer.callbacks.out={out}"])
     if code:
         raise SystemExit(code)
+
+
+def parameter_counts() -> dict[str, int]:
+    """Parameters of the char model and of the same model with GPT-2's vocabulary (the embedding and output layer grow)."""
+    from prefalign.models import TinyTransformer
+
+    return {"char": sum(p.numel() for p in TinyTransformer().parameters()),
+            "bpe": sum(p.numel() for p in TinyTransformer(vocab_size=BPE_VOCAB).parameters())}
 
 
 def worker_plain(steps: int, warmup: int, out: str) -> None:
@@ -130,12 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--bpe-steps", type=int, default=20, help="timed steps of the GPT-2 BPE run, once per repeat (0: skip)")
     p.add_argument("--no-readme", action="store_true")
     p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._worker:
         kind, out = a._worker
         {"prefalign": lambda: worker_prefalign(a.steps, a.warmup, out), "plain": lambda: worker_plain(a.steps, a.warmup, out),
+         "bpe": lambda: worker_prefalign(a.bpe_steps, min(a.warmup, 3), out, "configs/lm_pretrain_bpe.yaml"),
          "rollout": lambda: worker_rollout(5, out)}[kind]()
         return 0
     import tempfile
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info(torch.get_num_threads())
     print(f"bench_lm on {machine['cpu']} ({machine['cores']} cores, torch {machine['torch']}, {machine['threads']} threads)", flush=True)
-    results: dict[str, list[float]] = {"prefalign": [], "plain": [], "rollout": []}
+    results: dict[str, list[float]] = {"prefalign": [], "plain": [], "rollout": [], "bpe": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(a.repeats):
             for kind in ("plain", "prefalign"):  # alternating, so drifts in machine speed hit both
@@ -155,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {kind:<9} repeat {rep + 1}: {results[kind][-1] / 1e3:.1f}k characters/s", flush=True)
             r = run("rollout", a, Path(tmp))
             results["rollout"].append(r["samples"] / r["seconds"])
-    med = {k: statistics.median(v) for k, v in results.items()}
+            if a.bpe_steps > 0:
+                r = run("bpe", a, Path(tmp))
+                results["bpe"].append(r["steps"] * BPE_BATCH * BLOCK / r["seconds"])
+                print(f"  bpe       repeat {rep + 1}: {results['bpe'][-1] / 1e3:.2f}k tokens/s", flush=True)
+    med = {k: statistics.median(v) for k, v in results.items() if v}
+    params = parameter_counts()
     ratio = med["plain"] / med["prefalign"]
     words = sys.argv[1:] if argv is None else argv
     text = (f"Measured by `python scripts/bench_lm.py{' ' + ' '.join(words) if words else ''}` on {time.strftime('%Y-%m-%d')} "
@@ -166,9 +183,15 @@ def main(argv: list[str] | None = None) -> int:
             f"| prefalign `fit --config configs/lm_pretrain.yaml` | {med['prefalign'] / 1e3:.1f}k | {ratio:.2f}× |\n\n"
             f"Rollouts (`LanguageFamily.rollout`, 64 prompts × 4 samples × 32 new characters, no KV cache): "
             f"{med['rollout']:.0f} samples/s.")
+    if "bpe" in med:
+        char_step, bpe_step = BATCH * BLOCK / med["prefalign"], BPE_BATCH * BLOCK / med["bpe"]
+        text += (f"\n\nGPT-2 BPE (`fit --config configs/lm_pretrain_bpe.yaml`, batch {BPE_BATCH} × {BLOCK} tokens, {a.bpe_steps} timed steps): "
+                 f"{med['bpe'] / 1e3:.2f}k tokens/s, {bpe_step:.2f} s a step against {char_step:.2f} s for the char model's batch "
+                 f"{BATCH} × {BLOCK}; {params['bpe'] / 1e6:.1f}M parameters against {params['char'] / 1e6:.1f}M (the embedding and "
+                 f"output layer grow to {BPE_VOCAB:,} rows).")
     out = REPO / "benchmarks"
     out.mkdir(exist_ok=True)
-    (out / "lm.json").write_text(json.dumps({"machine": machine, "results": results, "median": med, "ratio": ratio}, indent=2))
+    (out / "lm.json").write_text(json.dumps({"machine": machine, "results": results, "median": med, "ratio": ratio, "parameters": params}, indent=2))
     (out / "lm.md").write_text(text + "\n")
     if not a.no_readme:
         from compare_objectives import replace_between_markers

@@ -29,3 +29,12 @@ def test_rollout_worker_counts_samples(tmp_path):
     load().worker_rollout(1, str(tmp_path / "r.json"))
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["samples"] == 256 and result["seconds"] > 0
+
+
+def test_parameter_counts_grow_by_the_bpe_embedding_and_output_layer():
+    from prefalign.models import TinyTransformer
+
+    counts = load().parameter_counts()
+    char_vocab, width = TinyTransformer().token_emb.weight.shape
+    # token embedding + output weight + output bias: (50257 − char vocabulary) more rows each
+    assert counts["bpe"] - counts["char"] == (50257 - char_vocab) * (2 * width + 1)

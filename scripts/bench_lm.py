@@ -126,7 +126,8 @@ def worker_rollout(repeats: int, out: str) -> None:
 
 def run(kind: str, args, tmp: Path) -> dict:
     out = tmp / f"{kind}-{time.monotonic_ns()}.json"
-    cmd = [sys.executable, __file__, "--_worker", kind, str(out), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd = [sys.executable, __file__, "--_worker", kind, str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--bpe-steps", str(args.bpe_steps)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "scripts"), str(REPO), os.environ.get("PYTHONPATH", "")]),
                PREFALIGN_WANDB="0", PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)

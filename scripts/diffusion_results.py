@@ -31,7 +31,8 @@ ROWS = {
     "dpo_b5000": ("diffusion_dpo_b5000", "DPO β=5000, 700 steps"),
     "rpo_700": ("diffusion_rpo_700", "RPO β=5000, α=β: DPO + β/2 · winners' denoising loss, 700 steps"),
     "lora": ("diffusion_dpo_lora", "RPO as above, LoRA rank 8, reference = adapters off (configs/model/lora.yaml)"),
-    "rpo": ("diffusion_dpo", "RPO β=5000, α=β/4, 1150 steps (configs/diffusion_dpo.yaml)"),
+    "rpo_a4": ("diffusion_rpo_a4", "RPO β=5000, α=β/4, 1150 steps"),
+    "rpo": ("diffusion_dpo", "RPO β=5000, α=β/8, 1150 steps (configs/diffusion_dpo.yaml)"),
 }
 BAR_MINUTES = 30.0
 
@@ -87,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         row["total_minutes"] = pre_minutes + row["fit_minutes"] + (row["mining_minutes"] if mining["mining/from_cache"] else 0.0)
         row["bar"] = bar(row, own_reference, row["total_minutes"])
         rows.append(row)
-        if best is None or row["error_rate"] < best["error_rate"]:
-            best = row
+        shipped = best is not None and best["name"] == "rpo"
+        if name == "rpo" or (not shipped and (best is None or row["error_rate"] < best["error_rate"])):
+            best = row  # the grid shows the shipped recipe, else the lowest-error run
     if reference is None:
         raise SystemExit("diffusion_results: no finished alignment run under runs/; run scripts/diffusion_all.sh")
     header = (f"Measured by `bash scripts/diffusion_all.sh` (table: `python scripts/diffusion_results.py`) on {time.strftime('%Y-%m-%d')} "
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             (a.docs / "figures").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(grids[-1], a.docs / "figures" / "diffusion_samples.png")
             text += (f"\n\n![policy above reference, same noise](docs/figures/diffusion_samples.png)\n\n"
-                     f"Samples of the lowest-error run ({best['label']}): for each digit, the policy's row above the reference's, "
+                     f"Samples of {best['label']}: for each digit, the policy's row above the reference's, "
                      "drawn from the same noise column by column.")
     (a.docs / "diffusion_results.json").write_text(json.dumps({"header": header, "reference": reference, "real_diversity": real_diversity, "rows": rows}, indent=2))
     (a.docs / "diffusion_results.md").write_text(text + "\n")

@@ -21,7 +21,7 @@ from filelock import FileLock
 from jsonargparse import namespace_to_dict
 from lightning.pytorch import seed_everything
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
@@ -31,6 +31,7 @@ from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_comm
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
 from prefalign.models.lora import LoRA
+from prefalign.precision import resolve_precision
 
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
 
@@ -131,6 +132,24 @@ class PrefAlignCLI(LightningCLI):
             help="Also log to Weights & Biases when the config's logger is the plain CSV logger (online with an API key, "
             "offline otherwise; $WANDB_MODE wins). false (or PREFALIGN_WANDB=0): CSV only.",
         )
+        parser.add_argument(
+            "--bf16_fallback",
+            type=bool,
+            default=True,
+            help="Run a bf16 precision as 32-true on a CPU without bf16 kernels (AVX2 only), where bf16 is ~10x slower "
+            "than fp32; the saved config records what ran. false keeps bf16 there.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        # Before the trainer exists and before config.yaml is saved, so the run folder records the precision that ran.
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = cfg.get("trainer")
+        if trainer is None:
+            return
+        precision, warning = resolve_precision(trainer.get("precision"), trainer.get("accelerator"), cfg.get("bf16_fallback", True))
+        if warning:
+            rank_zero_warn(warning)
+            trainer["precision"] = precision
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI opens --ckpt_path first (torch.load(weights_only=True)) to read saved hyperparameters:
@@ -228,6 +247,7 @@ class PrefAlignCLI(LightningCLI):
                     args.append(f"--data.init_args.{key}=" + _cli_value(data.get(key)))
             seed = cfg.get("seed_everything")
             args.append(f"--seed_everything={_cli_value(seed)}")
+            args.append(f"--bf16_fallback={_cli_value(cfg.get('bf16_fallback', True))}")
             run_cli(args)
             if seed is not None and seed is not False:
                 seed_everything(seed if seed is not True else None)

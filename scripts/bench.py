@@ -465,7 +465,8 @@ def worker_prefalign(spec: dict) -> dict:
     ref, pairs = str(work / "ref.pt"), str(work / "pairs")
     common = ["--trainer.enable_progress_bar=false", f"--data.init_args.source={spec['source']}",
               f"--data.init_args.synthetic_size={json.dumps(spec['synthetic_size'])}", f"--data.init_args.val_size={spec['val_size']}"]
-    overlays = ["--config", str(REPO / "configs/trainer/bf16.yaml")] if spec["precision"] == "bf16" else []
+    # --bf16_fallback=false: a bf16 row measures bf16, also on a CPU without bf16 kernels (where it is slow).
+    overlays = ["--config", str(REPO / "configs/trainer/bf16.yaml"), "--bf16_fallback=false"] if spec["precision"] == "bf16" else []
     overlays += ["--config", str(REPO / "configs/trainer/compile.yaml")] if spec.get("compile") else []
     overlays += spec.get("extra_args", [])
     overlays += ["--wandb=false"]  # the CSV logger only, as the plain loop logs nothing to a service

@@ -104,7 +104,7 @@ def worker_plain(steps: int, warmup: int, out: str) -> None:
     Path(out).write_text(json.dumps({"steps": steps, "seconds": time.perf_counter() - start}))
 
 
-def worker_rollout(repeats: int, out: str) -> None:
+def worker_rollout(repeats: int, out: str, prompts: int = 64) -> None:
     import torch
 
     from prefalign.data.text import CharTokenizer
@@ -115,13 +115,13 @@ def worker_rollout(repeats: int, out: str) -> None:
     model = TinyTransformer().eval()
     family = LanguageFamily(max_new_tokens=32)
     family.configure(CharTokenizer("".join(chr(c) for c in range(32, 116))), model.block_size)  # 84 symbols
-    batch = {"prompt": torch.randint(84, (64, 32))}
+    batch = {"prompt": torch.randint(84, (prompts, 32))}
     family.rollout(model, batch, 4)  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
         family.rollout(model, batch, 4)
     seconds = time.perf_counter() - start
-    Path(out).write_text(json.dumps({"samples": 64 * 4 * repeats, "seconds": seconds}))
+    Path(out).write_text(json.dumps({"samples": prompts * 4 * repeats, "seconds": seconds}))
 
 
 def run(kind: str, args, tmp: Path) -> dict:

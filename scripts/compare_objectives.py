@@ -184,7 +184,9 @@ def replace_between_markers(path: Path, text: str, name: str = "results") -> Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
-    p.add_argument("--precision", default="bf16-mixed", help="trainer precision for every row (bf16-mixed: ~7x faster on this CPU)")
+    p.add_argument("--precision", default="bf16-mixed",
+                   help="trainer precision for every row (bf16-mixed: the fast path on a CPU with bf16 kernels; where there are none, "
+                   "prefalign runs it as 32-true and the table says so)")
     p.add_argument("--jobs", type=int, default=2, help="rows run at once; each gets cores/jobs threads")
     p.add_argument("--quick", action="store_true", help="synthetic data, 1 epoch: checks the script, not the science")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
@@ -201,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             write_table(a, table(saved["rows"], saved["reference"], saved["header"]))
         return 0
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
+    from prefalign.precision import resolve_precision
+
+    ran_precision = resolve_precision(a.precision, "cpu", fallback=True)[0]  # what prefalign's CLI will run
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     extra = [f"--trainer.precision={a.precision}", "--model.log_figures=false"] + (QUICK if a.quick else [])
     if a.quick:  # a small reference of its own, never the real one in artifacts/
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Measured by `python scripts/compare_objectives.py{' --quick' if a.quick else ''}` "
         + "; ".join(f"on {r['date']} ({len(r['rows'])} rows, {r['total_s']} s{', with --merge' if i else ''})" for i, r in enumerate(runs))
-        + f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {a.precision}, {a.jobs} runs at a time with "
+        + f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {ran_precision}, {a.jobs} runs at a time with "
         f"{threads} thread(s) each). Same reference (sha256 {ref_sha[:12]}), same seed, 5 epochs; preference rows share "
         "configs/dpo.yaml's pairs, optimiser and schedule. Wall time includes data setup and the final test."
     )

@@ -51,6 +51,15 @@ def mining_record(run: Path) -> dict[str, float]:
     raise SystemExit(f"diffusion_results: {run}/metrics.csv has no mining record; re-run it with the current prefalign")
 
 
+def run_precision(run: Path) -> str:
+    """The precision a run trained in, from its saved config (what ran: a bf16 request on a CPU without bf16 kernels
+    is saved as 32-true)."""
+    import yaml
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    return str((config.get("trainer") or {}).get("precision", "32-true"))
+
+
 def bar(row: dict, ref: dict, minutes: float) -> dict[str, bool]:
     return {"error ≤ ½ ref": row["error_rate"] <= 0.5 * ref["error_rate"], "FID ≤ 1.1 ref": row["fid"] <= 1.1 * ref["fid"],
             "diversity ≥ 0.9 ref": row["diversity"] >= 0.9 * ref["diversity"], "win ≥ 60%": row["win_rate"] >= 0.6,
@@ -87,14 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         # A run that read cached pairs did not pay for mining in its fit time: the bar counts it anyway.
         row["total_minutes"] = pre_minutes + row["fit_minutes"] + (row["mining_minutes"] if mining["mining/from_cache"] else 0.0)
         row["bar"] = bar(row, own_reference, row["total_minutes"])
+        row["precision"] = run_precision(path.parent)
         rows.append(row)
         shipped = best is not None and best["name"] == "rpo"
         if name == "rpo" or (not shipped and (best is None or row["error_rate"] < best["error_rate"])):
             best = row  # the grid shows the shipped recipe, else the lowest-error run
     if reference is None:
         raise SystemExit("diffusion_results: no finished alignment run under runs/; run scripts/diffusion_all.sh")
+    precisions = ", ".join(sorted({run_precision(pretrain.parent)} | {r["precision"] for r in rows}))
     header = (f"Measured by `bash scripts/diffusion_all.sh` (table: `python scripts/diffusion_results.py`) on {time.strftime('%Y-%m-%d')} "
-              f"({platform.machine()}, {os.cpu_count()} cores, bf16-mixed): 100 samples per class, 25-step DDIM, the same seeded noise for "
+              f"({platform.machine()}, {os.cpu_count()} cores, {precisions}): 100 samples per class, 25-step DDIM, the same seeded noise for "
               f"policy and reference, scored by the evaluation judge. Reference training took {pre_minutes:.1f} min "
               f"(`configs/diffusion_pretrain.yaml`); the time column adds each alignment run's fit, and the pair mining when the "
               f"run read its pairs from the cache.")

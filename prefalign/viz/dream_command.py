@@ -10,17 +10,8 @@ import torch
 from torch import nn
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.viz.dreams import (
-    DEFAULT_L2_VALUES,
-    DreamResult,
-    comparison_figure,
-    dream,
-    dream_titles,
-    hybrid_targets,
-    initial_noise,
-    save_dream_outputs,
-    sweep_figure,
-)
+from prefalign.viz.dream_outputs import comparison_figure, dream_titles, save_dream_outputs, sweep_figure
+from prefalign.viz.dreams import DEFAULT_L2_VALUES, DreamResult, dream, hybrid_targets, initial_noise
 from prefalign.viz.images import save_figure
 
 

@@ -40,7 +40,7 @@ def test_seed_config_is_the_seed_recipe(capsys):
 
 
 def test_fast_dev_run_fit_through_main(in_tmp, capsys):
-    main(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, *FAST, "--trainer.fast_dev_run=true",
+    main(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, *FAST, "--trainer.fast_dev_run=true", "--model.backbone.channels=4",
           "--model.export_path=null"])
     assert "test results (SFT)" in capsys.readouterr().out
 
@@ -86,12 +86,12 @@ def test_trainer_gets_safe_checkpoint_io_and_no_progress_bar_off_a_terminal(in_t
     from prefalign.checkpoint import SafeCheckpointIO
     from prefalign.cli import run_cli
 
-    cli = run_cli(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, "--trainer.fast_dev_run=true",
-                   "--model.export_path=null", "--test_after_fit=false", "--model.log_figures=false"])
+    base = ["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, "--trainer.fast_dev_run=true", "--model.export_path=null",
+            "--test_after_fit=false", "--model.log_figures=false", "--model.backbone.channels=4"]
+    cli = run_cli(base)
     assert isinstance(cli.trainer.strategy.checkpoint_io, SafeCheckpointIO)
     assert cli.trainer.progress_bar_callback is None  # pytest's stderr is not a terminal
-    cli = run_cli(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, "--trainer.fast_dev_run=true",
-                   "--model.export_path=null", "--test_after_fit=false", "--trainer.enable_progress_bar=true"])
+    cli = run_cli([*base, "--trainer.enable_progress_bar=true"])
     assert cli.trainer.progress_bar_callback is not None  # an explicit choice wins
 
 

@@ -13,9 +13,10 @@ def load():
     return module
 
 
-def write_run(root, name, metrics, fit_seconds, mining=(60.0, 0.0)):
+def write_run(root, name, metrics, fit_seconds, mining=(60.0, 0.0), precision="bf16-mixed"):
     folder = root / "runs" / name / "version_0"
     folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"trainer:\n  precision: {precision}\n")
     (folder / "results_test.json").write_text(json.dumps({"metrics": metrics, "fit_seconds": fit_seconds}))
     (folder / "metrics.csv").write_text(f"epoch,step,mining/seconds,mining/from_cache,train/loss\n0,0,{mining[0]},{mining[1]},\n0,10,,,0.5\n")
 
@@ -30,10 +31,11 @@ def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch
     good = {"test/error_rate": 0.09, "test/p_class": 0.9, "test/fid": 10.5, "test/diversity": 14.0, "test/eps_mse": 0.02, "test/win_rate": 0.65}
     bad = {**good, "test/error_rate": 0.15, "test/fid": 12.0}
     write_run(tmp_path, "diffusion_dpo_b5000", {**good, **refs, "test/real/diversity": 12.5}, 600)  # mined in this run: its fit time includes mining
-    write_run(tmp_path, "diffusion_dpo_b2000", {**bad, **refs}, 1240, mining=(60.0, 1.0))  # cached pairs: + 1 min
+    write_run(tmp_path, "diffusion_dpo_b2000", {**bad, **refs}, 1240, mining=(60.0, 1.0), precision="32-true")  # cached pairs: + 1 min
     assert script.main(["--docs", str(tmp_path / "docs")]) == 0
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and readme.startswith("x\n") and readme.endswith("y\n")
+    assert "cores, 32-true, bf16-mixed)" in readme  # the precisions the runs' saved configs say they ran in
     rows = {line.split(" | ")[0]: line for line in readme.splitlines() if line.startswith("| ")}
     assert rows["| DPO β=5000, 700 steps"].endswith("| 20.0 min | met |")
     # 0.15 > ½·0.2, 12 > 1.1·10, 10 + 21.7 min > 30

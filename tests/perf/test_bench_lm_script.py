@@ -26,9 +26,9 @@ def test_step_timer_times_the_steps_after_warmup(tmp_path, monkeypatch):
 
 
 def test_rollout_worker_counts_samples(tmp_path):
-    load().worker_rollout(1, str(tmp_path / "r.json"))
+    load().worker_rollout(2, str(tmp_path / "r.json"), prompts=4)
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["samples"] == 256 and result["seconds"] > 0
+    assert result["samples"] == 4 * 4 * 2 and result["seconds"] > 0
 
 
 def test_parameter_counts_grow_by_the_bpe_embedding_and_output_layer():

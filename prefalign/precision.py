@@ -1,12 +1,11 @@
 """bf16 on a CPU that has no bf16 kernels: run fp32 instead, and say so.
 
-The recipes ask for ``bf16-mixed`` where it is the fast path: on a CPU with AVX512-BF16 (or AMX) a denoiser training
-step measured 1.9x faster than fp32. On a CPU without bf16 kernels (AVX2 only: most AMD before Zen 4, many laptops)
-oneDNN refuses bf16 and PyTorch runs bf16 convolutions on its slow reference path (``aten::_slow_conv2d_forward``):
-the same step measured 10x *slower* than fp32 (1.42 s against 14.5 s, ConditionalUNet, batch 128, an AVX2-only AMD
-EPYC, 2 threads, 2026-12-04). A recipe that asks for bf16 wants speed, not bf16 numerics, so prefalign runs such a
-request as ``32-true`` there, warns, and saves the precision that ran in the run's config. ``--bf16_fallback=false``
-keeps bf16 (to study its numerics, say).
+The recipes ask for ``bf16-mixed`` where it is the fast path: on a CPU with AVX512-BF16 (or AMX) a training step measured
+1.9x faster than fp32. On a CPU without bf16 kernels (AVX2 only: most AMD before Zen 4, many laptops) oneDNN refuses
+bf16 and PyTorch runs bf16 convolutions on its slow reference path (``aten::_slow_conv2d_forward``), about 10x *slower*
+than fp32 (``scripts/bench_precision.py`` measures both on the machine at hand; the README keeps its latest report). A
+recipe that asks for bf16 wants speed, not bf16 numerics, so prefalign runs such a request as ``32-true`` there, warns,
+and saves the precision that ran in the run's config. ``--bf16_fallback=false`` keeps bf16 (to study its numerics, say).
 """
 
 from __future__ import annotations

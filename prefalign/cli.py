@@ -83,7 +83,7 @@ class PrefAlignCLI(LightningCLI):
             "--bf16_fallback",
             type=bool,
             default=True,
-            help="Run a bf16 precision as 32-true on a CPU without bf16 kernels (AVX2 only), where bf16 is ~10x slower "
+            help="Run a bf16 precision as 32-true on a CPU without bf16 kernels (AVX2 only), where bf16 is 9-17x slower "
             "than fp32; the saved config records what ran. false keeps bf16 there.",
         )
 

@@ -2,7 +2,7 @@
 
 The recipes ask for ``bf16-mixed`` where it is the fast path: on a CPU with AVX512-BF16 (or AMX) a training step measured
 1.9x faster than fp32. On a CPU without bf16 kernels (AVX2 only: most AMD before Zen 4, many laptops) oneDNN refuses
-bf16 and PyTorch runs bf16 convolutions on its slow reference path (``aten::_slow_conv2d_forward``), about 10x *slower*
+bf16 and PyTorch runs bf16 convolutions on its slow reference path (``aten::_slow_conv2d_forward``), 9-17x *slower*
 than fp32 (``scripts/bench_precision.py`` measures both on the machine at hand; the README keeps its latest report). A
 recipe that asks for bf16 wants speed, not bf16 numerics, so prefalign runs such a request as ``32-true`` there, warns,
 and saves the precision that ran in the run's config. ``--bf16_fallback=false`` keeps bf16 (to study its numerics, say).
@@ -49,7 +49,7 @@ def resolve_precision(precision: Any, accelerator: Any, fallback: bool) -> tuple
         return precision, None
     why = (f"precision={precision} asked for, but this CPU has no bf16 kernels (no AVX512/AMX; "
            f"{torch.backends.cpu.get_cpu_capability()} only): PyTorch would run bf16 convolutions on its slow reference "
-           "path, about 10x slower than fp32 here")
+           "path, 9-17x slower than fp32 on an AVX2-only CPU (scripts/bench_precision.py)")
     if fallback:
         return FALLBACK_PRECISION, f"{why}. Running {FALLBACK_PRECISION} instead (--bf16_fallback=false keeps bf16)."
     return precision, f"{why}. Keeping {precision} because --bf16_fallback=false."

@@ -89,14 +89,11 @@ class PrefAlignCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         # Before the trainer exists and before config.yaml is saved, so the run folder records the precision that ran.
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = cfg.get("trainer")
-        if trainer is None:
-            return
-        precision, warning = resolve_precision(trainer.get("precision"), trainer.get("accelerator"), cfg.get("bf16_fallback", True))
+        trainer = self.config[self.subcommand].trainer
+        precision, warning = resolve_precision(trainer.precision, trainer.accelerator, self._sub("bf16_fallback", True))
         if warning:
             rank_zero_warn(warning)
-            trainer["precision"] = precision
+            trainer.precision = precision
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI opens --ckpt_path first (torch.load(weights_only=True)) to read saved hyperparameters:

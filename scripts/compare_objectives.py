@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
     from prefalign.precision import resolve_precision
 
-    ran_precision = resolve_precision(a.precision, "cpu", fallback=True)[0]  # what prefalign's CLI will run
+    ran_precision = resolve_precision(a.precision, "auto", fallback=True)[0]  # what prefalign's CLI will run (accelerator auto)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     extra = [f"--trainer.precision={a.precision}", "--model.log_figures=false"] + (QUICK if a.quick else [])
     if a.quick:  # a small reference of its own, never the real one in artifacts/

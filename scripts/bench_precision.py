@@ -4,9 +4,10 @@ forward in fp32 and under bf16 autocast, in the same process, and says what pref
     python scripts/bench_precision.py             # 3 timed repeats after 1 warm-up (about 3 minutes on an AVX2-only CPU)
     python scripts/bench_precision.py --repeats 1 --batch 16 --sample-batch 16 --no-readme   # a quick look
 
-Same work in both precisions: configs/diffusion_pretrain.yaml's ConditionalUNet, one AdamW step on an ε-prediction MSE
-at batch ``--batch``, and one forward of ``--sample-batch`` images without gradients (a DDIM step of sampling or
-mining). bf16 is ``torch.autocast("cpu", torch.bfloat16)``, as Lightning's bf16-mixed does it. Seconds are medians.
+Same work in both precisions: the ConditionalUNet at its default channels (32/64/64, 0.7M; the diffusion recipes use
+16/32/32), one AdamW step on an ε-prediction MSE at batch ``--batch``, and one forward of ``--sample-batch`` images
+without gradients (a DDIM step of sampling or mining). bf16 is ``torch.autocast("cpu", torch.bfloat16)``, as
+Lightning's bf16-mixed does it. Seconds are medians.
 Writes benchmarks/precision.{json,md} and the README block <!-- benchprecision:begin --> / <!-- benchprecision:end -->.
 """
 

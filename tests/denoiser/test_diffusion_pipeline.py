@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from prefalign.checkpoint import load_weights, save_weights
 from prefalign.cli import main
@@ -24,6 +25,22 @@ def tiny_args(tmp_path, judge_min=0.8):
         "--model.family.init_args.num_timesteps=100", "--model.family.init_args.grid_per_class=2",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false",
     ]
+
+
+def test_recipes_and_the_lora_overlay_build_the_reference_architecture(capsys):
+    """configs/diffusion_dpo.yaml loads the weights configs/diffusion_pretrain.yaml trains, and configs/model/lora.yaml
+    wraps that same UNet: channels changed in one file only fail here, not after a reference has trained."""
+
+    def backbone(*configs: str) -> dict:
+        with pytest.raises(SystemExit):
+            main(["fit", *[arg for c in configs for arg in ("--config", str(CONFIGS / c))], "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)["model"]["backbone"]
+
+    reference = backbone("diffusion_pretrain.yaml")
+    assert reference["class_path"] == "prefalign.models.ConditionalUNet"
+    assert backbone("diffusion_dpo.yaml") == reference
+    lora = backbone("diffusion_dpo.yaml", "model/lora.yaml")
+    assert lora["class_path"] == "prefalign.models.LoRA" and lora["init_args"]["base"] == reference
 
 
 @pytest.fixture(scope="module")

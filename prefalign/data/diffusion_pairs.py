@@ -167,6 +167,8 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
             key["winners_by"] = self.winners_by
         digest = fingerprint(key)
 
+        # Building the models draws from the global RNG: the run's training noise must not depend on the pair cache.
+        @torch.random.fork_rng(devices=[])
         def mine() -> dict:
             judge = ensure_judge(arch, judge_seed, self, self.judge_dir, self.judge_min_accuracy)
             rank_zero_info(f"Mining image pairs: {self.per_class} reference samples per class from {path}, judged by {arch} (seed {judge_seed}) ...")

@@ -221,7 +221,9 @@ def test_judge_scores_features_and_cached_judges(tmp_path, monkeypatch):
 
     data = NoisyMNISTDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100)
     data.setup("fit")
+    rng = torch.get_rng_state()
     model = judge_module.ensure_judge("lenet", 0, data, tmp_path, min_accuracy=0.9)  # synthetic digits are easy
+    assert torch.equal(torch.get_rng_state(), rng)  # trained or cached, a judge leaves the run's random state alone
     scores = judge_module.judge_scores(model, data.splits["test"]["x_clean"][:50])
     assert scores.features.shape == (50, 84)  # LeNet's penultimate layer
     labels = data.splits["test"]["y"][:50]
@@ -233,6 +235,7 @@ def test_judge_scores_features_and_cached_judges(tmp_path, monkeypatch):
 
     monkeypatch.setattr(judge_module, "train_judge", no_training)
     again = judge_module.ensure_judge("lenet", 0, data, tmp_path)
+    assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match="below the required"):
         judge_module.ensure_judge("lenet", 0, data, tmp_path, min_accuracy=1.01)

@@ -63,6 +63,25 @@ def test_pretrain_exports_a_denoiser_with_its_schedule(tiny_denoiser):
         assert key in metrics
 
 
+def test_mining_leaves_the_global_random_state_alone_cached_or_not(tiny_denoiser):
+    """Mining builds the reference and a judge, which draws from torch's global RNG; were it left drawn, a run that
+    mines would train on other noise than the same run reading the pairs from the cache."""
+    from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule
+
+    tmp, ref = tiny_denoiser
+
+    def mine() -> dict:
+        data = DiffusionPreferenceDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100, per_class=4, sample_steps=2,
+                                             accept_above=0.1, reject_below=0.1, judge_dir=str(tmp / "judges"), judge_min_accuracy=0.8,
+                                             cache_dir=str(tmp / "rng-pairs"), reference_ckpt=str(ref))
+        torch.manual_seed(0)
+        data.setup("fit")
+        assert torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
+        return data.mining_stats
+
+    assert mine()["mining/from_cache"] == 0.0 and mine()["mining/from_cache"] == 1.0
+
+
 def test_mine_and_dpo_end_to_end(tiny_denoiser):
     tmp, ref = tiny_denoiser
     # A barely trained denoiser rarely convinces a judge: accept and reject around chance so that pairs exist.

@@ -80,7 +80,15 @@ def ensure_judge(arch: str, seed: int, datamodule: Any, judge_dir: str | Path = 
     """The frozen judge for (``arch``, ``seed``) trained on ``datamodule``'s clean training images: loaded from
     ``judge_dir`` if cached, else trained and saved. ``datamodule`` is a set-up :class:`NoisyMNISTDataModule`.
 
-    Raises ValueError when the judge's test accuracy is below ``min_accuracy``: scores from a weak judge mean little."""
+    Raises ValueError when the judge's test accuracy is below ``min_accuracy``: scores from a weak judge mean little.
+
+    Leaves torch's global random state as it found it, cached or not: building a cached judge's layers draws from it,
+    and a run's training noise must not depend on whether ``judge_dir`` already held the file."""
+    with torch.random.fork_rng(devices=[]):
+        return _ensure_judge(arch, seed, datamodule, judge_dir, min_accuracy)
+
+
+def _ensure_judge(arch: str, seed: int, datamodule: Any, judge_dir: str | Path, min_accuracy: float) -> nn.Module:
     key = {"arch": arch, "seed": seed, "data": datamodule.data_fingerprint(), "format": 1}
     path = judge_path(judge_dir, arch, seed, key)
     test = datamodule.splits["test"]

@@ -30,7 +30,7 @@ ROWS = {
     "dpo_b2000": ("diffusion_dpo_b2000", "DPO β=2000, 700 steps"),
     "dpo_b5000": ("diffusion_dpo_b5000", "DPO β=5000, 700 steps"),
     "lora": ("diffusion_dpo_lora", "RPO as shipped, LoRA rank 8 at lr 3e-5, reference = adapters off (configs/model/lora.yaml)"),
-    "rpo": ("diffusion_dpo", "RPO β=5000, α=β/8, 1000 steps (configs/diffusion_dpo.yaml)"),
+    "rpo": ("diffusion_dpo", "RPO β=5000, α=β/8, 900 steps (configs/diffusion_dpo.yaml)"),
 }
 BAR_MINUTES = 30.0
 

@@ -24,12 +24,15 @@ class IterativeMining(Callback):
     implements ``remine(miner_path)``.
 
     Args:
-        every_n_epochs: epochs between mining rounds (no round after the last epoch).
+        every_n_epochs: epochs between mining rounds (no round after the last epoch, nor once ``max_steps`` is reached).
+        max_rounds: stop re-mining after this many rounds (default: no limit).
     """
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_rounds: int | None = None) -> None:
         check_in_range("every_n_epochs", every_n_epochs, 1)
-        self.every_n_epochs = every_n_epochs
+        if max_rounds is not None:
+            check_in_range("max_rounds", max_rounds, 1)
+        self.every_n_epochs, self.max_rounds = every_n_epochs, max_rounds
         self.rounds = 0
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -45,7 +48,9 @@ class IterativeMining(Callback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch + 1
-        if epoch % self.every_n_epochs or (trainer.max_epochs is not None and epoch >= trainer.max_epochs):
+        last_epoch = trainer.max_epochs not in (None, -1) and epoch >= trainer.max_epochs  # -1: bounded by max_steps only
+        last_step = trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
+        if epoch % self.every_n_epochs or last_epoch or last_step or (self.max_rounds is not None and self.rounds >= self.max_rounds):
             return
         from prefalign.loggers import run_dir
 

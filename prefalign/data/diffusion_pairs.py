@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from prefalign.checkpoint import CheckpointError, build_model, load_weights
+from prefalign.checkpoint import CheckpointError, load_model, load_weights
 from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build, mining_reference
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
@@ -139,17 +139,14 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         self.reference_ckpt, self.cache_dir = reference_ckpt, cache_dir
         self.pairs: dict[str, Tensor] = {}
         self.mining_stats: dict[str, float] = {}
+        self._rounds = 0  # re-mining rounds so far (remine)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if stage not in (None, "fit") or self.pairs:
             return
-        from prefalign.families.denoiser.judge import ensure_judge
-        from prefalign.families.denoiser.schedule import NoiseSchedule
-
         path = mining_reference(self, "configs/diffusion_pretrain.yaml writes artifacts/reference/denoiser.pt")
-        payload = load_weights(path)
-        schedule_args = payload["meta"].get("noise_schedule")
+        schedule_args = load_weights(path)["meta"].get("noise_schedule")
         if schedule_args is None:
             raise CheckpointError(f"{path} is not a denoiser weights file (it records no noise schedule); "
                                   "train the reference with configs/diffusion_pretrain.yaml.")
@@ -157,11 +154,35 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         if getattr(family, "schedule_args", schedule_args) != schedule_args:
             raise ValueError(f"the reference {path} was trained with noise schedule {schedule_args}, but model.family has "
                              f"{family.schedule_args}; set the family's schedule arguments to the reference's.")
+        self._schedule_args = schedule_args
+        cached = self._mine(path, self.seed)
+        if len(cached["y"]) == 0:
+            raise ValueError("no image pairs were mined: within no class did the mining judge both accept and reject a reference sample. "
+                             "Raise data.init_args.per_class, or loosen accept_above / reject_below.")
+        self._attach(cached)
+
+    def remine(self, miner_path: str) -> None:
+        """Replace the pairs with ones mined from ``miner_path`` (the current policy's weights): iterative / online DPO
+        (:class:`prefalign.callbacks.IterativeMining`). Round k draws its samples from noise seeded with ``seed + k``, so
+        every round meets new starting noise; the noise schedule is the reference's. If the miner's samples give no
+        pairs, the previous pairs are kept, with a warning."""
+        self._rounds += 1
+        cached = self._mine(miner_path, self.seed + self._rounds)
+        if len(cached["y"]) == 0:
+            rank_zero_warn(f"re-mining with {miner_path} found no pairs; keeping the previous {len(self.pairs['y'])} pairs.")
+            return
+        self._attach(cached)
+
+    def _mine(self, path: str, seed: int) -> dict:
+        """The pairs mined from the denoiser weights at ``path`` with noise ``seed``, from the cache when it has them."""
+        from prefalign.families.denoiser.judge import ensure_judge
+        from prefalign.families.denoiser.schedule import NoiseSchedule
+
         trainer = getattr(self, "trainer", None)
         bf16 = "bf16" in str(getattr(trainer, "precision", ""))  # sample as the run samples: 2-3x faster on a CPU with bf16
         arch, judge_seed = self.mining_judge
         key = {"reference_sha256": file_sha256(path), "data": self.data_fingerprint(), "judge": [arch, judge_seed], "per_class": self.per_class,
-               "steps": self.sample_steps, "guidance": self.guidance, "seed": self.seed, "accept_above": self.accept_above,
+               "steps": self.sample_steps, "guidance": self.guidance, "seed": seed, "accept_above": self.accept_above,
                "reject_below": self.reject_below, "pairs_per_loser": self.pairs_per_loser, "bf16": bf16, "format": 1}
         if self.winners_by != "confidence":  # the default leaves the key (and every existing cache file) as it was
             key["winners_by"] = self.winners_by
@@ -171,10 +192,10 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         @torch.random.fork_rng(devices=[])
         def mine() -> dict:
             judge = ensure_judge(arch, judge_seed, self, self.judge_dir, self.judge_min_accuracy)
-            rank_zero_info(f"Mining image pairs: {self.per_class} reference samples per class from {path}, judged by {arch} (seed {judge_seed}) ...")
+            rank_zero_info(f"Mining image pairs: {self.per_class} samples per class from {path} (noise seed {seed}), judged by {arch} (seed {judge_seed}) ...")
             started = time.monotonic()
-            mined = mine_image_pairs(build_model(payload).eval(), NoiseSchedule(**schedule_args), judge, self.per_class, self.num_classes,
-                                     self.sample_steps, self.guidance, self.seed, self.accept_above, self.reject_below, self.pairs_per_loser,
+            mined = mine_image_pairs(load_model(path).eval(), NoiseSchedule(**self._schedule_args), judge, self.per_class, self.num_classes,
+                                     self.sample_steps, self.guidance, seed, self.accept_above, self.reject_below, self.pairs_per_loser,
                                      self._device(), bf16, self.winners_by)
             mined["seconds"] = torch.tensor(time.monotonic() - started)
             return mined
@@ -182,9 +203,10 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         path_pairs = Path(self.cache_dir) / f"image-pairs-{digest}.pt"
         from_cache = path_pairs.is_file()
         cached = load_or_build(path_pairs, digest, mine, trainer)
-        if len(cached["y"]) == 0:
-            raise ValueError("no image pairs were mined: within no class did the mining judge both accept and reject a reference sample. "
-                             "Raise data.init_args.per_class, or loosen accept_above / reject_below.")
+        cached["from_cache"] = from_cache
+        return cached
+
+    def _attach(self, cached: dict) -> None:
         device = self._device()
         self.pairs = {k: cached[k].to(device) for k in ("chosen", "rejected", "y")}
         self.mining_stats = {"mining/pairs": float(len(cached["y"])), "mining/pool_size": float(self.per_class * self.num_classes),
@@ -193,8 +215,8 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
                              "mining/chosen_p_class": float(cached["chosen_p"].mean()), "mining/rejected_p_class": float(cached["rejected_p"].mean()),
                              # what mining cost when the pairs were made, and whether this run read them from the cache
                              # (then its fit time does not include it: scripts/diffusion_results.py adds it back)
-                             "mining/seconds": float(cached["seconds"]), "mining/from_cache": float(from_cache)}
-        rank_zero_info(f"Mined {len(cached['y'])} image pairs from {self.per_class * self.num_classes} reference samples "
+                             "mining/seconds": float(cached["seconds"]), "mining/from_cache": float(cached["from_cache"])}
+        rank_zero_info(f"Mined {len(cached['y'])} image pairs from {self.per_class * self.num_classes} samples "
                        f"(mining judge accuracy on them {float(cached['pool_accuracy']):.4f}; mining took {float(cached['seconds']):.0f} s).")
 
     def train_dataloader(self) -> TensorBatches:

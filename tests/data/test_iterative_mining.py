@@ -43,6 +43,8 @@ def test_iterative_mining_rounds_in_a_fit(tiny_reference, in_tmp):
 def test_iterative_mining_refuses_data_that_cannot_remine():
     with pytest.raises(ValueError, match="every_n_epochs"):
         IterativeMining(every_n_epochs=0)
+    with pytest.raises(ValueError, match="max_rounds"):
+        IterativeMining(max_rounds=0)
 
     class Trainer:
         datamodule = object()

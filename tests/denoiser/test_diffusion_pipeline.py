@@ -82,6 +82,50 @@ def test_mining_leaves_the_global_random_state_alone_cached_or_not(tiny_denoiser
     assert mine()["mining/from_cache"] == 0.0 and mine()["mining/from_cache"] == 1.0
 
 
+def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
+    """Iterative Diffusion-DPO: ``remine`` replaces the pairs with ones drawn from the miner (the current policy), from
+    noise seeded ``seed + round``, judged by the same mining judge."""
+    from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule, mine_image_pairs
+    from prefalign.families.denoiser.judge import ensure_judge
+    from prefalign.families.denoiser.schedule import NoiseSchedule
+
+    tmp, ref = tiny_denoiser
+    settings = dict(per_class=6, sample_steps=2, accept_above=0.1, reject_below=0.1, pairs_per_loser=2)
+    data = DiffusionPreferenceDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100, judge_dir=str(tmp / "judges"),
+                                         judge_min_accuracy=0.8, cache_dir=str(tmp / "remine-pairs"), reference_ckpt=str(ref), **settings)
+    data.setup("fit")
+    first = {k: v.clone() for k, v in data.pairs.items()}
+    torch.manual_seed(5)
+    miner = ConditionalUNet(channels=[8, 16], time_dim=32, groups=4)  # not the reference: other samples, other pairs
+    miner_path = save_weights(miner, tmp / "miner.pt")
+    data.remine(str(miner_path))
+    assert len(list((tmp / "remine-pairs").glob("image-pairs-*.pt"))) == 2  # one cache per (miner, noise)
+
+    judge = ensure_judge("lenet", 1, data, str(tmp / "judges"), 0.8)
+    schedule = NoiseSchedule(**load_weights(ref)["meta"]["noise_schedule"])
+    expected = mine_image_pairs(miner.eval(), schedule, judge, num_classes=10, guidance=1.0, seed=1, device=torch.device("cpu"),
+                                per_class=6, steps=2, accept_above=0.1, reject_below=0.1, pairs_per_loser=2)
+    assert len(expected["y"]) > 0
+    for key in ("chosen", "rejected", "y"):
+        torch.testing.assert_close(data.pairs[key], expected[key])
+    assert len(first["y"]) != len(expected["y"]) or not torch.equal(first["chosen"], expected["chosen"])
+
+
+def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
+    """max_epochs=-1 (runs bounded by max_steps, as the diffusion recipes are) still re-mines, at most max_rounds times."""
+    tmp, ref = tiny_denoiser
+    main(["fit", "--config", str(CONFIGS / "diffusion_dpo.yaml"), *tiny_args(tmp), f"--model.reference_ckpt={ref}",
+          f"--data.init_args.judge_dir={tmp / 'judges'}", "--data.init_args.judge_min_accuracy=0.8", f"--data.init_args.cache_dir={tmp / 'iter-pairs'}",
+          "--data.init_args.per_class=8", "--data.init_args.sample_steps=2", "--data.init_args.accept_above=0.1",
+          "--data.init_args.reject_below=0.1", "--data.init_args.batch_size=8", "--trainer.max_steps=30", "--trainer.check_val_every_n_epoch=100",
+          "--trainer.callbacks+=prefalign.callbacks.IterativeMining", "--trainer.callbacks.every_n_epochs=1", "--trainer.callbacks.max_rounds=2",
+          "--trainer.logger.init_args.name=iterative", "--test_after_fit=false"])
+    run = next((tmp / "runs" / "iterative").glob("version_*"))
+    assert sorted(p.name for p in (run / "miners").iterdir()) == ["epoch1.pt", "epoch2.pt"]
+    assert len(list((tmp / "iter-pairs").glob("image-pairs-*.pt"))) == 3  # the reference's pairs + two rounds
+    assert "mining/pairs_round" in (run / "metrics.csv").read_text()
+
+
 def test_mine_and_dpo_end_to_end(tiny_denoiser):
     tmp, ref = tiny_denoiser
     # A barely trained denoiser rarely convinces a judge: accept and reject around chance so that pairs exist.

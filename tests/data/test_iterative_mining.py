@@ -29,13 +29,15 @@ def test_remine_uses_the_miner_for_pairs_and_the_reference_for_log_probs(tiny_re
     torch.testing.assert_close(dm.pairs["ref_logps"], reference_log_probs(reference, pool)[wrong])  # the reference's log-probs
 
 
-def test_iterative_mining_rounds_in_a_fit(tiny_reference, in_tmp):
+@pytest.mark.parametrize("length", [["--trainer.max_epochs=3"], ["--trainer.max_epochs=-1", "--trainer.max_steps=3", "--trainer.limit_train_batches=1"]],
+                         ids=["max_epochs", "max_steps"])
+def test_iterative_mining_rounds_in_a_fit(tiny_reference, in_tmp, length):
     main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, f"--model.reference_ckpt={tiny_reference}",
-          "--model.backbone=prefalign.models.SeedCNN", "--model.backbone.channels=4", "--trainer.max_epochs=3",
+          "--model.backbone=prefalign.models.SeedCNN", "--model.backbone.channels=4", *length,
           "--trainer.callbacks+=prefalign.callbacks.IterativeMining", "--trainer.callbacks.every_n_epochs=1",
           "--trainer.enable_progress_bar=false", "--model.log_figures=false", "--test_after_fit=false"])
     run = in_tmp / "runs" / "seed_dpo" / "version_0"
-    assert sorted(p.name for p in (run / "miners").iterdir()) == ["epoch1.pt", "epoch2.pt"]  # none after the last epoch
+    assert sorted(p.name for p in (run / "miners").iterdir()) == ["epoch1.pt", "epoch2.pt"]  # none after the last epoch (or step)
     assert len(list((in_tmp / "artifacts" / "pairs").glob("pairs-*.pt"))) == 3  # the reference's pairs + two rounds
     assert "mining/round" in (run / "metrics.csv").read_text()
 

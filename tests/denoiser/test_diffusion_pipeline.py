@@ -27,6 +27,15 @@ def tiny_args(tmp_path, judge_min=0.8):
     ]
 
 
+def tiny_dpo_args(tmp_path, reference, cache_dir):
+    """`fit` of configs/diffusion_dpo.yaml on the tiny denoiser, mining a few samples per class. A barely trained denoiser
+    rarely convinces a judge: accept and reject around chance so that pairs exist."""
+    return ["fit", "--config", str(CONFIGS / "diffusion_dpo.yaml"), *tiny_args(tmp_path), f"--model.reference_ckpt={reference}",
+            f"--data.init_args.judge_dir={tmp_path / 'judges'}", "--data.init_args.judge_min_accuracy=0.8", f"--data.init_args.cache_dir={cache_dir}",
+            "--data.init_args.per_class=8", "--data.init_args.sample_steps=2", "--data.init_args.accept_above=0.1",
+            "--data.init_args.reject_below=0.1", "--data.init_args.batch_size=8"]
+
+
 def test_recipes_and_the_lora_overlay_build_the_reference_architecture(capsys):
     """configs/diffusion_dpo.yaml loads the weights configs/diffusion_pretrain.yaml trains, and configs/model/lora.yaml
     wraps that same UNet: channels changed in one file only fail here, not after a reference has trained."""
@@ -114,10 +123,7 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
 def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
     """max_epochs=-1 (runs bounded by max_steps, as the diffusion recipes are) still re-mines, at most max_rounds times."""
     tmp, ref = tiny_denoiser
-    main(["fit", "--config", str(CONFIGS / "diffusion_dpo.yaml"), *tiny_args(tmp), f"--model.reference_ckpt={ref}",
-          f"--data.init_args.judge_dir={tmp / 'judges'}", "--data.init_args.judge_min_accuracy=0.8", f"--data.init_args.cache_dir={tmp / 'iter-pairs'}",
-          "--data.init_args.per_class=8", "--data.init_args.sample_steps=2", "--data.init_args.accept_above=0.1",
-          "--data.init_args.reject_below=0.1", "--data.init_args.batch_size=8", "--trainer.max_steps=30", "--trainer.check_val_every_n_epoch=100",
+    main([*tiny_dpo_args(tmp, ref, tmp / "iter-pairs"), "--trainer.max_steps=30", "--trainer.check_val_every_n_epoch=100",
           "--trainer.callbacks+=prefalign.callbacks.IterativeMining", "--trainer.callbacks.every_n_epochs=1", "--trainer.callbacks.max_rounds=2",
           "--trainer.logger.init_args.name=iterative", "--test_after_fit=false"])
     run = next((tmp / "runs" / "iterative").glob("version_*"))
@@ -128,12 +134,7 @@ def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
 
 def test_mine_and_dpo_end_to_end(tiny_denoiser):
     tmp, ref = tiny_denoiser
-    # A barely trained denoiser rarely convinces a judge: accept and reject around chance so that pairs exist.
-    main(["fit", "--config", str(CONFIGS / "diffusion_dpo.yaml"), *tiny_args(tmp), f"--model.reference_ckpt={ref}",
-          f"--data.init_args.judge_dir={tmp / 'judges'}", "--data.init_args.judge_min_accuracy=0.8", f"--data.init_args.cache_dir={tmp / 'pairs'}",
-          "--data.init_args.per_class=8", "--data.init_args.sample_steps=2", "--data.init_args.accept_above=0.1",
-          "--data.init_args.reject_below=0.1", "--data.init_args.batch_size=8", "--trainer.max_steps=3", "--trainer.check_val_every_n_epoch=1",
-          "--model.optimizer.init_args.lr=0.001"])
+    main([*tiny_dpo_args(tmp, ref, tmp / "pairs"), "--trainer.max_steps=3", "--trainer.check_val_every_n_epoch=1", "--model.optimizer.init_args.lr=0.001"])
     run = next((tmp / "runs" / "diffusion_dpo").glob("version_*"))
     results = json.loads((run / "results_test.json").read_text())
     for key in ("test/error_rate", "test/reference/error_rate", "test/win_rate", "test/fid", "test/reference/fid", "test/diversity", "test/eps_mse"):

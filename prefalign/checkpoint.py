@@ -10,10 +10,12 @@ so it can be loaded with ``torch.load(..., weights_only=True)`` and rebuilt with
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
+import pickletools
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,10 @@ class CheckpointError(RuntimeError):
 
 
 def class_path_of(model: nn.Module) -> str:
-    cls = type(model)
+    return class_path_of_class(type(model))
+
+
+def class_path_of_class(cls: type) -> str:
     module = cls.__module__
     # Record the public import path (prefalign.models.SeedCNN), not the defining file, so files stay
     # loadable if a backbone moves between modules.
@@ -57,18 +62,57 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 def refused_pickle(path: str | os.PathLike, error: Exception, what: str = "checkpoint") -> CheckpointError:
     """The error for a file that ``torch.load(weights_only=True)`` refused.
 
-    Two different causes reach here: a real pickle that names a global (a class or function: possibly code that
-    would run) and bytes that are no pickle at all (random data, a text file, a truncated download), for which
-    torch reports an unsupported opcode. They get different advice."""
+    Three causes reach here: a PyTorch file whose pickle names a global (a class or function: code that would run),
+    a plain Python pickle (``pickle.dump``, which torch cannot read restricted) and bytes that are no pickle at all
+    (random data, a text file, a truncated download). They get different advice."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not any("GLOBAL" in line for line in lines):
+    blocked = next((line for line in lines if "GLOBAL" in line), None)
+    if blocked is not None:
+        # torch's message starts with advice to retry with weights_only=False; the useful line names the blocked global.
+        found = re.search(r"GLOBAL ([\w.]+)", blocked)
+        return pickled_code(path, [found.group(1)] if found else [blocked[:120]], what)
+    plain = plain_pickle_globals(path)
+    if plain is None:
         return corrupt_file(path, what, next((line for line in lines if "Unsupported" in line), type(error).__name__))
-    # torch's message starts with advice to retry with weights_only=False; the useful line names the blocked global.
-    reason = next(line for line in lines if "GLOBAL" in line)
+    if plain:
+        return pickled_code(path, plain, what)
+    return CheckpointError(f"{what} {path} is a plain Python pickle, not a PyTorch file: prefalign reads only files written by "
+                           "torch.save (weights files hold plain tensors). Re-export it with prefalign.")
+
+
+def pickled_code(path: str | os.PathLike, names: list[str], what: str = "checkpoint") -> CheckpointError:
     return CheckpointError(
-        f"refusing to load {path}: it contains pickled objects beyond tensors and plain data ({reason}). "
-        "Only load files you trust; re-export it with prefalign (weights files hold plain tensors)."
+        f"refusing to load {what} {path}: it holds pickled objects, code that would run when unpickled "
+        f"({', '.join(dict.fromkeys(names))[:160]}); prefalign loads only tensors and plain data, and nothing was run. "
+        "Only use files you trust, re-exported with prefalign (weights files hold plain tensors)."
     )
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def plain_pickle_globals(path: str | os.PathLike, limit: int = 1 << 20) -> list[str] | None:
+    """The globals (``module.name``) a plain pickle file would import, read with :mod:`pickletools` (which parses
+    opcodes and executes nothing); None if the file is not a pickle. Only the first ``limit`` opcodes are read."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) == b"PK":  # a zip: torch's own format, already judged by torch
+                return None
+            f.seek(0)
+            for count, (op, arg, _) in enumerate(pickletools.genops(f)):
+                if op.name in _STRING_OPS and isinstance(arg, (str, bytes)):
+                    strings.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+                elif op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    names.append(".".join(strings[-2:]) if len(strings) >= 2 else "a global")
+                elif op.name == "STOP" or count >= limit:
+                    return names
+    except (ValueError, EOFError, OSError, UnicodeDecodeError):
+        pass
+    return names or None  # a parse error after a global is still code; before any, it was no pickle
 
 
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -77,7 +121,10 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}. Train it first (e.g. `python -m prefalign fit --config configs/sft.yaml`) or pass the right path.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it is about to refuse anyway: the error says it all.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise refused_pickle(path, e, what) from e
     except (RuntimeError, EOFError, OSError, KeyError, ValueError) as e:  # KeyError/ValueError: bytes that are not a pickle
@@ -107,27 +154,66 @@ def save_weights(model: nn.Module, path: str | os.PathLike, meta: dict | None = 
 
 def load_weights(path: str | os.PathLike) -> dict:
     payload = safe_load(path, what="weights file")
+    if isinstance(payload, dict) and is_lightning_checkpoint(payload):
+        raise CheckpointError(f"{path} is a Lightning training checkpoint, not a prefalign weights file: pass it as `--ckpt_path` "
+                              "to fit/validate/test/predict, or give the run's exported weights (runs/<name>/version_<n>/policy.pt).")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a prefalign weights file (format {FORMAT!r}). Export one with `python -m prefalign fit --config configs/sft.yaml`.")
+    fields = {"class_path": str, "init_args": dict, "state_dict": dict, "meta": dict}
+    broken = [k for k, kind in fields.items() if not isinstance(payload.get(k), kind)]
+    if broken:
+        raise CheckpointError(f"{path} is a damaged prefalign weights file ({', '.join(broken)} missing or of the wrong type). "
+                              "Export it again with prefalign.")
     return payload
 
 
-def instantiate(class_path: str, init_args: dict) -> nn.Module:
-    """``cls(**init_args)`` for the class named by ``class_path`` (a freshly initialised backbone)."""
-    module_name, _, cls_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**init_args)
+def is_lightning_checkpoint(payload: dict) -> bool:
+    return "pytorch-lightning_version" in payload or ("state_dict" in payload and "global_step" in payload)
 
 
-def build_model(payload: dict) -> nn.Module:
+def _plain(value: Any) -> bool:
+    """Builtins only (what a constructor argument in a weights file may be): no tensors, no objects."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def instantiate(class_path: str, init_args: dict, source: str = "a weights file") -> nn.Module:
+    """``cls(**init_args)`` for the class named by ``class_path`` (a freshly initialised backbone).
+
+    ``class_path`` comes from a file, so it is looked up in the allowlist of :mod:`prefalign.models.registry` as a
+    string, and nothing is imported or called unless it names an allowed ``nn.Module``; ``init_args`` must be plain data."""
+    from prefalign.models.registry import resolve_architecture
+
+    cls = resolve_architecture(class_path)
+    if cls is None:
+        raise CheckpointError(
+            f"refusing {source}: it names {str(class_path)[:120]!r}, which is not a known architecture, and nothing was imported. "
+            "A weights file may name only a prefalign.models backbone, the backbone your config names in model.backbone, or a class "
+            "registered with prefalign.models.registry.register_architecture; re-export the model with prefalign or register its class."
+        )
+    if not isinstance(init_args, dict) or not _plain(init_args):
+        raise CheckpointError(f"refusing {source}: the init_args of {class_path} are not plain data (numbers, strings, lists, dicts). "
+                              "Re-export the model with prefalign.")
+    try:
+        return cls(**init_args)
+    except TypeError as e:  # arguments the class does not take: a damaged or hand-made file
+        raise CheckpointError(f"{source} records init_args that {class_path} does not take ({e}). Re-export the model with prefalign.") from e
+
+
+def build_model(payload: dict, source: str = "a weights file") -> nn.Module:
     """Instantiate the recorded backbone class and load its weights (strict)."""
-    model = instantiate(payload["class_path"], payload["init_args"])
+    model = instantiate(payload["class_path"], payload["init_args"], source)
     model.load_state_dict(payload["state_dict"])
     return model
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
-    return build_model(load_weights(path))
+    return build_model(load_weights(path), f"weights file {path}")
 
 
 def load_into(model: nn.Module, path: str | os.PathLike) -> dict:
@@ -163,4 +249,19 @@ class SafeCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        return safe_load(path, what="checkpoint")
+        return check_lightning_checkpoint(path)
+
+
+def check_lightning_checkpoint(path: str | os.PathLike) -> dict:
+    """A Lightning checkpoint for ``--ckpt_path``, loaded with ``weights_only=True``; a prefalign weights file or any
+    other dict is refused with the option that does take it."""
+    checkpoint = safe_load(path, what="checkpoint")
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT:
+        raise CheckpointError(
+            f"--ckpt_path {path} is a prefalign weights file, not a Lightning checkpoint: give it as --model.reference_ckpt "
+            "(or as --ckpt to generate/sample/dream); --ckpt_path takes a Lightning checkpoint (runs/<name>/version_<n>/checkpoints/*.ckpt)."
+        )
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"--ckpt_path {path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint: pass a "
+                              "runs/<name>/version_<n>/checkpoints/*.ckpt file written by fit.")
+    return checkpoint

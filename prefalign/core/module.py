@@ -15,6 +15,7 @@ from prefalign.checkpoint import CheckpointError, load_into, load_model, save_we
 from prefalign.core.rl import ppo_step
 from prefalign.families.base import ModelFamily, check_capabilities
 from prefalign.models.lora import AdaptersOffReference, LoRA, check_adapters_reference
+from prefalign.models.registry import register_architecture
 from prefalign.objectives import SFT, Objective, PPOLite
 
 
@@ -81,6 +82,8 @@ class AlignmentModule(L.LightningModule):
 
             family = ClassifierFamily()
         self.policy = backbone
+        # The config named this class (or the caller built it): weights files of it may be rebuilt (the reference).
+        register_architecture(type(backbone.model if isinstance(backbone, LoRA) else backbone))
         self.objective = objective if objective is not None else SFT()
         self.family = family
         check_capabilities(self.objective, self.family)

@@ -96,7 +96,7 @@ def _ensure_judge(arch: str, seed: int, datamodule: Any, judge_dir: str | Path, 
         payload = load_weights(path)
         if payload["meta"].get("fingerprint") != fingerprint(key):
             raise ValueError(f"{path} is not the judge for {key}; delete it and it will be trained again.")
-        model, acc = build_model(payload), float(payload["meta"]["test_accuracy"])
+        model, acc = build_model(payload, f"judge {path}"), float(payload["meta"]["test_accuracy"])
     else:
         train = datamodule.splits["train"]
         log.info("training the %s judge (seed %d) on %d clean images ...", arch, seed, len(train["y"]))

@@ -55,7 +55,7 @@ def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, se
     if schedule_args is None:
         raise CheckpointError(f"{ckpt} holds a {payload['class_path']}, not a trained denoiser (it records no noise schedule): give a "
                               "weights file written by a diffusion config (e.g. artifacts/reference/denoiser.pt from configs/diffusion_pretrain.yaml).")
-    model = build_model(payload).to(device).eval()
+    model = build_model(payload, f"weights file {ckpt}").to(device).eval()
     num_classes = null_label_of(model)
     classes = list(range(num_classes)) if classes is None else list(classes)
     unknown = [c for c in classes if not 0 <= c < num_classes]

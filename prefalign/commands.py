@@ -49,6 +49,69 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, CheckpointError, MNISTUnavailableError, FileNotFoundError, TokenizerUnavailableError, VocabularyUnavailableError)
 
 
+def run_command(name: str, function: Callable, argv: list[str] | None) -> int:
+    """An extra subcommand's ``main``: parse ``argv`` into ``function``'s arguments and run it. Bad input (a value,
+    a file, a usage error) becomes one line, ``prefalign <name>: error: <message>``, and exit code 2, also when called
+    without :func:`run_guarded`."""
+    import argparse
+
+    from jsonargparse import CLI
+
+    try:
+        check_config_files(argv or [])
+        # exit_on_error=False: usage errors raise instead of printing the whole usage block and exiting.
+        result = CLI(function, args=argv, as_positional=False, exit_on_error=False, prog=f"{PROG} {name}")
+    except argparse.ArgumentError as e:
+        print(f"prefalign {name}: error: {one_line(e)} (see {PROG} {name} --help)", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except bad_input_errors() as e:
+        print(f"prefalign {name}: error: {one_line(e)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    return result if isinstance(result, int) else 0
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Each ``--config FILE`` is readable YAML, else a ValueError naming the file, the line and the column (the
+    parser's own message names neither the file nor the option)."""
+    import yaml
+
+    paths = [b for a, b in zip(argv, argv[1:]) if a == "--config"] + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in paths:
+        if not os.path.isfile(path):
+            continue  # a missing file or an inline YAML string: the parser's message says which
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except UnicodeDecodeError:
+            raise ValueError(f"--config {path} is not a text file; give a YAML config.") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"--config {path} is not valid YAML ({getattr(e, 'problem', None) or 'parse error'}{where}); fix the file.") from None
+
+
+def resolve_device(device: str) -> str:
+    """``--device`` as torch names it (``auto``: cuda when available); refused with the fix when this machine lacks it,
+    before any model is loaded."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device; use cpu, cuda, cuda:<index> or auto.") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device}: this machine has no CUDA GPU that torch can use; use --device cpu (or auto).")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pick one of them.")
+    elif parsed.type != "cpu":
+        raise ValueError(f"--device {device}: prefalign's commands run on cpu or cuda; use --device cpu, cuda or auto.")
+    return device
+
+
 def run_guarded(fn: Callable[[], int | None], debug: bool) -> int:
     """Run ``fn``; a known error becomes ``prefalign: error: <message>`` on stderr and an exit code."""
     if debug:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
-from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.checkpoint import load_model
+from prefalign.commands import resolve_device, run_command
+from prefalign.output_paths import check_outputs
 from prefalign.viz.dream_outputs import comparison_figure, dream_titles, save_dream_outputs, sweep_figure
 from prefalign.viz.dreams import DEFAULT_L2_VALUES, DreamResult, dream, hybrid_targets, initial_noise
 from prefalign.viz.images import save_figure
@@ -18,6 +19,26 @@ from prefalign.viz.images import save_figure
 def _num_classes(model: nn.Module) -> int:
     with torch.no_grad():
         return int(model.eval()(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device)).shape[-1])
+
+
+def planned_outputs(out_dir: str, sweep_l2: bool, l2_values: list[float], hybrid: list[str],
+                    compare_ckpt: str | None) -> dict[str, Path]:
+    """Every file a dream run may write (the names :func:`save_dream_outputs` gives), by the setting that causes it."""
+    out = Path(out_dir)
+    prefixes = {"--out_dir": "dream"}
+    if sweep_l2:
+        prefixes.update({f"--l2_values {lam!r}": f"l2_{lam:g}" for lam in l2_values})
+    if hybrid:
+        prefixes["--hybrid"] = "hybrid"
+    if compare_ckpt is not None:
+        prefixes["--compare_ckpt"] = "reference"
+    files = {f"{setting} ({prefix}{suffix})": out / f"{prefix}{suffix}" for setting, prefix in prefixes.items()
+             for suffix in ("_grid.png", "_confidence.png", ".gif", ".mp4")}  # .mp4 only with ffmpeg: checked anyway
+    if sweep_l2:
+        files["--sweep_l2 (l2_sweep.png)"] = out / "l2_sweep.png"
+    if compare_ckpt is not None:
+        files["--compare_ckpt (compare.png)"] = out / "compare.png"
+    return files
 
 
 def _summary(label: str, result: DreamResult) -> str:
@@ -52,7 +73,8 @@ def dream_command(
 
     Args:
         ckpt: Weights file of the classifier to dream with (a prefalign weights file, e.g. the SFT export).
-        out_dir: Folder for the images and animations (created if needed).
+        out_dir: Folder for the images and animations (created if needed; checked for writing before any work, and
+            no file written there may be an input).
         targets: Class ids to dream, one image each; default: every class of the model (0..C-1).
         steps: Optimisation steps per dream.
         lr: Learning rate of the input optimiser.
@@ -76,8 +98,11 @@ def dream_command(
     Returns:
         The paths of every file written.
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
+    if Path(out_dir).is_file():
+        raise ValueError(f"--out_dir {out_dir} is a file; give a folder (it is created if needed).")
+    check_outputs(planned_outputs(out_dir, sweep_l2, l2_values, hybrid, compare_ckpt),
+                  {"--ckpt": ckpt, "--compare_ckpt": compare_ckpt})
     model = load_model(ckpt).to(device)
     num_classes = _num_classes(model)
     targets = list(range(num_classes)) if targets is None else list(targets)
@@ -132,17 +157,10 @@ def dream_command(
 def main(argv: list[str] | None = None) -> int:
     """Run :func:`dream_command` from command-line arguments; returns the process exit code.
 
-    A missing/corrupt weights file or an invalid option prints one clear line to stderr and returns 2 (bad input,
-    as every prefalign subcommand).
+    A missing/corrupt weights file, an invalid option or an unwritable ``--out_dir`` prints one clear line to stderr
+    and returns 2 (bad input, as every prefalign subcommand).
     """
-    from jsonargparse import CLI
-
-    try:
-        CLI(dream_command, args=argv, as_positional=False)
-    except (CheckpointError, ValueError) as e:
-        print(f"prefalign dream: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("dream", dream_command, argv)
 
 
 if __name__ == "__main__":

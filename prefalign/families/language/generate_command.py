@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import torch
 
 from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.commands import resolve_device, run_command
 from prefalign.data.text.model_tokenizer import tokenizer_of_model
 from prefalign.families.language.generation import sample
+from prefalign.output_paths import check_outputs, write_text_atomically
+
+PROMPTS_FILE_FIX = "give a text file with one prompt per line, or a .jsonl file with a \"prompt\" field per line"
 
 
 def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
@@ -22,9 +24,16 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     if prompt is not None:
         return [prompt]
     path = Path(prompts_file)
+    if path.is_dir():
+        raise ValueError(f"--prompts_file {path} is a folder; {PROMPTS_FILE_FIX}.")
     if not path.is_file():
-        raise FileNotFoundError(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+        raise ValueError(f"--prompts_file {path}: no such file; {PROMPTS_FILE_FIX}.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prompts_file {path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); {PROMPTS_FILE_FIX}.") from None
+    except OSError as e:
+        raise ValueError(f"--prompts_file {path} cannot be read ({e.strerror or type(e).__name__}); {PROMPTS_FILE_FIX}.") from None
     if path.suffix == ".jsonl":
         prompts = []
         for number, line in enumerate(lines, 1):
@@ -55,18 +64,23 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
 
     Args:
         ckpt: a weights file of a language model (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt).
-        out: the JSON-lines file to write.
+        out: the JSON-lines file to write (not a folder, not an input; checked before the model is loaded).
         prompt: one prompt (give this or ``prompts_file``).
         prompts_file: one prompt per line, or a ``.jsonl`` file with a ``"prompt"`` field.
         num_samples: continuations per prompt.
         max_new_tokens: tokens (characters for a char model) to generate per continuation.
         temperature: 0 for greedy.
-        top_k: sample from the k most likely tokens only.
+        top_k: sample from the k most likely tokens only (≥ 1; null: all tokens).
         seed: the sampling seed.
+        device: cpu, cuda, cuda:<index> or auto (cuda when available).
     """
-    for name, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens)):
-        if value < 1:
-            raise ValueError(f"--{name}={value} must be ≥ 1.")
+    for name, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens), ("top_k", top_k)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name}={value} must be ≥ 1" + (" (or null: sample from every token)." if name == "top_k" else "."))
+    if temperature < 0:
+        raise ValueError(f"--temperature={temperature} must be ≥ 0 (0: greedy).")
+    device = resolve_device(device)
+    check_outputs({"--out": out}, {"--ckpt": ckpt, "--prompts_file": prompts_file})
     prompts = read_prompts(prompt, prompts_file)
     model = load_model(ckpt)
     tokenizer = tokenizer_of_model(model)
@@ -90,29 +104,13 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
         ids = sample(model, batch, max_new_tokens, len(tokenizer), model.block_size, temperature, top_k, generator)
         for j, i in enumerate(rows):
             completions[i] = [tokenizer.decode(ids[j * num_samples + s]) for s in range(num_samples)]
-    tmp = Path(f"{out}.{os.getpid()}.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i, p in enumerate(prompts):
-            for completion in completions[i]:
-                f.write(json.dumps({"prompt": p, "completion": completion}) + "\n")
-    os.replace(tmp, out)
+    write_text_atomically(out, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for i, p in enumerate(prompts) for c in completions[i]))
     print(f"wrote {len(prompts) * num_samples} samples to {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jsonargparse import CLI
-
-    from prefalign.commands import bad_input_errors
-
-    try:
-        return CLI(generate_command, args=argv, as_positional=False) or 0
-    except bad_input_errors() as e:  # CheckpointError, ValueError, a missing file or BPE vocabulary: one line, no traceback
-        from prefalign.commands import EXIT_BAD_INPUT, one_line
-
-        print(f"prefalign generate: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return run_command("generate", generate_command, argv)
 
 
 if __name__ == "__main__":

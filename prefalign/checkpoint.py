@@ -30,6 +30,11 @@ class CheckpointError(RuntimeError):
     """A weights file is missing, unreadable, unsafe, or of another architecture. The message names the fix."""
 
 
+class UnsafeFileError(CheckpointError):
+    """A file that would run code if loaded naively (pickled objects, or a class path outside the allowlist).
+    Never rebuilt over or skipped silently: someone put it there."""
+
+
 def class_path_of(model: nn.Module) -> str:
     return class_path_of_class(type(model))
 
@@ -80,11 +85,11 @@ def refused_pickle(path: str | os.PathLike, error: Exception, what: str = "check
                            "torch.save (weights files hold plain tensors). Re-export it with prefalign.")
 
 
-def pickled_code(path: str | os.PathLike, names: list[str], what: str = "checkpoint") -> CheckpointError:
-    return CheckpointError(
+def pickled_code(path: str | os.PathLike, names: list[str], what: str = "checkpoint") -> UnsafeFileError:
+    return UnsafeFileError(
         f"refusing to load {what} {path}: it holds pickled objects, code that would run when unpickled "
         f"({', '.join(dict.fromkeys(names))[:160]}); prefalign loads only tensors and plain data, and nothing was run. "
-        "Only use files you trust, re-exported with prefalign (weights files hold plain tensors)."
+        "Delete it, or use a file that prefalign wrote (weights files hold plain tensors)."
     )
 
 
@@ -182,20 +187,26 @@ def _plain(value: Any) -> bool:
     return False
 
 
+def allowed_class(class_path: object, source: str = "a weights file") -> type[nn.Module]:
+    """The class ``class_path`` names if the allowlist has it (looked up as a string: nothing is imported), else refused."""
+    from prefalign.models.registry import resolve_architecture
+
+    cls = resolve_architecture(class_path)
+    if cls is None:
+        raise UnsafeFileError(
+            f"refusing {source}: it names {str(class_path)[:120]!r}, which is not a known architecture, and nothing was imported. "
+            "A weights file may name only a prefalign.models backbone, the backbone your config names in model.backbone, or a class "
+            "registered with prefalign.models.registry.register_architecture; re-export the model with prefalign or register its class."
+        )
+    return cls
+
+
 def instantiate(class_path: str, init_args: dict, source: str = "a weights file") -> nn.Module:
     """``cls(**init_args)`` for the class named by ``class_path`` (a freshly initialised backbone).
 
     ``class_path`` comes from a file, so it is looked up in the allowlist of :mod:`prefalign.models.registry` as a
     string, and nothing is imported or called unless it names an allowed ``nn.Module``; ``init_args`` must be plain data."""
-    from prefalign.models.registry import resolve_architecture
-
-    cls = resolve_architecture(class_path)
-    if cls is None:
-        raise CheckpointError(
-            f"refusing {source}: it names {str(class_path)[:120]!r}, which is not a known architecture, and nothing was imported. "
-            "A weights file may name only a prefalign.models backbone, the backbone your config names in model.backbone, or a class "
-            "registered with prefalign.models.registry.register_architecture; re-export the model with prefalign or register its class."
-        )
+    cls = allowed_class(class_path, source)
     if not isinstance(init_args, dict) or not _plain(init_args):
         raise CheckpointError(f"refusing {source}: the init_args of {class_path} are not plain data (numbers, strings, lists, dicts). "
                               "Re-export the model with prefalign.")
@@ -227,6 +238,8 @@ def check_architecture(model: nn.Module, path: str | os.PathLike) -> dict:
     """The weights file's payload, if it holds ``model``'s architecture (class and constructor arguments); else a clear error."""
     payload = load_weights(path)
     expected = class_path_of(model)
+    if payload["class_path"] != expected:
+        allowed_class(payload["class_path"], f"weights file {path}")  # a file naming code says so, not "another architecture"
     mine = dict(getattr(model, "init_args", {}))
     if payload["class_path"] != expected or payload["init_args"] != mine:
         raise CheckpointError(
@@ -261,6 +274,10 @@ def check_lightning_checkpoint(path: str | os.PathLike) -> dict:
             f"--ckpt_path {path} is a prefalign weights file, not a Lightning checkpoint: give it as --model.reference_ckpt "
             "(or as --ckpt to generate/sample/dream); --ckpt_path takes a Lightning checkpoint (runs/<name>/version_<n>/checkpoints/*.ckpt)."
         )
+    if isinstance(checkpoint, dict) and checkpoint.get("hyper_parameters"):
+        # prefalign's module saves no hyperparameters; a file's would choose the classes LightningCLI builds.
+        raise CheckpointError(f"refusing --ckpt_path {path}: it carries hyper_parameters naming classes to build, which prefalign's "
+                              "checkpoints never do; pass a checkpoint written by prefalign fit (runs/<name>/version_<n>/checkpoints/*.ckpt).")
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"--ckpt_path {path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint: pass a "
                               "runs/<name>/version_<n>/checkpoints/*.ckpt file written by fit.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import sys
 import time
 import warnings
@@ -27,7 +26,7 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
-from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_architecture, refused_pickle
+from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_architecture, check_lightning_checkpoint
 from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, extra_commands_help, run_guarded
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
@@ -96,12 +95,11 @@ class PrefAlignCLI(LightningCLI):
             trainer.precision = precision
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI opens --ckpt_path first (torch.load(weights_only=True)) to read saved hyperparameters:
-        # refuse a file with pickled code there with prefalign's message rather than torch's.
-        try:
-            super()._parse_ckpt_path()
-        except pickle.UnpicklingError as e:
-            raise refused_pickle(self.config[self.config.subcommand].get("ckpt_path"), e) from e
+        # LightningCLI would read --ckpt_path's hyper_parameters into the config (prefalign saves none, so a file's would
+        # choose classes to build). Check the file instead: pickled code, a weights file or hyperparameters are refused.
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path and Path(path).is_file():
+            check_lightning_checkpoint(path)
 
     def instantiate_trainer(self, **kwargs: Any):
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from prefalign.checkpoint import CheckpointError, atomic_save, safe_load
+from prefalign.checkpoint import CheckpointError, UnsafeFileError, atomic_save, safe_load
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,14 @@ def fingerprint(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _valid(path: Path, digest: str) -> bool:
+def _valid(path: Path, digest: str, what: str) -> bool:
     if not path.is_file():
         return False
     try:
-        return safe_load(path).get("fingerprint") == digest
+        cached = safe_load(path, what=f"{what} cache")
+        return isinstance(cached, dict) and cached.get("fingerprint") == digest
+    except UnsafeFileError:
+        raise  # pickled code where a cache belongs was put there by someone: refuse it rather than build over it
     except CheckpointError:
         log.warning("cache %s is unreadable; building it again", path)
         return False
@@ -62,12 +65,12 @@ def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trai
     """
     path = Path(path)
     is_zero = trainer is None or trainer.global_rank == 0
-    if is_zero and not _valid(path, digest):
+    if is_zero and not _valid(path, digest, what):
         atomic_save({"fingerprint": digest, **build()}, path)
     if trainer is not None:
         trainer.strategy.barrier("prefalign-pair-cache")
     cached = safe_load(path, what=f"{what} cache")
-    if cached.get("fingerprint") != digest:
+    if not isinstance(cached, dict) or cached.get("fingerprint") != digest:
         raise CheckpointError(f"{path} does not match this run's fingerprint; delete it and rerun.")
     return cached
 

@@ -104,6 +104,8 @@ def dream_command(
     check_outputs(planned_outputs(out_dir, sweep_l2, l2_values, hybrid, compare_ckpt),
                   {"--ckpt": ckpt, "--compare_ckpt": compare_ckpt})
     model = load_model(ckpt).to(device)
+    # Both files before any work: a refused reference must not cost a finished dream.
+    reference = load_model(compare_ckpt).to(device) if compare_ckpt is not None else None
     num_classes = _num_classes(model)
     targets = list(range(num_classes)) if targets is None else list(targets)
     bad = [t for t in targets if not 0 <= t < num_classes]
@@ -111,6 +113,8 @@ def dream_command(
         raise ValueError(f"--targets {bad} out of range: {ckpt} has {num_classes} classes (valid 0..{num_classes - 1})")
     if not targets:
         raise ValueError("--targets is empty; give at least one class id")
+    if reference is not None and _num_classes(reference) != num_classes:
+        raise ValueError(f"--compare_ckpt {compare_ckpt} has {_num_classes(reference)} classes but {ckpt} has {num_classes}; compare models of the same task.")
     clamp = None if clamp_min is None and clamp_max is None else (clamp_min, clamp_max)
     common = dict(steps=steps, lr=lr, optimizer=optimizer, clamp=clamp, record_every=record_every)
     out = Path(out_dir)
@@ -138,10 +142,7 @@ def dream_command(
         written += save_dream_outputs(res, out, "hybrid", max_frames=gif_frames)
         lines.append(_summary("hybrid", res))
 
-    if compare_ckpt is not None:
-        reference = load_model(compare_ckpt).to(device)
-        if _num_classes(reference) != num_classes:
-            raise ValueError(f"{compare_ckpt} has {_num_classes(reference)} classes but {ckpt} has {num_classes}")
+    if reference is not None:
         ref_result = dream(reference, tgt, lambda_l2=lambda_l2, init=x0, **common)
         written += save_dream_outputs(ref_result, out, "reference", max_frames=gif_frames)
         written.append(save_figure(comparison_figure(main_result, ref_result), out / "compare.png"))

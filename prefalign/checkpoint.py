@@ -212,6 +212,8 @@ def instantiate(class_path: str, init_args: dict, source: str = "a weights file"
                               "Re-export the model with prefalign.")
     try:
         return cls(**init_args)
+    except UnsafeFileError as e:  # a nested class path (a LoRA's base), refused by a constructor that does not know the file
+        raise UnsafeFileError(str(e).replace("refusing a weights file", f"refusing {source}", 1)) from None
     except TypeError as e:  # arguments the class does not take: a damaged or hand-made file
         raise CheckpointError(f"{source} records init_args that {class_path} does not take ({e}). Re-export the model with prefalign.") from e
 

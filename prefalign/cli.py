@@ -142,6 +142,9 @@ class PrefAlignCLI(LightningCLI):
         self.model.family.check_config(self.model.policy, self.datamodule)
         self._resolve_last_checkpoint()
 
+    def before_predict(self) -> None:
+        self._ensure_reference()  # a missing, unsafe or mismatched reference is refused before the run folder is made
+
     def _resolve_last_checkpoint(self) -> None:
         """``--ckpt_path last``: the newest checkpoint of *any* earlier run of this experiment.
 

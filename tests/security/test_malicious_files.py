@@ -46,7 +46,7 @@ def test_every_command_refuses_a_malicious_file_in_one_line_and_runs_nothing(com
     expected = MESSAGES[kind]
     if "--ckpt_path" in command and kind in ("class_path", "lora_base"):
         expected = WEIGHTS_NOT_CKPT
-    elif command == "fit reference" and kind == "lora_base":
+    elif command in ("fit reference", "predict reference") and kind == "lora_base":
         expected = "but the configured backbone is"  # compared with the config's class before anything is built
     assert not marker.exists(), "the file's code ran"
     assert code == 2

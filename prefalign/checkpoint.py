@@ -133,6 +133,9 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     except pickle.UnpicklingError as e:
         raise refused_pickle(path, e, what) from e
     except (RuntimeError, EOFError, OSError, KeyError, ValueError) as e:  # KeyError/ValueError: bytes that are not a pickle
+        code = plain_pickle_globals(path)  # some plain pickles fail torch's reader before it meets their globals
+        if code:
+            raise pickled_code(path, code, what) from e
         raise corrupt_file(path, what, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
 

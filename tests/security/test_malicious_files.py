@@ -196,3 +196,15 @@ def test_touch_payload_really_runs_when_trusted(tmp_path):
     marker = tmp_path / "PWNED"
     pickle.loads(pickle.dumps(Touch(marker)))
     assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_a_plain_pickle_of_any_protocol_is_named_as_code(protocol, tmp_path):
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps({"hook": Touch(marker)}, protocol=protocol))
+    with pytest.raises(UnsafeFileError, match=r"pickled objects, code that would run when unpickled \((os|posix)\.system\)"):
+        load_model(path)
+    assert not marker.exists()

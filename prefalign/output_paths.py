@@ -46,7 +46,7 @@ def check_writable_folder(folder: str | os.PathLike, setting: str) -> None:
     os.unlink(probe)
 
 
-def check_outputs(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike | None] = {}) -> list[Path]:  # noqa: B006 - never mutated
+def check_outputs(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike | None] = {}) -> list[Path]:
     """Check the files a command will write (``{setting: path}``, e.g. ``{"--out": "o.jsonl", "--out (PNG grid)": "o.png"}``)
     against the files it reads (``{"--ckpt": "model.pt"}``); returns the output paths. Raises :class:`OutputPathError`."""
     paths = {setting: Path(path) for setting, path in outputs.items()}

@@ -155,7 +155,7 @@ def run_case(case: Case, files: Path) -> Result:
         env = {k: v for k, v in os.environ.items() if k != "PREFALIGN_DEBUG"}
         env.update(PYTHONPATH=str(REPO), PREFALIGN_WANDB="0", WANDB_MODE="offline", OMP_NUM_THREADS="1")
         done = subprocess.run([sys.executable, "-m", "prefalign", *case.argv], cwd=folder, env=env, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, check=False)
         after = sorted(p.relative_to(folder) for p in folder.rglob("*"))
         errors = [line for line in done.stderr.splitlines() if "error:" in line]
         message = " ".join(errors).replace(str(folder.resolve()), ".").replace(str(folder), ".")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 import torch
@@ -61,7 +62,7 @@ def test_the_issue_file_through_the_real_entry_point(tmp_path):
     class_path_file(tmp_path / "evil.pt", tmp_path / "PWNED")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PREFALIGN_WANDB": "0"}
     done = subprocess.run([sys.executable, "-m", "prefalign", "generate", "--ckpt", "evil.pt", "--prompt", "the", "--out", "x.jsonl"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and UNKNOWN in done.stderr and "evil.pt" in done.stderr
     assert not (tmp_path / "PWNED").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
@@ -78,7 +79,7 @@ def test_library_loaders_refuse_it(kind, tmp_path):
     with pytest.raises(UnsafeFileError, match=MESSAGES[kind]):
         load_model(evil)
     with pytest.raises(UnsafeFileError, match=MESSAGES[kind]):
-        RewardModelConfidence(str(evil)).reward_model
+        _ = RewardModelConfidence(str(evil)).reward_model
     with pytest.raises(UnsafeFileError, match=UNKNOWN):
         LoRA(base={"class_path": "os.system", "init_args": {"command": f"touch {marker}"}})
     assert not marker.exists()
@@ -113,7 +114,7 @@ def test_an_unreadable_pair_cache_is_still_rebuilt(tmp_path):
 class _Data:
     """What ensure_judge reads of a data module: a fingerprint and a test split."""
 
-    splits = {"test": {"x_clean": torch.zeros(2, 1, 28, 28), "y": torch.zeros(2, dtype=torch.long)}}
+    splits: ClassVar = {"test": {"x_clean": torch.zeros(2, 1, 28, 28), "y": torch.zeros(2, dtype=torch.long)}}
 
     def data_fingerprint(self):
         return {"source": "test"}

@@ -46,10 +46,11 @@ def check_writable_folder(folder: str | os.PathLike, setting: str) -> None:
     os.unlink(probe)
 
 
-def check_outputs(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike | None] = {}) -> list[Path]:
+def check_outputs(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike | None] | None = None) -> list[Path]:
     """Check the files a command will write (``{setting: path}``, e.g. ``{"--out": "o.jsonl", "--out (PNG grid)": "o.png"}``)
     against the files it reads (``{"--ckpt": "model.pt"}``); returns the output paths. Raises :class:`OutputPathError`."""
     paths = {setting: Path(path) for setting, path in outputs.items()}
+    inputs = inputs or {}
     for setting, path in paths.items():
         if path.is_dir():
             raise OutputPathError(f"{setting} {path} is a folder; give the name of a file (inside it, if you like).")

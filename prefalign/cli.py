@@ -129,20 +129,16 @@ class PrefAlignCLI(LightningCLI):
         return self.config[self.subcommand].get(key, default)
 
     def before_fit(self) -> None:
-        self._ensure_reference()
-        self.model.family.check_config(self.model.policy, self.datamodule)
+        self._before_run()
         self._fit_started = time.monotonic()
-        self._resolve_last_checkpoint()
 
-    def before_validate(self) -> None:
+    def _before_run(self) -> None:
+        """fit/validate/test: everything that can refuse the run, before the reference is trained or data mined."""
         self._ensure_reference()
         self.model.family.check_config(self.model.policy, self.datamodule)
         self._resolve_last_checkpoint()
 
-    def before_test(self) -> None:
-        self._ensure_reference()
-        self.model.family.check_config(self.model.policy, self.datamodule)
-        self._resolve_last_checkpoint()
+    before_validate = before_test = _before_run
 
     def _resolve_last_checkpoint(self) -> None:
         """``--ckpt_path last``: the newest checkpoint of *any* earlier run of this experiment.
@@ -192,6 +188,9 @@ class PrefAlignCLI(LightningCLI):
             seed = cfg.get("seed_everything")
             args.append(f"--seed_everything={_cli_value(seed)}")
             args.append(f"--bf16_fallback={_cli_value(cfg.get('bf16_fallback', True))}")
+            # The reference run logs where this run logs (W&B or not, the same logger and folder), under its own name.
+            args.append(f"--wandb={_cli_value(bool(cfg.get('wandb', True)))}")
+            args += _logger_args(cfg.trainer.get("logger"))
             run_cli(args)
             if seed is not None and seed is not False:
                 seed_everything(seed if seed is not True else None)
@@ -265,6 +264,33 @@ def find_last_checkpoint(trainer) -> Path | None:
     candidates += list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))  # written by Lightning on SLURM's SIGUSR1
     candidates = [p for p in candidates if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+
+
+# A nested run keeps its own run name (its recipe's) and gets a run id of its own.
+_OWN_LOGGER_KEYS = ("name", "version", "id")
+
+
+def _logger_args(logger: Any) -> list[str]:
+    """Command-line words giving a nested run this run's ``trainer.logger``: the same class and settings (save_dir,
+    project, ...), but the nested recipe's own run name. ``false`` (no logger) stays ``false``."""
+    if logger is None or isinstance(logger, bool):  # None is Lightning's default logger, as true is
+        return [f"--trainer.logger={_cli_value(logger is not False)}"]
+    if isinstance(logger, (list, tuple)):  # several loggers: no recipe name to keep, so name them after this run
+        loggers = [namespace_to_dict(item) for item in logger]
+        for item in loggers:
+            init = item.get("init_args") or {}
+            for key in ("version", "id"):
+                init.pop(key, None)
+            if init.get("name"):
+                init["name"] = f"{init['name']}_reference"
+        return ["--trainer.logger=" + json.dumps(loggers)]
+    logger = namespace_to_dict(logger)
+    # jsonargparse keeps the recipe's init_args that the new class also takes (its run name) when class_path changes.
+    args = [f"--trainer.logger={logger['class_path']}"]
+    for key, value in (logger.get("init_args") or {}).items():
+        if key not in _OWN_LOGGER_KEYS and value is not None and value != "":
+            args.append(f"--trainer.logger.init_args.{key}={_cli_value(value)}")
+    return args
 
 
 def _cli_value(value: Any) -> str:

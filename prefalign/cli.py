@@ -133,30 +133,29 @@ class PrefAlignCLI(LightningCLI):
         self._fit_started = time.monotonic()
 
     def _before_run(self) -> None:
-        """fit/validate/test: everything that can refuse the run, before the reference is trained or data mined."""
-        self._ensure_reference()
-        self.model.family.check_config(self.model.policy, self.datamodule)
+        """fit/validate/test: everything that can refuse the run comes before the reference is trained or data mined."""
         self._resolve_last_checkpoint()
+        self.model.family.check_config(self.model.policy, self.datamodule)
+        self._ensure_reference()
 
     before_validate = before_test = _before_run
 
     def _resolve_last_checkpoint(self) -> None:
-        """``--ckpt_path last``: the newest checkpoint of *any* earlier run of this experiment.
+        """``--ckpt_path last``: the newest checkpoint of *any* earlier run of this experiment, or a refusal.
 
         Lightning looks for ``last.ckpt`` only in the new run's own folder (``version_<n+1>``), which is empty,
         so on its own ``last`` would silently start from scratch."""
         cfg = self.config_init[self.subcommand]
         if cfg.get("ckpt_path") != "last":
             return
-        path = find_last_checkpoint(self.trainer)
-        if path is not None:
-            rank_zero_info(f"--ckpt_path last: resuming from {path}")
-            cfg["ckpt_path"] = str(path)
-        elif self.subcommand == "fit":
-            rank_zero_info("--ckpt_path last: no checkpoint of an earlier run found; training from scratch.")
-            cfg["ckpt_path"] = None
-        else:
-            raise CheckpointError(f"--ckpt_path last: no checkpoint found under {_checkpoint_dirs(self.trainer)}; pass a checkpoint file.")
+        path, is_last = find_last_checkpoint(self.trainer)
+        if path is None:
+            fresh = " Drop --ckpt_path to train from scratch." if self.subcommand == "fit" else " Pass a checkpoint file."
+            raise CheckpointError(f"--ckpt_path last: nothing to resume, no checkpoint of an earlier run under "
+                                  f"{', '.join(_checkpoint_dirs(self.trainer))}.{fresh}")
+        why = "" if is_last else " (no last.ckpt: the newest checkpoint of the run)"
+        rank_zero_info(f"--ckpt_path last: resuming from {path}{why}")
+        cfg["ckpt_path"] = str(path)
 
     def _ensure_reference(self) -> None:
         path = self.model.reference_ckpt
@@ -254,16 +253,28 @@ def _checkpoint_dirs(trainer) -> list[str]:
     return patterns
 
 
-def find_last_checkpoint(trainer) -> Path | None:
-    """The most recently written ``last*.ckpt`` of any run of this experiment, or SLURM ``hpc_ckpt_*.ckpt``."""
+def find_last_checkpoint(trainer) -> tuple[Path | None, bool]:
+    """The checkpoint ``--ckpt_path last`` resumes, and whether it is a ``last`` one.
+
+    The most recently written ``last*.ckpt`` of any run of this experiment, or SLURM ``hpc_ckpt_*.ckpt``; without
+    those (a config whose ModelCheckpoint has no ``save_last``), the most recently written ``*.ckpt`` of the run,
+    the higher step first on a tie."""
     import glob
     import re
 
-    candidates = [Path(p) for pattern in _checkpoint_dirs(trainer) for p in glob.glob(str(Path(pattern) / "last*.ckpt"))]
-    candidates = [p for p in candidates if re.fullmatch(r"last(-v?\d+)?", p.stem)]
-    candidates += list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))  # written by Lightning on SLURM's SIGUSR1
-    candidates = [p for p in candidates if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+    files = [Path(p) for pattern in _checkpoint_dirs(trainer) for p in glob.glob(str(Path(pattern) / "*.ckpt"))]
+    files = [p for p in files if p.is_file()]
+    last = [p for p in files if re.fullmatch(r"last(-v?\d+)?", p.stem)]
+    last += [p for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt") if p.is_file()]  # Lightning, on SLURM's SIGUSR1
+    candidates = last or files
+    if not candidates:
+        return None, False
+
+    def newest(p: Path) -> tuple[int, int]:
+        step = re.search(r"step=(\d+)", p.stem)
+        return p.stat().st_mtime_ns, int(step.group(1)) if step else -1
+
+    return max(candidates, key=newest), bool(last)
 
 
 # A nested run keeps its own run name (its recipe's) and gets a run id of its own.

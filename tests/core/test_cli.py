@@ -108,3 +108,12 @@ def test_validate_and_predict_subcommands_on_a_saved_run(in_tmp, capsys, tiny_re
     predictions = torch.load(next(in_tmp.glob("runs/seed_dpo/version_*/predictions.pt")), weights_only=True)
     assert set(predictions) == {"y", "pred_clean", "pred_noisy", "confidence_clean", "confidence_noisy"}
     assert len(predictions["y"]) == 200
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_recipe_writes_last_ckpt_for_ckpt_path_last(config, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / config), "--print_config"])
+    callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"] or []
+    saves_last = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint") and c["init_args"]["save_last"]]
+    assert saves_last, f"{config}: no ModelCheckpoint with save_last: true, so --ckpt_path last has no last.ckpt to resume"

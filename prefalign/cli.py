@@ -32,6 +32,7 @@ from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_comm
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
 from prefalign.models.lora import LoRA
+from prefalign import preflight
 from prefalign.precision import resolve_precision
 
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
@@ -135,10 +136,29 @@ class PrefAlignCLI(LightningCLI):
     def _before_run(self) -> None:
         """fit/validate/test: everything that can refuse the run comes before the reference is trained or data mined."""
         self._resolve_last_checkpoint()
+        self._check_paths()
         self.model.family.check_config(self.model.policy, self.datamodule)
         self._ensure_reference()
 
     before_validate = before_test = _before_run
+
+    def before_predict(self) -> None:
+        self._check_paths()
+
+    def _check_paths(self) -> None:
+        """Every path this run writes (reference, exported weights, caches, run folder) must be writable: checked
+        before any work, so a bad one stops the run with one line naming the setting, and nothing written."""
+        reference = self.model.reference_ckpt
+        trains_reference = (self.subcommand != "predict" and reference is not None and self._sub("reference_recipe") is not None
+                            and not Path(reference).is_file())
+        preflight.check_file("--model.reference_ckpt", reference, will_write=trains_reference)
+        preflight.check_file("--model.export_path", getattr(self.model, "export_path", None))
+        for key in ("cache_dir", "judge_dir"):
+            preflight.check_folder(f"--data.init_args.{key}", getattr(self.datamodule, key, None))
+        preflight.check_folder("--model.family.init_args.judge_dir", getattr(self.model.family, "judge_dir", None))
+        for logger in self.trainer.loggers:
+            preflight.check_folder("--trainer.logger.init_args.save_dir", getattr(logger, "save_dir", None))
+        preflight.check_folder("--trainer.default_root_dir", self.trainer.default_root_dir)
 
     def _resolve_last_checkpoint(self) -> None:
         """``--ckpt_path last``: the newest checkpoint of *any* earlier run of this experiment, or a refusal.
@@ -330,6 +350,7 @@ _RUN_DEPTH = [0]  # run_cli calls in progress: the reference recipe runs inside 
 def run_cli(args: list[str] | None) -> PrefAlignCLI:
     # main() always passes the words it parsed (with --debug removed), also when they came from sys.argv.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+    preflight.check_config_files(list(args or []))
     _RUN_DEPTH[0] += 1
     try:
         return PrefAlignCLI(args=args)

@@ -28,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_architecture, refused_pickle
-from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, extra_commands_help, run_guarded
+from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, run_guarded
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
 from prefalign.models.lora import LoRA
@@ -48,7 +48,23 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
 
 Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
 and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
-""" + "\n" + extra_commands_help()
+"""
+
+# Where the options of the classes a config names are: not in `fit --help`, which would list them all.
+CLASS_OPTIONS_HELP = """The options of the classes a config names (data module, objective, backbone, ...) are not listed
+here; show them one class at a time:
+  --data.help CLASS             e.g. --data.help prefalign.data.PreferenceDataModule: the data module's options
+  --model.objective.help CLASS  e.g. --model.objective.help prefalign.objectives.DPO; likewise --model.backbone.help,
+                                --model.family.help, --model.optimizer.help, --trainer.logger.help
+  --config RECIPE --print_config   every value a recipe resolves to"""
+
+# One full sentence per subcommand (Lightning's are the first lines of its docstrings, cut mid-sentence).
+SUBCOMMAND_HELP = {
+    "fit": "Train a policy (a missing reference first, when --reference_recipe names its recipe), then test it.",
+    "validate": "Evaluate a checkpoint on the validation split and write results_val.json.",
+    "test": "Evaluate a checkpoint on the test split and write results_test.json.",
+    "predict": "Write a checkpoint's predictions on the test split to predictions.pt in the run folder.",
+}
 
 
 class PrefAlignCLI(LightningCLI):
@@ -64,6 +80,24 @@ class PrefAlignCLI(LightningCLI):
             auto_configure_optimizers=False,
             **kwargs,
         )
+
+    def _add_subcommands(self, parser, **kwargs: Any) -> None:
+        # Full-sentence descriptions, the class-options pointer in each --help, and the extra subcommands listed beside
+        # Lightning's (main() runs those before this parser sees them: here they are only listed).
+        for name, help_ in SUBCOMMAND_HELP.items():
+            sub = kwargs.setdefault(name, {})
+            sub.setdefault("description", f"{help_}\n\n{CLASS_OPTIONS_HELP}")
+            sub.setdefault("usage", f"{PROG} {name} [--config RECIPE] [options]")  # not one line per option
+            sub.setdefault("formatter_class", _RawFormatter())
+        super()._add_subcommands(parser, **kwargs)
+        subcommands = parser._subcommands_action
+        for action in subcommands._choices_actions:
+            action.help = SUBCOMMAND_HELP.get(action.dest, action.help)
+        from jsonargparse import ArgumentParser
+
+        for name, (_, help_) in EXTRA_COMMANDS.items():
+            text = f"{help_[0].upper()}{help_[1:]} ({PROG} {name} --help)"
+            subcommands.add_subcommand(name, ArgumentParser(prog=f"{PROG} {name}", description=text), help=text)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -89,6 +123,8 @@ class PrefAlignCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        if self.subcommand in EXTRA_COMMANDS:  # e.g. `-c x.yaml generate`: only main() dispatches these
+            raise ValueError(f"{self.subcommand} takes its own options, first: {PROG} {self.subcommand} --help.")
         # Before the trainer exists and before config.yaml is saved, so the run folder records the precision that ran.
         trainer = self.config[self.subcommand].trainer
         precision, warning = resolve_precision(trainer.precision, trainer.accelerator, self._sub("bf16_fallback", True))
@@ -332,14 +368,22 @@ def _cli_value(value: Any) -> str:
 
 
 class _RawFormatter:
-    """Keep the description's line breaks in ``--help`` (argparse re-wraps it otherwise)."""
+    """``--help`` that a person reads: the description's line breaks kept (argparse re-wraps it otherwise), each
+    option's first sentence only, and no "known subclasses" list (for ``--model.backbone``, every torch module)."""
 
     def __new__(cls):
-        from jsonargparse import DefaultHelpFormatter
         import argparse
+        import copy
+        import re
+
+        from jsonargparse import DefaultHelpFormatter
 
         class Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-            pass
+            def _get_help_string(self, action):
+                if action.help and isinstance(action.help, str):
+                    action = copy.copy(action)
+                    action.help = re.split(r"(?<=[.])\s", " ".join(action.help.split()), maxsplit=1)[0]
+                return re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
 
         return Formatter
 
@@ -399,6 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(words)
     words = [w for w in words if w != "--debug"]
-    if words and words[0] in EXTRA_COMMANDS:
-        return run_guarded(lambda: extra_command(words[0])(words[1:]), debug)
-    return run_guarded(lambda: run_cli(words) and 0, debug)
+    extra = words[0] if words and words[0] in EXTRA_COMMANDS else None
+    # argparse names a program after sys.argv[0] ("__main__.py" under -m) unless told otherwise, as the extra
+    # subcommands' parsers and jsonargparse's `--data.help CLASS` are: name it as it was typed.
+    argv0 = sys.argv[:1]
+    sys.argv[:1] = [f"{PROG} {extra}" if extra else PROG]
+    try:
+        if extra:
+            return run_guarded(lambda: extra_command(extra)(words[1:]), debug)
+        return run_guarded(lambda: run_cli(words) and 0, debug)
+    finally:
+        sys.argv[:1] = argv0

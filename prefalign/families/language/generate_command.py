@@ -63,6 +63,7 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
         temperature: 0 for greedy.
         top_k: sample from the k most likely tokens only.
         seed: the sampling seed.
+        device: where the model runs: cpu, cuda, cuda:1, mps.
     """
     for name, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens)):
         if value < 1:

@@ -150,3 +150,10 @@ def test_every_recipe_writes_last_ckpt_for_ckpt_path_last(config, capsys):
     callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"] or []
     saves_last = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint") and c["init_args"]["save_last"]]
     assert saves_last, f"{config}: no ModelCheckpoint with save_last: true, so --ckpt_path last has no last.ckpt to resume"
+
+
+def test_an_extra_subcommand_after_lightning_options_is_refused_with_the_way_to_call_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PREFALIGN_DEBUG")
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    assert main(["-c", str(tmp_path / "empty.yaml"), "generate"]) == 2
+    assert "prefalign: error: generate takes its own options, first: python -m prefalign generate --help." in capsys.readouterr().err

@@ -48,9 +48,13 @@ def test_subcommand_help_is_short_and_says_where_the_class_options_are(subcomman
 def test_class_help_and_extra_subcommand_help_name_the_program(capsys):
     out = _help(capsys, "fit", "--data.help", "prefalign.data.PreferenceDataModule")
     assert out.startswith("usage: python -m prefalign") and "--data.cache_dir" in out
-    out = _help(capsys, "generate")
-    assert out.startswith("usage: python -m prefalign generate")
-    assert "--device DEVICE       where the model runs" in out
+    for name in ("generate", "sample", "dream"):
+        out = _help(capsys, name)
+        assert out.startswith(f"usage: python -m prefalign {name}")
+        description = " ".join(out.split("\n\n")[1].split())  # the paragraph after the usage lines
+        assert description.endswith("."), f"{name}: {description!r} stops mid-sentence"
+        if name != "dream":
+            assert "--device DEVICE       where the model runs" in out
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))

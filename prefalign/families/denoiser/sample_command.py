@@ -26,9 +26,10 @@ def sample_grid_png(images: torch.Tensor, per_class: int, path: str | Path) -> P
 
 def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, seed: int = 0, guidance: float = 1.0,
                    classes: list[int] | None = None, batch_size: int = 500, device: str = "cpu") -> int:
-    """Draw ``per_class`` digits of every class with deterministic DDIM and write ``{"images": uint8 [N, 1, 28, 28], "labels":
-    int64 [N]}`` to ``out`` (load it with ``torch.load(out, weights_only=True)``) and a PNG grid beside it (``out`` with
-    ``.png``). The same seed gives the same images; a policy and its reference sampled with the same seed start from the
+    """Draw ``per_class`` digits of every class from a denoiser weights file with deterministic DDIM.
+
+    Writes ``{"images": uint8 [N, 1, 28, 28], "labels": int64 [N]}`` to ``out`` (load it with
+    ``torch.load(out, weights_only=True)``) and a PNG grid beside it (``out`` with ``.png``). The same seed gives the same images; a policy and its reference sampled with the same seed start from the
     same noise, so their grids compare image by image.
 
     Args:
@@ -40,6 +41,7 @@ def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, se
         guidance: classifier-free guidance scale (1: none; needs a model trained with label dropout).
         classes: only these classes (default: all the model knows).
         batch_size: samples denoised at once (memory bound; the images do not depend on it).
+        device: where the model runs: cpu, cuda, cuda:1, mps.
     """
     from prefalign.families.denoiser.family import null_label_of
     from prefalign.families.denoiser.sampling import ddim_sample, initial_noise

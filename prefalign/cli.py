@@ -445,9 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     words = [w for w in words if w != "--debug"]
     extra = words[0] if words and words[0] in EXTRA_COMMANDS else None
     # argparse names a program after sys.argv[0] ("__main__.py" under -m) unless told otherwise, as the extra
-    # subcommands' parsers and jsonargparse's `--data.help CLASS` are: name it as it was typed.
+    # subcommands' parsers and jsonargparse's `--data.help CLASS` are: name it as it was typed. Only for those: a DDP
+    # run started as a script relaunches itself with sys.argv[0].
     argv0 = sys.argv[:1]
-    sys.argv[:1] = [f"{PROG} {extra}" if extra else PROG]
+    if extra or any(w in ("-h", "--help") or w.split("=", 1)[0].endswith(".help") for w in words):
+        sys.argv[:1] = [f"{PROG} {extra}" if extra else PROG]
     try:
         if extra:
             return run_guarded(lambda: extra_command(extra)(words[1:]), debug)

@@ -27,10 +27,11 @@ from lightning.pytorch.loggers import CSVLogger
 
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_architecture, check_lightning_checkpoint
-from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, extra_commands_help, run_guarded
+from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, run_guarded
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
 from prefalign.models.lora import LoRA
+from prefalign import preflight
 from prefalign.precision import resolve_precision
 
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
@@ -46,7 +47,23 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
 
 Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
 and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
-""" + "\n" + extra_commands_help()
+"""
+
+# Where the options of the classes a config names are: not in `fit --help`, which would list them all.
+CLASS_OPTIONS_HELP = """The options of the classes a config names (data module, objective, backbone, ...) are not listed
+here; show them one class at a time:
+  --data.help CLASS             e.g. --data.help prefalign.data.PreferenceDataModule: the data module's options
+  --model.objective.help CLASS  e.g. --model.objective.help prefalign.objectives.DPO; likewise --model.backbone.help,
+                                --model.family.help, --model.optimizer.help, --trainer.logger.help
+  --config RECIPE --print_config   every value a recipe resolves to"""
+
+# One full sentence per subcommand (Lightning's are the first lines of its docstrings, cut mid-sentence).
+SUBCOMMAND_HELP = {
+    "fit": "Train a policy (a missing reference first, when --reference_recipe names its recipe), then test it.",
+    "validate": "Evaluate a checkpoint on the validation split and write results_val.json.",
+    "test": "Evaluate a checkpoint on the test split and write results_test.json.",
+    "predict": "Write a checkpoint's predictions on the test split to predictions.pt in the run folder.",
+}
 
 
 class PrefAlignCLI(LightningCLI):
@@ -62,6 +79,24 @@ class PrefAlignCLI(LightningCLI):
             auto_configure_optimizers=False,
             **kwargs,
         )
+
+    def _add_subcommands(self, parser, **kwargs: Any) -> None:
+        # Full-sentence descriptions, the class-options pointer in each --help, and the extra subcommands listed beside
+        # Lightning's (main() runs those before this parser sees them: here they are only listed).
+        for name, help_ in SUBCOMMAND_HELP.items():
+            sub = kwargs.setdefault(name, {})
+            sub.setdefault("description", f"{help_}\n\n{CLASS_OPTIONS_HELP}")
+            sub.setdefault("usage", f"{PROG} {name} [--config RECIPE] [options]")  # not one line per option
+            sub.setdefault("formatter_class", _RawFormatter())
+        super()._add_subcommands(parser, **kwargs)
+        subcommands = parser._subcommands_action
+        for action in subcommands._choices_actions:
+            action.help = SUBCOMMAND_HELP.get(action.dest, action.help)
+        from jsonargparse import ArgumentParser
+
+        for name, (_, help_) in EXTRA_COMMANDS.items():
+            text = f"{help_[0].upper()}{help_[1:]} ({PROG} {name} --help)"
+            subcommands.add_subcommand(name, ArgumentParser(prog=f"{PROG} {name}", description=text), help=text)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -87,6 +122,8 @@ class PrefAlignCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        if self.subcommand in EXTRA_COMMANDS:  # e.g. `-c x.yaml generate`: only main() dispatches these
+            raise ValueError(f"{self.subcommand} takes its own options, first: {PROG} {self.subcommand} --help.")
         # Before the trainer exists and before config.yaml is saved, so the run folder records the precision that ran.
         trainer = self.config[self.subcommand].trainer
         precision, warning = resolve_precision(trainer.precision, trainer.accelerator, self._sub("bf16_fallback", True))
@@ -127,41 +164,53 @@ class PrefAlignCLI(LightningCLI):
         return self.config[self.subcommand].get(key, default)
 
     def before_fit(self) -> None:
-        self._ensure_reference()
-        self.model.family.check_config(self.model.policy, self.datamodule)
+        self._before_run()
         self._fit_started = time.monotonic()
-        self._resolve_last_checkpoint()
 
-    def before_validate(self) -> None:
-        self._ensure_reference()
-        self.model.family.check_config(self.model.policy, self.datamodule)
+    def _before_run(self) -> None:
+        """fit/validate/test: everything that can refuse the run comes before the reference is trained or data mined."""
         self._resolve_last_checkpoint()
+        self._check_paths()
+        self.model.family.check_config(self.model.policy, self.datamodule)
+        self._ensure_reference()
 
-    def before_test(self) -> None:
-        self._ensure_reference()
-        self.model.family.check_config(self.model.policy, self.datamodule)
-        self._resolve_last_checkpoint()
+    before_validate = before_test = _before_run
 
     def before_predict(self) -> None:
+        self._check_paths()
         self._ensure_reference()  # a missing, unsafe or mismatched reference is refused before the run folder is made
 
+    def _check_paths(self) -> None:
+        """Every path this run writes (reference, exported weights, caches, run folder) must be writable: checked
+        before any work, so a bad one stops the run with one line naming the setting, and nothing written."""
+        reference = self.model.reference_ckpt
+        trains_reference = (self.subcommand != "predict" and reference is not None and self._sub("reference_recipe") is not None
+                            and not Path(reference).is_file())
+        preflight.check_file("--model.reference_ckpt", reference, will_write=trains_reference)
+        preflight.check_file("--model.export_path", getattr(self.model, "export_path", None))
+        for key in ("cache_dir", "judge_dir"):
+            preflight.check_folder(f"--data.init_args.{key}", getattr(self.datamodule, key, None))
+        preflight.check_folder("--model.family.init_args.judge_dir", getattr(self.model.family, "judge_dir", None))
+        for logger in self.trainer.loggers:
+            preflight.check_folder("--trainer.logger.init_args.save_dir", getattr(logger, "save_dir", None))
+        preflight.check_folder("--trainer.default_root_dir", self.trainer.default_root_dir)
+
     def _resolve_last_checkpoint(self) -> None:
-        """``--ckpt_path last``: the newest checkpoint of *any* earlier run of this experiment.
+        """``--ckpt_path last``: the newest checkpoint of *any* earlier run of this experiment, or a refusal.
 
         Lightning looks for ``last.ckpt`` only in the new run's own folder (``version_<n+1>``), which is empty,
         so on its own ``last`` would silently start from scratch."""
         cfg = self.config_init[self.subcommand]
         if cfg.get("ckpt_path") != "last":
             return
-        path = find_last_checkpoint(self.trainer)
-        if path is not None:
-            rank_zero_info(f"--ckpt_path last: resuming from {path}")
-            cfg["ckpt_path"] = str(path)
-        elif self.subcommand == "fit":
-            rank_zero_info("--ckpt_path last: no checkpoint of an earlier run found; training from scratch.")
-            cfg["ckpt_path"] = None
-        else:
-            raise CheckpointError(f"--ckpt_path last: no checkpoint found under {_checkpoint_dirs(self.trainer)}; pass a checkpoint file.")
+        path, is_last = find_last_checkpoint(self.trainer)
+        if path is None:
+            fresh = " Drop --ckpt_path to train from scratch." if self.subcommand == "fit" else " Pass a checkpoint file."
+            raise CheckpointError(f"--ckpt_path last: nothing to resume, no checkpoint of an earlier run under "
+                                  f"{', '.join(_checkpoint_dirs(self.trainer))}.{fresh}")
+        why = "" if is_last else " (no last.ckpt: the newest checkpoint of the run)"
+        rank_zero_info(f"--ckpt_path last: resuming from {path}{why}")
+        cfg["ckpt_path"] = str(path)
 
     def _ensure_reference(self) -> None:
         path = self.model.reference_ckpt
@@ -193,6 +242,9 @@ class PrefAlignCLI(LightningCLI):
             seed = cfg.get("seed_everything")
             args.append(f"--seed_everything={_cli_value(seed)}")
             args.append(f"--bf16_fallback={_cli_value(cfg.get('bf16_fallback', True))}")
+            # The reference run logs where this run logs (W&B or not, the same logger and folder), under its own name.
+            args.append(f"--wandb={_cli_value(bool(cfg.get('wandb', True)))}")
+            args += _logger_args(cfg.trainer.get("logger"))
             run_cli(args)
             if seed is not None and seed is not False:
                 seed_everything(seed if seed is not True else None)
@@ -256,16 +308,55 @@ def _checkpoint_dirs(trainer) -> list[str]:
     return patterns
 
 
-def find_last_checkpoint(trainer) -> Path | None:
-    """The most recently written ``last*.ckpt`` of any run of this experiment, or SLURM ``hpc_ckpt_*.ckpt``."""
+def find_last_checkpoint(trainer) -> tuple[Path | None, bool]:
+    """The checkpoint ``--ckpt_path last`` resumes, and whether it is a ``last`` one.
+
+    The most recently written ``last*.ckpt`` of any run of this experiment, or SLURM ``hpc_ckpt_*.ckpt``; without
+    those (a config whose ModelCheckpoint has no ``save_last``), the most recently written ``*.ckpt`` of the run,
+    the higher step first on a tie."""
     import glob
     import re
 
-    candidates = [Path(p) for pattern in _checkpoint_dirs(trainer) for p in glob.glob(str(Path(pattern) / "last*.ckpt"))]
-    candidates = [p for p in candidates if re.fullmatch(r"last(-v?\d+)?", p.stem)]
-    candidates += list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))  # written by Lightning on SLURM's SIGUSR1
-    candidates = [p for p in candidates if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+    files = [Path(p) for pattern in _checkpoint_dirs(trainer) for p in glob.glob(str(Path(pattern) / "*.ckpt"))]
+    files = [p for p in files if p.is_file()]
+    last = [p for p in files if re.fullmatch(r"last(-v?\d+)?", p.stem)]
+    last += [p for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt") if p.is_file()]  # Lightning, on SLURM's SIGUSR1
+    candidates = last or files
+    if not candidates:
+        return None, False
+
+    def newest(p: Path) -> tuple[int, int]:
+        step = re.search(r"step=(\d+)", p.stem)
+        return p.stat().st_mtime_ns, int(step.group(1)) if step else -1
+
+    return max(candidates, key=newest), bool(last)
+
+
+# A nested run keeps its own run name (its recipe's) and gets a run id of its own.
+_OWN_LOGGER_KEYS = ("name", "version", "id")
+
+
+def _logger_args(logger: Any) -> list[str]:
+    """Command-line words giving a nested run this run's ``trainer.logger``: the same class and settings (save_dir,
+    project, ...), but the nested recipe's own run name. ``false`` (no logger) stays ``false``."""
+    if logger is None or isinstance(logger, bool):  # None is Lightning's default logger, as true is
+        return [f"--trainer.logger={_cli_value(logger is not False)}"]
+    if isinstance(logger, (list, tuple)):  # several loggers: no recipe name to keep, so name them after this run
+        loggers = [namespace_to_dict(item) for item in logger]
+        for item in loggers:
+            init = item.get("init_args") or {}
+            for key in ("version", "id"):
+                init.pop(key, None)
+            if init.get("name"):
+                init["name"] = f"{init['name']}_reference"
+        return ["--trainer.logger=" + json.dumps(loggers)]
+    logger = namespace_to_dict(logger)
+    # jsonargparse keeps the recipe's init_args that the new class also takes (its run name) when class_path changes.
+    args = [f"--trainer.logger={logger['class_path']}"]
+    for key, value in (logger.get("init_args") or {}).items():
+        if key not in _OWN_LOGGER_KEYS and value is not None and value != "":
+            args.append(f"--trainer.logger.init_args.{key}={_cli_value(value)}")
+    return args
 
 
 def _cli_value(value: Any) -> str:
@@ -276,14 +367,22 @@ def _cli_value(value: Any) -> str:
 
 
 class _RawFormatter:
-    """Keep the description's line breaks in ``--help`` (argparse re-wraps it otherwise)."""
+    """``--help`` that a person reads: the description's line breaks kept (argparse re-wraps it otherwise), each
+    option's first sentence only, and no "known subclasses" list (for ``--model.backbone``, every torch module)."""
 
     def __new__(cls):
-        from jsonargparse import DefaultHelpFormatter
         import argparse
+        import copy
+        import re
+
+        from jsonargparse import DefaultHelpFormatter
 
         class Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-            pass
+            def _get_help_string(self, action):
+                if action.help and isinstance(action.help, str):
+                    action = copy.copy(action)
+                    action.help = re.split(r"(?<=[.])\s", " ".join(action.help.split()), maxsplit=1)[0]
+                return re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
 
         return Formatter
 
@@ -294,6 +393,7 @@ _RUN_DEPTH = [0]  # run_cli calls in progress: the reference recipe runs inside 
 def run_cli(args: list[str] | None) -> PrefAlignCLI:
     # main() always passes the words it parsed (with --debug removed), also when they came from sys.argv.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+    preflight.check_config_files(list(args or []))
     _RUN_DEPTH[0] += 1
     try:
         return PrefAlignCLI(args=args)
@@ -342,6 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(words)
     words = [w for w in words if w != "--debug"]
-    if words and words[0] in EXTRA_COMMANDS:
-        return run_guarded(lambda: extra_command(words[0])(words[1:]), debug)
-    return run_guarded(lambda: run_cli(words) and 0, debug)
+    extra = words[0] if words and words[0] in EXTRA_COMMANDS else None
+    # argparse names a program after sys.argv[0] ("__main__.py" under -m) unless told otherwise, as the extra
+    # subcommands' parsers and jsonargparse's `--data.help CLASS` are: name it as it was typed. Only for those: a DDP
+    # run started as a script relaunches itself with sys.argv[0].
+    argv0 = sys.argv[:1]
+    if extra or any(w in ("-h", "--help") or w.split("=", 1)[0].endswith(".help") for w in words):
+        sys.argv[:1] = [f"{PROG} {extra}" if extra else PROG]
+    try:
+        if extra:
+            return run_guarded(lambda: extra_command(extra)(words[1:]), debug)
+        return run_guarded(lambda: run_cli(words) and 0, debug)
+    finally:
+        sys.argv[:1] = argv0

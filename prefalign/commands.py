@@ -25,12 +25,6 @@ EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
 
 
-def extra_commands_help() -> str:
-    width = max(len(n) for n in EXTRA_COMMANDS)
-    lines = [f"  {name:<{width}}  {help_}  ({PROG} {name} --help)" for name, (_, help_) in EXTRA_COMMANDS.items()]
-    return "more subcommands:\n" + "\n".join(lines)
-
-
 def extra_command(name: str) -> Callable[[list[str]], int | None]:
     return importlib.import_module(EXTRA_COMMANDS[name][0]).main
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 BF16_PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "bf16"})
+FP16_MIXED_PRECISIONS = frozenset({"16-mixed", "16"})
 FALLBACK_PRECISION = "32-true"
 
 
@@ -44,7 +45,12 @@ def resolve_precision(precision: Any, accelerator: Any, fallback: bool) -> tuple
     """The precision to run, and a warning to show (``None``: nothing to say).
 
     A bf16 precision on a CPU without bf16 kernels becomes ``32-true`` when ``fallback`` is true; otherwise it is kept
-    and the warning says what it costs."""
+    and the warning says what it costs. ``16-mixed`` on a CPU is what Lightning runs there, ``bf16-mixed`` (CPUs have
+    no fp16 autocast), and then follows the bf16 rule: the saved config never says 16-mixed for a run that was not."""
+    if str(precision) in FP16_MIXED_PRECISIONS and runs_on_cpu(accelerator):
+        ran, warning = resolve_precision("bf16-mixed", accelerator, fallback)
+        why = f"precision={precision} asked for, but a CPU has no fp16 mixed precision: Lightning runs it as bf16-mixed"
+        return ran, f"{why}; {warning}" if warning else f"{why}. Running bf16-mixed (--trainer.precision=32-true for fp32)."
     if str(precision) not in BF16_PRECISIONS or not runs_on_cpu(accelerator) or cpu_has_bf16_kernels():
         return precision, None
     why = (f"precision={precision} asked for, but this CPU has no bf16 kernels (no AVX512/AMX; "

@@ -11,13 +11,50 @@ FAST = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trai
         "--model.log_figures=false"]
 
 
-def test_help_lists_subcommands_and_examples(capsys):
+def _help(capsys, *words: str) -> str:
     with pytest.raises(SystemExit) as e:
-        main(["--help"])
+        main([*words, "--help"])
     assert e.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("usage: python -m prefalign") and "more subcommands:" in out
-    assert "fit" in out and "predict" in out and "dream" in out and "configs/dpo.yaml" in out and "configs/quickstart.yaml" in out
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_subcommand_with_a_sentence_and_examples(capsys):
+    from prefalign.cli import SUBCOMMAND_HELP
+    from prefalign.commands import EXTRA_COMMANDS
+
+    out = _help(capsys)
+    flat = " ".join(out.split())
+    assert out.startswith("usage: python -m prefalign") and "__main__" not in out
+    assert "{fit,validate,test,predict,dream,generate,sample}" in flat
+    for sentence in SUBCOMMAND_HELP.values():
+        assert sentence in flat and sentence.endswith(".")
+    for name, (_, help_) in EXTRA_COMMANDS.items():
+        assert f"{help_[0].upper()}{help_[1:]} (python -m prefalign {name} --help)" in flat
+    assert "configs/dpo.yaml" in out and "configs/quickstart.yaml" in out
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_subcommand_help_is_short_and_says_where_the_class_options_are(subcommand, capsys):
+    from prefalign.cli import SUBCOMMAND_HELP
+
+    out = _help(capsys, subcommand)
+    assert out.startswith(f"usage: python -m prefalign {subcommand} [--config RECIPE] [options]") and "__main__" not in out
+    assert SUBCOMMAND_HELP[subcommand] in out
+    assert "--data.help CLASS" in out and "--data.help prefalign.data.PreferenceDataModule" in out
+    assert "known subclasses" not in out  # for --model.backbone alone, every torch module: 700 lines
+    assert len(out.splitlines()) < 320, len(out.splitlines())
+
+
+def test_class_help_and_extra_subcommand_help_name_the_program(capsys):
+    out = _help(capsys, "fit", "--data.help", "prefalign.data.PreferenceDataModule")
+    assert out.startswith("usage: python -m prefalign") and "--data.cache_dir" in out
+    for name in ("generate", "sample", "dream"):
+        out = _help(capsys, name)
+        assert out.startswith(f"usage: python -m prefalign {name}")
+        description = " ".join(out.split("\n\n")[1].split())  # the paragraph after the usage lines
+        assert description.endswith("."), f"{name}: {description!r} stops mid-sentence"
+        if name != "dream":
+            assert "--device DEVICE       where the model runs" in out
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
@@ -108,3 +145,19 @@ def test_validate_and_predict_subcommands_on_a_saved_run(in_tmp, capsys, tiny_re
     predictions = torch.load(next(in_tmp.glob("runs/seed_dpo/version_*/predictions.pt")), weights_only=True)
     assert set(predictions) == {"y", "pred_clean", "pred_noisy", "confidence_clean", "confidence_noisy"}
     assert len(predictions["y"]) == 200
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_recipe_writes_last_ckpt_for_ckpt_path_last(config, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / config), "--print_config"])
+    callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"] or []
+    saves_last = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint") and c["init_args"]["save_last"]]
+    assert saves_last, f"{config}: no ModelCheckpoint with save_last: true, so --ckpt_path last has no last.ckpt to resume"
+
+
+def test_an_extra_subcommand_after_lightning_options_is_refused_with_the_way_to_call_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PREFALIGN_DEBUG")
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    assert main(["-c", str(tmp_path / "empty.yaml"), "generate"]) == 2
+    assert "prefalign: error: generate takes its own options, first: python -m prefalign generate --help." in capsys.readouterr().err

@@ -33,9 +33,22 @@ def test_bf16_without_kernels_is_kept_when_fallback_is_off(no_bf16_kernels):
     assert ran == "bf16-mixed" and "Keeping bf16-mixed" in warning
 
 
-@pytest.mark.parametrize("asked", ["32-true", "16-mixed", 32, "64-true", None])
+@pytest.mark.parametrize("asked", ["32-true", "16-true", 32, "64-true", None])
 def test_other_precisions_are_never_touched(no_bf16_kernels, asked):
     assert precision.resolve_precision(asked, "cpu", fallback=True) == (asked, None)
+
+
+@pytest.mark.parametrize("asked", ["16-mixed", "16", 16])
+def test_fp16_mixed_on_a_cpu_is_named_as_what_runs(asked, monkeypatch):
+    # Lightning runs 16-mixed on a CPU as bf16-mixed; then the bf16 rule applies.
+    monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: True)
+    ran, warning = precision.resolve_precision(asked, "cpu", fallback=True)
+    assert ran == "bf16-mixed" and f"precision={asked} asked for" in warning and "Running bf16-mixed" in warning
+    monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: False)
+    ran, warning = precision.resolve_precision(asked, "cpu", fallback=True)
+    assert ran == "32-true" and "runs it as bf16-mixed" in warning and "Running 32-true" in warning
+    assert precision.resolve_precision(asked, "cpu", fallback=False)[0] == "bf16-mixed"
+    assert precision.resolve_precision(asked, "cuda", fallback=True) == (asked, None)
 
 
 def test_bf16_with_kernels_or_off_the_cpu_is_kept(bf16_kernels, monkeypatch):
@@ -105,3 +118,12 @@ def test_reference_recipe_gets_the_same_bf16_choice(in_tmp, tiny_reference, monk
                        f"--model.reference_ckpt={in_tmp / 'ref.pt'}", "--model.backbone.channels=4",
                        *SYNTHETIC_ARGS, *FAST, "--bf16_fallback=false"])
     assert len(calls) == 1 and "--bf16_fallback=false" in calls[0]
+
+
+@pytest.mark.parametrize("kernels,ran", [(True, "bf16-mixed"), (False, "32-true")])
+def test_cli_records_what_a_16_mixed_request_ran_on_a_cpu(kernels, ran, in_tmp, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: kernels)
+    with pytest.warns(UserWarning, match="precision=16-mixed asked for"):
+        cli = _cli("--trainer.precision=16-mixed")
+    assert cli.trainer.precision == ran
+    assert cli.config["fit"]["trainer"]["precision"] == ran  # what config.yaml saves

@@ -110,3 +110,57 @@ def test_tensorboard_overlay_gets_metrics_and_figures(in_tmp, tiny_reference):
     assert {"train/loss", "val/acc_noisy", "test/acc_noisy", "mining/pairs"} <= set(events.Tags()["scalars"])
     hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
     assert hparams["model.objective.class_path"] == "prefalign.objectives.DPO"
+
+
+# The quickstart's reference recipe, shrunk: its data keys reach the nested run, so it trains on 600 images.
+QUICK = ["fit", "--config", "configs/quickstart.yaml", *SYNTHETIC_ARGS, "--trainer.max_steps=2", "--test_after_fit=false",
+         "--model.log_figures=false", "--trainer.enable_progress_bar=false"]
+
+
+def test_nested_reference_run_follows_wandb_false_and_the_logger_override(in_tmp, no_wandb_account, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("PREFALIGN_WANDB")  # W&B on by default, offline (no account): only --wandb false turns it off
+    (in_tmp / "configs").symlink_to(CONFIGS)
+    assert main([*QUICK, "--wandb=false", "--trainer.logger.init_args.save_dir=logs"]) == 0
+    assert (in_tmp / "artifacts/quickstart/reference.pt").is_file()
+    # The reference run logged where the user asked, under its own name, and not to W&B.
+    assert (in_tmp / "logs/quickstart_reference/version_0/metrics.csv").is_file()
+    assert (in_tmp / "logs/quickstart/version_0/config.yaml").is_file()
+    assert not (in_tmp / "runs").exists()
+    assert not list(in_tmp.rglob("wandb")) and not list(in_tmp.rglob("offline-run-*"))
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "extra,logger",
+    [
+        (["--trainer.logger=false"], False),
+        (["--config", str(CONFIGS / "logger/tensorboard.yaml")], "lightning.pytorch.loggers.TensorBoardLogger"),
+        (["--config", str(CONFIGS / "logger/wandb.yaml"), "--trainer.logger.init_args.project=mine"], "prefalign.loggers.WandbLogger"),
+    ],
+)
+def test_nested_reference_run_gets_the_users_logger_under_its_own_name(extra, logger, in_tmp, monkeypatch, capsys):
+    import prefalign.cli as cli_module
+
+    calls, real_run_cli = [], cli_module.run_cli
+
+    def fake_run_cli(args):  # stands in for training the reference: records the words
+        calls.append(args)
+        raise _Stop
+
+    monkeypatch.setattr(cli_module, "run_cli", fake_run_cli)
+    (in_tmp / "configs").symlink_to(CONFIGS)
+    with pytest.raises(_Stop):
+        cli_module.PrefAlignCLI(args=[*QUICK, "--model.reference_ckpt=ref.pt", *extra])
+    assert "--wandb=false" in calls[0]  # PREFALIGN_WANDB=0 here: the run's own choice, not the default, is passed on
+    with pytest.raises(SystemExit):
+        real_run_cli([*calls[0], "--print_config"])  # the nested run's config, as it would run
+    got = yaml.safe_load(capsys.readouterr().out)["trainer"]["logger"]
+    if logger is False:
+        assert got is False
+    else:
+        assert got["class_path"] == logger and got["init_args"]["name"] == "quickstart_reference"
+        assert got["init_args"]["save_dir"] == "runs" and got["init_args"].get("project", "mine") == "mine"

@@ -89,13 +89,49 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_ends_like_an_uninterrupted_run(re
         torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=1e-6)
 
 
-def test_ckpt_path_last_without_any_checkpoint_trains_from_scratch(in_tmp, tiny_reference, caplog):
+def test_ckpt_path_last_with_nothing_to_resume_stops_before_any_work(in_tmp, capsys, monkeypatch):
+    # The quickstart's reference is missing and its recipe is set: the refusal comes before the reference is trained.
+    monkeypatch.delenv("PREFALIGN_DEBUG")
+    (in_tmp / "configs").symlink_to(CONFIGS)
+    assert main(["fit", "--config", "configs/quickstart.yaml", *SYNTHETIC_ARGS, "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err
+    assert "prefalign: error: --ckpt_path last: nothing to resume, no checkpoint of an earlier run under runs/quickstart/*/checkpoints. " \
+           "Drop --ckpt_path to train from scratch." in err
+    assert len(err.strip().splitlines()) == 1
+    assert {p.name for p in in_tmp.iterdir()} == {"configs"}  # nothing written: no reference, no run folder
+
+
+def _quickstart(reference, *extra: str) -> list[str]:
+    return ["fit", "--config", str(CONFIGS / "quickstart.yaml"), *SYNTHETIC_ARGS, "--model.backbone.channels=4",
+            f"--model.reference_ckpt={reference}", "--model.log_figures=false", "--test_after_fit=false",
+            "--trainer.log_every_n_steps=1", "--trainer.max_epochs=20", *extra]  # max_steps ends each run
+
+
+def _first_logged_step(folder) -> int:
+    import csv
+
+    with open(folder / "metrics.csv") as f:
+        return min(int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss"))
+
+
+def test_quickstart_killed_then_ckpt_path_last_resumes_also_without_last_ckpt(in_tmp, tiny_reference, caplog):
+    runs = in_tmp / "runs/quickstart"
+    # A run stopped after 3 steps (a kill, for --ckpt_path last's purposes) leaves checkpoints/last.ckpt ...
+    main(_quickstart(tiny_reference, "--trainer.max_steps=3"))
+    assert torch.load(runs / "version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    # ... which the re-run continues from: its first step is the 4th.
     with caplog.at_level("INFO"):
-        main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, "--model.backbone.channels=4",
-              f"--model.reference_ckpt={tiny_reference}", "--trainer.fast_dev_run=true", "--model.log_figures=false",
-              "--ckpt_path", "last"])
-    assert "no checkpoint of an earlier run found; training from scratch" in caplog.text
-    assert (in_tmp / "policy.pt").is_file()  # fast_dev_run has no logger: the run folder is default_root_dir
+        main(_quickstart(tiny_reference, "--trainer.max_steps=5", "--ckpt_path", "last"))
+    assert "--ckpt_path last: resuming from runs/quickstart/version_0/checkpoints/last.ckpt\n" in caplog.text
+    assert _first_logged_step(runs / "version_1") >= 3
+    # Runs whose config kept only step-named checkpoints (no save_last): the newest of them is resumed, and said so.
+    for folder, step in (("version_0", 3), ("version_1", 5)):
+        (runs / folder / "checkpoints/last.ckpt").rename(runs / folder / f"checkpoints/epoch=0-step={step}.ckpt")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main(_quickstart(tiny_reference, "--trainer.max_steps=7", "--ckpt_path", "last"))
+    assert "--ckpt_path last: resuming from runs/quickstart/version_1/checkpoints/epoch=0-step=5.ckpt (no last.ckpt: the newest checkpoint of the run)" in caplog.text
+    assert _first_logged_step(runs / "version_2") >= 5
 
 
 def test_end_of_epoch_loader_state_resumes_at_the_next_epoch():

@@ -35,9 +35,11 @@ def grid_path(out: str | Path) -> Path:
 
 def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, seed: int = 0, guidance: float = 1.0,
                    classes: list[int] | None = None, batch_size: int = 500, device: str = "cpu") -> int:
-    """Draw ``per_class`` digits of every class with deterministic DDIM and write ``{"images": uint8 [N, 1, 28, 28], "labels":
-    int64 [N]}`` to ``out`` (load it with ``torch.load(out, weights_only=True)``) and a PNG grid beside it (``out`` with
-    ``.png``, so ``out`` itself may not end in ``.png``). The same seed gives the same images; a policy and its reference sampled with the same seed start from the
+    """Draw ``per_class`` digits of every class from a denoiser weights file with deterministic DDIM.
+
+    Writes ``{"images": uint8 [N, 1, 28, 28], "labels": int64 [N]}`` to ``out`` (load it with
+    ``torch.load(out, weights_only=True)``) and a PNG grid beside it (``out`` with ``.png``, so ``out`` itself may not
+    end in ``.png``). The same seed gives the same images; a policy and its reference sampled with the same seed start from the
     same noise, so their grids compare image by image.
 
     Args:

@@ -217,7 +217,4 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
 
-# Kept importable from here: the preference data module lives in its own file.
-from prefalign.data.preference_datamodule import PreferenceDataModule  # noqa: E402
-
-__all__ = ["NoisyMNISTDataModule", "PreferenceDataModule", "TEST_INDEX_OFFSET"]
+__all__ = ["NoisyMNISTDataModule", "TEST_INDEX_OFFSET"]

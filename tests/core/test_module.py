@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from prefalign.checkpoint import CheckpointError, save_weights
-from prefalign.data.datamodules import NoisyMNISTDataModule, PreferenceDataModule
+from prefalign.data import NoisyMNISTDataModule, PreferenceDataModule
 from prefalign.models import LeNet, SeedCNN
 from prefalign.core.module import AlignmentModule
 from prefalign.objectives import DPO, SFT, PPOLite

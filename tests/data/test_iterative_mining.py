@@ -6,7 +6,7 @@ import torch
 from prefalign.callbacks import IterativeMining
 from prefalign.checkpoint import load_model, save_weights
 from prefalign.cli import main
-from prefalign.data.datamodules import PreferenceDataModule
+from prefalign.data import PreferenceDataModule
 from prefalign.data.mining import reference_log_probs
 from prefalign.models import SeedCNN
 from tests.conftest import CONFIGS, SYNTHETIC_ARGS

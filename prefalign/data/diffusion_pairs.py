@@ -70,7 +70,7 @@ def mine_image_pairs(reference: nn.Module, schedule, judge: nn.Module, per_class
     """Sample ``per_class`` images of each class from ``reference`` (DDIM from noise seeded with ``seed``), judge them and pair
     them up (:func:`rank_samples`). Images are returned in [0, 1], like every image in prefalign. ``bf16`` runs the
     denoiser under bf16 autocast, as a bf16-mixed run samples during validation (the DDIM update stays fp32)."""
-    from prefalign.families.denoiser.family import null_label_of
+    from prefalign.families.denoiser.denoising import null_label_of
     from prefalign.families.denoiser.judge import judge_scores
     from prefalign.families.denoiser.sampling import ddim_sample, initial_noise, per_class_labels
 

@@ -11,7 +11,7 @@ import torch
 
 from prefalign.checkpoint import CheckpointError, load_model
 from prefalign.data.text.model_tokenizer import tokenizer_of_model
-from prefalign.families.language.generation import sample
+from prefalign.models.generation import sample
 
 
 def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from prefalign.checkpoint import save_weights
-from prefalign.objectives.base import check_in_range
+from prefalign.validation import check_in_range
 
 
 class IterativeMining(Callback):

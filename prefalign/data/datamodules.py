@@ -15,7 +15,7 @@ from jsonargparse import lazy_instance
 
 from prefalign.data.batches import TensorBatches
 from prefalign.data.corruptions import Corruption, GaussianNoise
-from prefalign.objectives.base import check_in_range
+from prefalign.validation import check_in_range
 
 
 # Test images are keyed apart from training images so image i of each split gets different noise.

@@ -14,7 +14,7 @@ from prefalign.checkpoint import CheckpointError, load_model, load_weights
 from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build, mining_reference
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
-from prefalign.objectives.base import check_in_range
+from prefalign.validation import check_in_range
 
 
 def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: int, accept_above: float, reject_below: float,

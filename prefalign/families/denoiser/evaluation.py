@@ -31,7 +31,7 @@ from prefalign.families.denoiser.judge import ensure_judge, judge_scores
 from prefalign.families.denoiser.metrics import frechet_distance, win_rate, within_class_diversity
 from prefalign.families.denoiser.sampling import ddim_sample, initial_noise, per_class_labels, tile
 from prefalign.families.denoiser.schedule import NoiseSchedule
-from prefalign.objectives.base import check_in_range
+from prefalign.validation import check_in_range
 
 STAGES = ("val", "test")
 

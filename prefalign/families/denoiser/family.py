@@ -11,7 +11,8 @@ from prefalign.families.base import Forward
 from prefalign.families.denoiser.denoising import denoising_logp, null_label_of, to_model_range
 from prefalign.families.denoiser.evaluation import DenoiserEvaluation
 from prefalign.families.denoiser.schedule import NoiseSchedule
-from prefalign.objectives.base import PairLogps, check_in_range
+from prefalign.objectives.base import PairLogps
+from prefalign.validation import check_in_range
 
 
 class DenoiserFamily(DenoiserEvaluation):

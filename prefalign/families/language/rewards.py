@@ -7,8 +7,8 @@ from typing import Any
 from torch import Tensor
 
 from prefalign.data.text.lexicon import lexicon, valid_word_rates
-from prefalign.objectives.base import check_in_range
 from prefalign.objectives.rewards import RewardFunction
+from prefalign.validation import check_in_range
 
 
 class LexicalValidity(RewardFunction):

@@ -9,8 +9,6 @@ and read the same file.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -18,19 +16,6 @@ from typing import Any, Callable
 from prefalign.checkpoint import CheckpointError, atomic_save, safe_load
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(key: dict[str, Any]) -> str:
-    """A short stable digest of a JSON-able key (sorted, so dict order does not matter)."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _valid(path: Path, digest: str) -> bool:
@@ -72,4 +57,4 @@ def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trai
     return cached
 
 
-__all__ = ["file_sha256", "fingerprint", "mining_reference", "load_or_build"]
+__all__ = ["mining_reference", "load_or_build"]

@@ -10,11 +10,12 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
+from prefalign.core.pair_cache import load_or_build
 from prefalign.data.corruptions import Corruption, GaussianNoise
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.batches import TensorBatches
 from prefalign.data.mining import Strategy, mine_pairs, reference_log_probs
+from prefalign.digests import file_sha256, fingerprint
 
 
 class PreferenceDataModule(NoisyMNISTDataModule):

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from prefalign.checkpoint import CheckpointError, load_model, load_weights
-from prefalign.core.pair_cache import load_or_build, mining_reference
+from prefalign.data.pair_cache import load_or_build, mining_reference
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.digests import file_sha256, fingerprint

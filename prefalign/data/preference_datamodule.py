@@ -10,7 +10,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.core.pair_cache import load_or_build
+from prefalign.data.pair_cache import load_or_build
 from prefalign.data.corruptions import Corruption, GaussianNoise
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.batches import TensorBatches

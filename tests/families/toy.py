@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from prefalign.core.pair_cache import load_or_build
+from prefalign.data.pair_cache import load_or_build
 from prefalign.data.batches import TensorBatches
 from prefalign.digests import file_sha256, fingerprint
 from prefalign.families.base import ModelFamily, ResponseLogps, Rollout, masked_mean, masked_sum

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.core.pair_cache import load_or_build, mining_reference
+from prefalign.data.pair_cache import load_or_build, mining_reference
 from prefalign.data.text.datamodule import CharTextDataModule
 from prefalign.data.text.lexicon import lexicon, valid_word_rates
 from prefalign.data.text.model_tokenizer import Tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model

@@ -28,17 +28,6 @@ def _valid(path: Path, digest: str) -> bool:
         return False
 
 
-def mining_reference(datamodule: Any, hint: str) -> str:
-    """The weights file a preference data module mines with: its own ``reference_ckpt``, else the model's.
-    ``hint`` names the config that writes it, for the error."""
-    trainer = getattr(datamodule, "trainer", None)
-    path = datamodule.reference_ckpt or getattr(getattr(trainer, "lightning_module", None), "reference_ckpt", None)
-    if path is None or not Path(path).is_file():
-        raise CheckpointError(f"{type(datamodule).__name__} mines pairs with the reference, but {path} is not a file: set "
-                              f"model.reference_ckpt ({hint}).")
-    return path
-
-
 def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trainer: Any = None, what: str = "mined pairs") -> dict:
     """Load the cache at ``path`` if its fingerprint is ``digest``, else ``build()`` it (rank 0) and save it atomically.
 
@@ -57,4 +46,4 @@ def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trai
     return cached
 
 
-__all__ = ["mining_reference", "load_or_build"]
+__all__ = ["load_or_build"]

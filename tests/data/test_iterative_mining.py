@@ -54,7 +54,9 @@ def test_iterative_mining_refuses_data_that_cannot_remine():
     with pytest.raises(ValueError, match="remine"):
         IterativeMining().setup(Trainer(), None, "fit")
 
-    class Remines:
+    class Remines:  # the RemineablePreferenceData contract, and nothing else
+        pairs, reference_ckpt, mining_stats = {}, None, {}
+
         def remine(self, path):
             pass
 

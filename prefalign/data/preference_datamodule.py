@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from prefalign.checkpoint import CheckpointError, load_model
 from prefalign.data.batches import TensorBatches
-from prefalign.data.corruptions import Corruption, GaussianNoise
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.mined_pairs import MinedPairs
 from prefalign.data.mining import Strategy, mine_pairs, reference_log_probs
@@ -48,25 +46,12 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         mine_on: Literal["noisy", "clean", "both"] = "noisy",
         reference_ckpt: str | None = None,
         cache_dir: str = "artifacts/pairs",
-        data_dir: str | None = None,
-        source: Literal["mnist", "synthetic"] = "mnist",
-        batch_size: int = 64,
-        eval_batch_size: int = 1000,
-        val_size: int | None = None,
-        split_seed: int = 0,
-        corruption: Corruption = lazy_instance(GaussianNoise, factor=0.5, seed=0),
-        digits: list[int] | None = None,
-        holdout_per_class: int = 1000,
-        synthetic_size: tuple[int, int] = (2000, 500),
-        resample_noise: bool = False,
         unpaired: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir, source=source, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            val_size=val_size, split_seed=split_seed, corruption=corruption, train_on="clean",
-            digits=digits, holdout_per_class=holdout_per_class, synthetic_size=synthetic_size,
-            resample_noise=resample_noise,
-        )
+        # The data arguments are NoisyMNISTDataModule's, passed through (the CLI reads them from its signature);
+        # only train_on is fixed: pairs are mined, so SFT's choice of view does not apply.
+        super().__init__(train_on="clean", **kwargs)
         if mine_on not in ("noisy", "clean", "both"):
             raise ValueError(f"mine_on must be noisy, clean or both, got {mine_on!r}")
         self.strategy = strategy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -66,19 +66,15 @@ class TextPreferenceDataModule(MinedPairs, CharTextDataModule):
     """
 
     def __init__(self, pair_strategy: PairStrategy = "best_of_2", num_prompts: int = 4096, response_length: int = 32,
-                 reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", source: Literal["shakespeare", "file", "synthetic"] = "shakespeare",
-                 text_file: str | None = None, block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256,
-                 val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
-                 data_dir: str | None = None, prompt_length: int = 32, eval_prompts: int = 64, eval_new_tokens: int = 32,
-                 tokenizer: Literal["char", "gpt2"] = "char") -> None:
-        super().__init__(source=source, text_file=text_file, block_size=block_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         steps_per_epoch=1, val_fraction=val_fraction, max_val_windows=max_val_windows, seed=seed,
-                         synthetic_chars=synthetic_chars, data_dir=data_dir, prompt_length=prompt_length, eval_prompts=eval_prompts,
-                         eval_new_tokens=eval_new_tokens, tokenizer=tokenizer)
+                 reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", **kwargs: Any) -> None:
+        # The text arguments are CharTextDataModule's, passed through (the CLI reads them from its signature); the
+        # training batches are the mined pairs, so the window and RL-prompt settings are fixed.
+        super().__init__(steps_per_epoch=1, train_on="windows", prompts=None, **kwargs)
         if pair_strategy not in ("best_of_2", "spin"):
             raise ValueError(f"pair_strategy must be best_of_2 or spin, got {pair_strategy!r}")
-        if prompt_length + response_length > block_size + 1:
-            raise ValueError(f"prompt_length + response_length = {prompt_length + response_length} must fit the block: at most block_size + 1 = {block_size + 1}.")
+        if self.prompt_length + response_length > self.block_size + 1:
+            raise ValueError(f"prompt_length + response_length = {self.prompt_length + response_length} must fit the block: "
+                             f"at most block_size + 1 = {self.block_size + 1}.")
         self.pair_strategy, self.num_prompts, self.response_length = pair_strategy, num_prompts, response_length
         self.init_mining(reference_ckpt, cache_dir)
 

@@ -119,6 +119,19 @@ class AlignmentModule(L.LightningModule):
         """The validation metric to watch (progress lines, checkpoint monitors): the family's."""
         return self.family.main_metric
 
+    # ------------------------------------------------------------------ what families use
+    @property
+    def policy_forward(self) -> Any:
+        """The policy's forward as training runs it (``torch.compile``-d with ``compile``): families evaluate and
+        sample the policy through it."""
+        return self._forward
+
+    @property
+    def datamodule(self) -> Any:
+        """The trainer's data module, or None (no trainer attached yet, or a fit without a data module). Unlike
+        ``self.trainer``, which raises before a trainer is attached."""
+        return getattr(self._trainer, "datamodule", None)
+
     # ------------------------------------------------------------------ reference
     @property
     def reference(self) -> nn.Module | None:
@@ -148,7 +161,7 @@ class AlignmentModule(L.LightningModule):
                 else:
                     load_into(self.policy, self.reference_ckpt)
         self._policy_initialised = True
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.datamodule
         if datamodule is not None and stage == "fit" and self.objective.needs_pairs and not isinstance(datamodule, PreferenceData):
             raise ValueError(
                 f"objective {type(self.objective).__name__} trains on preference pairs, but {type(datamodule).__name__} has none: "
@@ -270,7 +283,7 @@ class AlignmentModule(L.LightningModule):
 
     # ------------------------------------------------------------------ lifecycle
     def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.datamodule
         if isinstance(datamodule, PreferenceData) and datamodule.mining_stats:
             for logger in self.loggers:
                 logger.log_metrics(datamodule.mining_stats, step=0)

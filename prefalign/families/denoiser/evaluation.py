@@ -131,7 +131,7 @@ class DenoiserEvaluation(ModelFamily):
         images, labels = batch["x_clean"], batch["y"]
         t, noise = self._mse_draws(stage, len(labels), images.shape[1:], images.device)
         x_t = self.noise_schedule.add_noise(to_model_range(images), noise, t)
-        mse = -2 * denoising_logp(module._forward, x_t, t, labels, noise)
+        mse = -2 * denoising_logp(module.policy_forward, x_t, t, labels, noise)
         self.mse[f"{stage}_all"].update(mse)
         bucket = (t * self.mse_buckets) // self.noise_schedule.num_timesteps
         for b in range(self.mse_buckets):  # weights, not boolean indexing: no host sync per batch
@@ -191,7 +191,7 @@ class DenoiserEvaluation(ModelFamily):
         if per_class > 0 and stage in self._real_features:
             num_classes = getattr(trainer.datamodule, "num_classes", 10)
             labels, noise = self._my_share(module, per_class, num_classes)
-            policy = self._score(module, module._forward, labels, noise)
+            policy = self._score(module, module.policy_forward, labels, noise)
             real = self._real_features[stage][0]
             logs.update({f"{stage}/{k}": v for k, v in self._summary(module, policy, real).items()})
             reference = None

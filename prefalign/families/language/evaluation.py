@@ -62,7 +62,7 @@ class LanguageEvaluation(ModelFamily):
         """Give a fresh model the data's vocabulary, or re-encode the data with a trained model's vocabulary.
         A model and data of different tokenizers (char vs gpt2) are refused."""
         policy = module.policy
-        datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+        datamodule = module.datamodule
         self.check_config(policy, datamodule)
         data_tok = getattr(datamodule, "tokenizer", None)
         if data_tok is not None:  # a data module without ``tokenizer_name`` may still bring a tokenizer

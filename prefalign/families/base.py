@@ -54,10 +54,6 @@ class Rollout:
     mask: Tensor
     old_logps: Tensor
 
-    @property
-    def group_size(self) -> int:
-        return self.responses.shape[1]
-
 
 @dataclass
 class ResponseLogps:

@@ -2,7 +2,7 @@ import lightning as L
 import pytest
 import torch
 
-from prefalign.checkpoint import CheckpointError, save_weights
+from prefalign.checkpoint import CheckpointError
 from prefalign.data import NoisyMNISTDataModule, PreferenceDataModule
 from prefalign.models import LeNet, SeedCNN
 from prefalign.core.module import AlignmentModule

@@ -162,7 +162,7 @@ def _install_timers(record: dict) -> None:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
-    from prefalign.data.datamodules import NoisyMNISTDataModule, PreferenceDataModule
+    from prefalign.data import NoisyMNISTDataModule, PreferenceDataModule
     from prefalign.families.classifier.evaluation import ClassifierEvaluation
 
     class EpochTimer(Callback):

@@ -152,7 +152,7 @@ def plot(results: list[dict], reference: dict, path: Path) -> None:
 
 def reference_sha256(a: argparse.Namespace) -> str:
     """The sha256 of the reference weights every row started from (rows are comparable only if it matches)."""
-    from prefalign.core.pair_cache import file_sha256
+    from prefalign.digests import file_sha256
 
     path = a.out / "reference.pt" if a.quick else REPO / "artifacts" / "reference" / "seed_cnn.pt"
     return file_sha256(path)

@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from prefalign.checkpoint import load_model  # noqa: E402
 from prefalign.data.text import CharTextDataModule, CharTokenizer  # noqa: E402
-from prefalign.families.language.generation import sample  # noqa: E402
-from prefalign.families.language.rewards import lexicon, valid_word_rates  # noqa: E402
+from prefalign.data.text.lexicon import lexicon, valid_word_rates  # noqa: E402
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs  # noqa: E402
+from prefalign.models.generation import sample  # noqa: E402
 
 RUNS = {"seed_pg": "lm_seed_pg", "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3", "ppo": "lm_ppo", "dpo_plain": "lm_dpo_plain", "dpo": "lm_dpo",
         "spin_plain": "lm_spin_plain", "spin": "lm_spin"}

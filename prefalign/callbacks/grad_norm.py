@@ -20,7 +20,7 @@ class GradNorm(Callback):
         self.norm_type = norm_type
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if not getattr(trainer, "_logger_connector", None) or not trainer._logger_connector.should_update_logs:
+        if not pl_module.train_logging()[1]:  # the module's rule: only on the steps the loggers write
             return
         norms = grad_norm(pl_module.policy, norm_type=self.norm_type)
         total = norms.get(f"grad_{float(self.norm_type)}_norm_total")

@@ -8,7 +8,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from prefalign.checkpoint import save_weights
-from prefalign.objectives.base import check_in_range
+from prefalign.data.preference_data import RemineablePreferenceData
+from prefalign.validation import check_in_range
 
 
 class IterativeMining(Callback):
@@ -21,7 +22,7 @@ class IterativeMining(Callback):
     one: the cached reference log-probs of the new pairs are still the reference's, so the DPO loss keeps its
     anchor while the pairs track what the policy now gets wrong. The train dataloader is rebuilt after each
     round (``trainer.reload_dataloaders_every_n_epochs``). Works for any family whose preference data module
-    implements ``remine(miner_path)``.
+    can re-mine (:class:`~prefalign.data.preference_data.RemineablePreferenceData`: ``remine(miner_path)``).
 
     Args:
         every_n_epochs: epochs between mining rounds (no round after the last epoch, nor once ``max_steps`` is reached).
@@ -39,7 +40,7 @@ class IterativeMining(Callback):
         if stage != "fit":
             return
         datamodule = trainer.datamodule
-        if not callable(getattr(datamodule, "remine", None)):
+        if not isinstance(datamodule, RemineablePreferenceData):
             raise ValueError(
                 f"IterativeMining needs a preference data module that can re-mine (a `remine(miner_path)` method); "
                 f"{type(datamodule).__name__} has none. Use e.g. prefalign.data.PreferenceDataModule."
@@ -60,7 +61,7 @@ class IterativeMining(Callback):
         trainer.strategy.barrier("prefalign-iterative-mining")
         trainer.datamodule.remine(str(path))
         self.rounds += 1
-        stats = {f"{k}_round": v for k, v in getattr(trainer.datamodule, "mining_stats", {}).items()}
+        stats = {f"{k}_round": v for k, v in trainer.datamodule.mining_stats.items()}
         for logger in trainer.loggers:
             logger.log_metrics({**stats, "mining/round": float(self.rounds)}, step=trainer.global_step)
         rank_zero_info(f"IterativeMining: round {self.rounds} after epoch {epoch} mined with {path}")

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from prefalign.models.lora import LoRA
-from prefalign.objectives.base import check_in_range
+from prefalign.validation import check_in_range
 
 
 class ReferenceUpdate(Callback):

@@ -13,6 +13,7 @@ from torch import nn
 
 from prefalign.checkpoint import CheckpointError, load_into, load_model, save_weights
 from prefalign.core.rl import ppo_step
+from prefalign.data.preference_data import PreferenceData
 from prefalign.families.base import ModelFamily, check_capabilities
 from prefalign.models.lora import AdaptersOffReference, LoRA, check_adapters_reference
 from prefalign.models.registry import register_architecture
@@ -121,6 +122,19 @@ class AlignmentModule(L.LightningModule):
         """The validation metric to watch (progress lines, checkpoint monitors): the family's."""
         return self.family.main_metric
 
+    # ------------------------------------------------------------------ what families use
+    @property
+    def policy_forward(self) -> Any:
+        """The policy's forward as training runs it (``torch.compile``-d with ``compile``): families evaluate and
+        sample the policy through it."""
+        return self._forward
+
+    @property
+    def datamodule(self) -> Any:
+        """The trainer's data module, or None (no trainer attached yet, or a fit without a data module). Unlike
+        ``self.trainer``, which raises before a trainer is attached."""
+        return getattr(self._trainer, "datamodule", None)
+
     # ------------------------------------------------------------------ reference
     @property
     def reference(self) -> nn.Module | None:
@@ -150,8 +164,8 @@ class AlignmentModule(L.LightningModule):
                 else:
                     load_into(self.policy, self.reference_ckpt)
         self._policy_initialised = True
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and stage == "fit" and self.objective.needs_pairs and not hasattr(datamodule, "pairs"):
+        datamodule = self.datamodule
+        if datamodule is not None and stage == "fit" and self.objective.needs_pairs and not isinstance(datamodule, PreferenceData):
             raise ValueError(
                 f"objective {type(self.objective).__name__} trains on preference pairs, but {type(datamodule).__name__} has none: "
                 "use a preference data module (e.g. data.class_path: prefalign.data.PreferenceDataModule)."
@@ -272,10 +286,10 @@ class AlignmentModule(L.LightningModule):
 
     # ------------------------------------------------------------------ lifecycle
     def on_fit_start(self) -> None:
-        stats = getattr(getattr(self.trainer, "datamodule", None), "mining_stats", None)
-        if stats:
+        datamodule = self.datamodule
+        if isinstance(datamodule, PreferenceData) and datamodule.mining_stats:
             for logger in self.loggers:
-                logger.log_metrics(stats, step=0)
+                logger.log_metrics(datamodule.mining_stats, step=0)
 
     def on_fit_end(self) -> None:
         from prefalign.loggers import run_dir as _run_dir

@@ -23,7 +23,7 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
     reference = module.reference if objective.kl_coef > 0 else None
     exact = reference is not None and objective.wants_exact_kl("exact_kl" in family.capabilities)
     with torch.no_grad():
-        rollout = family.rollout(module._forward, batch, objective.k)
+        rollout = family.rollout(module.policy_forward, batch, objective.k)
         rewards = objective.reward(rollout)
         advantages = objective.advantages(rewards)
         ref = family.response_logps(reference, rollout) if reference is not None else None
@@ -32,7 +32,7 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
             num_tokens = module.trainer.strategy.reduce(rollout.mask.sum().float(), reduce_op="sum")
     out = None
     for _ in range(objective.ppo_epochs):
-        new = family.response_logps(module._forward, rollout)
+        new = family.response_logps(module.policy_forward, rollout)
         kl = exact_kl(new.dist, ref.dist) if exact else None
         out = objective.loss(new.tokens, rollout.old_logps, advantages, rollout.mask, ref.tokens if ref is not None else None, kl, num_tokens)
         loss = module.guard(out.loss)

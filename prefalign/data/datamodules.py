@@ -15,7 +15,7 @@ from jsonargparse import lazy_instance
 
 from prefalign.data.batches import TensorBatches
 from prefalign.data.corruptions import Corruption, GaussianNoise
-from prefalign.objectives.base import check_in_range
+from prefalign.validation import check_in_range
 
 
 # Test images are keyed apart from training images so image i of each split gets different noise.
@@ -217,7 +217,4 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
 
-# Kept importable from here: the preference data module lives in its own file.
-from prefalign.data.preference_datamodule import PreferenceDataModule  # noqa: E402
-
-__all__ = ["NoisyMNISTDataModule", "PreferenceDataModule", "TEST_INDEX_OFFSET"]
+__all__ = ["NoisyMNISTDataModule", "TEST_INDEX_OFFSET"]

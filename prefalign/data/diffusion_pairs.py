@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -11,10 +10,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from prefalign.checkpoint import CheckpointError, load_model, load_weights
-from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build, mining_reference
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
-from prefalign.objectives.base import check_in_range
+from prefalign.data.mined_pairs import MinedPairs
+from prefalign.validation import check_in_range
 
 
 def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: int, accept_above: float, reject_below: float,
@@ -70,7 +69,7 @@ def mine_image_pairs(reference: nn.Module, schedule, judge: nn.Module, per_class
     """Sample ``per_class`` images of each class from ``reference`` (DDIM from noise seeded with ``seed``), judge them and pair
     them up (:func:`rank_samples`). Images are returned in [0, 1], like every image in prefalign. ``bf16`` runs the
     denoiser under bf16 autocast, as a bf16-mixed run samples during validation (the DDIM update stays fp32)."""
-    from prefalign.families.denoiser.family import null_label_of
+    from prefalign.families.denoiser.denoising import null_label_of
     from prefalign.families.denoiser.judge import judge_scores
     from prefalign.families.denoiser.sampling import ddim_sample, initial_noise, per_class_labels
 
@@ -87,7 +86,7 @@ def mine_image_pairs(reference: nn.Module, schedule, judge: nn.Module, per_class
             "pool_accuracy": correct.float().mean().cpu(), "pool_p_class": p.float().mean().cpu()}
 
 
-class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
+class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
     """MNIST (for evaluation: the clean validation and test images) plus Diffusion-DPO pairs mined from the reference.
 
     Mining (Wallace et al., 2023, arXiv:2311.12908, here with a judge in place of people): the frozen reference draws
@@ -136,16 +135,14 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         self.judge_dir, self.judge_min_accuracy = judge_dir, judge_min_accuracy
         self.accept_above, self.reject_below, self.pairs_per_loser, self.seed = accept_above, reject_below, pairs_per_loser, seed
         self.winners_by = winners_by
-        self.reference_ckpt, self.cache_dir = reference_ckpt, cache_dir
-        self.pairs: dict[str, Tensor] = {}
-        self.mining_stats: dict[str, float] = {}
+        self.init_mining(reference_ckpt, cache_dir)
         self._rounds = 0  # re-mining rounds so far (remine)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if stage not in (None, "fit") or self.pairs:
             return
-        path = mining_reference(self, "configs/diffusion_pretrain.yaml writes artifacts/reference/denoiser.pt")
+        path = self.mining_reference("configs/diffusion_pretrain.yaml writes artifacts/reference/denoiser.pt")
         schedule_args = load_weights(path)["meta"].get("noise_schedule")
         if schedule_args is None:
             raise CheckpointError(f"{path} is not a denoiser weights file (it records no noise schedule); "
@@ -181,16 +178,18 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
         trainer = getattr(self, "trainer", None)
         bf16 = "bf16" in str(getattr(trainer, "precision", ""))  # sample as the run samples: 2-3x faster on a CPU with bf16
         arch, judge_seed = self.mining_judge
-        key = {"reference_sha256": file_sha256(path), "data": self.data_fingerprint(), "judge": [arch, judge_seed], "per_class": self.per_class,
+        key = {"data": self.data_fingerprint(), "judge": [arch, judge_seed], "per_class": self.per_class,
                "steps": self.sample_steps, "guidance": self.guidance, "seed": seed, "accept_above": self.accept_above,
                "reject_below": self.reject_below, "pairs_per_loser": self.pairs_per_loser, "bf16": bf16, "format": 1}
         if self.winners_by != "confidence":  # the default leaves the key (and every existing cache file) as it was
             key["winners_by"] = self.winners_by
-        digest = fingerprint(key)
+
+        built = []  # whether this run mined (else it read the pairs from the cache)
 
         # Building the models draws from the global RNG: the run's training noise must not depend on the pair cache.
         @torch.random.fork_rng(devices=[])
         def mine() -> dict:
+            built.append(True)
             judge = ensure_judge(arch, judge_seed, self, self.judge_dir, self.judge_min_accuracy)
             rank_zero_info(f"Mining image pairs: {self.per_class} samples per class from {path} (noise seed {seed}), judged by {arch} (seed {judge_seed}) ...")
             started = time.monotonic()
@@ -200,10 +199,8 @@ class DiffusionPreferenceDataModule(NoisyMNISTDataModule):
             mined["seconds"] = torch.tensor(time.monotonic() - started)
             return mined
 
-        path_pairs = Path(self.cache_dir) / f"image-pairs-{digest}.pt"
-        from_cache = path_pairs.is_file()
-        cached = load_or_build(path_pairs, digest, mine, trainer)
-        cached["from_cache"] = from_cache
+        cached = self.cached_pairs("image-pairs", path, key, mine)
+        cached["from_cache"] = not built
         return cached
 
     def _attach(self, cached: dict) -> None:

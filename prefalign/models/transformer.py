@@ -106,9 +106,5 @@ class TinyTransformer(nn.Module):
             x = block(x)
         return self.lm_head(self.norm(x))
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 __all__ = ["TinyTransformer"]

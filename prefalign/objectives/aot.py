@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
 from prefalign.objectives.dpo import dpo_rewards, smoothed_logistic_loss
+from prefalign.validation import check_in_range
 
 
 def aot_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,

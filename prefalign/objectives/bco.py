@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics, unpaired_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics, unpaired_metrics
 from prefalign.objectives.dpo import dpo_rewards
+from prefalign.validation import check_in_range
 
 
 def bco_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,

@@ -6,8 +6,9 @@ from typing import Callable
 
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
 from prefalign.objectives.dpo import dpo_rewards
+from prefalign.validation import check_in_range
 
 
 class BetaPairObjective(Objective):

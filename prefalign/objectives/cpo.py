@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
 from prefalign.objectives.dpo import smoothed_logistic_loss
+from prefalign.validation import check_in_range
 
 
 def cpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, beta: float = 0.1, alpha: float = 1.0, label_smoothing: float = 0.0) -> Tensor:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics, unpaired_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics, unpaired_metrics
 from prefalign.objectives.dpo import dpo_rewards
+from prefalign.validation import check_in_range
 
 
 def kto_reference_point(

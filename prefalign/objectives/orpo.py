@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
+from prefalign.validation import check_in_range
 
 # p is indistinguishable from 1 in fp32 above 1 - eps; capping log p there keeps log(1 - p) finite when a
 # confident model's log_softmax returns exactly 0.

@@ -13,8 +13,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from prefalign.objectives.base import ObjectiveOutput, check_in_range
+from prefalign.objectives.base import ObjectiveOutput
 from prefalign.objectives.rewards import CorrectLabelReward, RewardFunction
+from prefalign.validation import check_in_range
 
 # exp(20) ~ 5e8: far beyond any ratio a clipped update produces, and far from fp32 overflow (exp(89)).
 _MAX_LOG_RATIO = 20.0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, logratio_diff, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, logratio_diff, preference_metrics
 from prefalign.objectives.dpo import dpo_rewards
+from prefalign.validation import check_in_range
 
 
 def robust_dpo_loss(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
 from prefalign.objectives.dpo import dpo_loss, dpo_rewards
+from prefalign.validation import check_in_range
 
 
 def rpo_loss(

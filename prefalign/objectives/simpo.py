@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, check_in_range, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
+from prefalign.validation import check_in_range
 
 
 def simpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, beta: float = 2.0, gamma: float = 0.5) -> Tensor:

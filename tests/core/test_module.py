@@ -2,8 +2,8 @@ import lightning as L
 import pytest
 import torch
 
-from prefalign.checkpoint import CheckpointError, save_weights
-from prefalign.data.datamodules import NoisyMNISTDataModule, PreferenceDataModule
+from prefalign.checkpoint import CheckpointError
+from prefalign.data import NoisyMNISTDataModule, PreferenceDataModule
 from prefalign.models import LeNet, SeedCNN
 from prefalign.core.module import AlignmentModule
 from prefalign.objectives import DPO, SFT, PPOLite

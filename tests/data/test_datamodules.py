@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from prefalign.checkpoint import CheckpointError, save_weights
-from prefalign.data.datamodules import NoisyMNISTDataModule, PreferenceDataModule
+from prefalign.data import NoisyMNISTDataModule, PreferenceDataModule
 from prefalign.data.mining import mine_pairs
 from prefalign.models import SeedCNN
 

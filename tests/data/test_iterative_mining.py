@@ -6,7 +6,7 @@ import torch
 from prefalign.callbacks import IterativeMining
 from prefalign.checkpoint import load_model, save_weights
 from prefalign.cli import main
-from prefalign.data.datamodules import PreferenceDataModule
+from prefalign.data import PreferenceDataModule
 from prefalign.data.mining import reference_log_probs
 from prefalign.models import SeedCNN
 from tests.conftest import CONFIGS, SYNTHETIC_ARGS
@@ -54,7 +54,9 @@ def test_iterative_mining_refuses_data_that_cannot_remine():
     with pytest.raises(ValueError, match="remine"):
         IterativeMining().setup(Trainer(), None, "fit")
 
-    class Remines:
+    class Remines:  # the RemineablePreferenceData contract, and nothing else
+        pairs, reference_ckpt, mining_stats = {}, None, {}
+
         def remine(self, path):
             pass
 

@@ -1,4 +1,7 @@
-"""Every objective runs on every registered family, or is refused when the module is built, with the declared reason."""
+"""Every objective runs on every registered family, or is refused when the module is built, with the declared reason.
+
+This is what the objective table's *families* column claims (``scripts/objective_table.py``, from the registry).
+"""
 
 import copy
 import inspect
@@ -10,6 +13,7 @@ import prefalign.objectives as objectives
 from prefalign.checkpoint import save_weights
 from prefalign.core.module import AlignmentModule
 from prefalign.families.base import CAPABILITIES
+from prefalign.families.registry import FAMILIES, families_supporting, family_class
 from prefalign.objectives import Objective, PPOLite
 from tests.families.cases import FAMILY_CASES
 
@@ -41,9 +45,13 @@ def test_objective_on_family(objective_name, family_name, tmp_path):
     objective = build(getattr(objectives, objective_name), case)
     ref_path = save_weights(case.backbone, tmp_path / "ref.pt")
     missing = objective.requires - case.family.capabilities
+    able = families_supporting(objective.requires)
+    if family_name in FAMILIES:  # the table lists this family for this objective exactly when it runs here
+        assert (family_name in able) == (not missing)
     if missing:
-        with pytest.raises(ValueError, match=CAPABILITIES[sorted(missing)[0]].split(" (")[0]):
+        with pytest.raises(ValueError, match=CAPABILITIES[sorted(missing)[0]].split(" (")[0]) as refused:
             AlignmentModule(backbone=case.backbone, objective=objective, family=case.family, reference_ckpt=str(ref_path))
+        assert f"The registered families that can run it: {', '.join(able)}." in str(refused.value)
         return
     module = AlignmentModule(backbone=case.backbone, objective=objective, family=case.family, reference_ckpt=str(ref_path))
     reference = copy.deepcopy(case.backbone).eval().requires_grad_(False)
@@ -73,3 +81,10 @@ def test_objective_on_family(objective_name, family_name, tmp_path):
     out.loss.backward()
     grads = [p.grad for p in module.policy.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_every_registered_family_has_a_case():
+    missing = sorted(set(FAMILIES) - set(FAMILY_CASES))
+    assert not missing, f"registered families without a FamilyCase in tests/families/cases.py: {', '.join(missing)}"
+    for name in FAMILIES:
+        assert type(FAMILY_CASES[name]().family) is family_class(name), f"FAMILY_CASES[{name!r}] is not the registered {name} family"

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build
 from prefalign.data.batches import TensorBatches
+from prefalign.data.mined_pairs import MinedPairs
 from prefalign.families.base import ModelFamily, ResponseLogps, Rollout, masked_mean, masked_sum
 from prefalign.objectives import PairLogps, RewardFunction, exact_kl
 
@@ -119,7 +119,7 @@ class ToyReward(RewardFunction):
         return ((rollout.responses == right) & rollout.mask).float().sum(-1)
 
 
-class ToyDataModule(L.LightningDataModule):
+class ToyDataModule(MinedPairs, L.LightningDataModule):
     """Prompts 0..V-1 repeated; ``pairs: true`` mines (right ≻ the reference's greedy answer, or a fixed wrong one)."""
 
     reference_data_keys = ("vocab", "size")
@@ -128,17 +128,16 @@ class ToyDataModule(L.LightningDataModule):
         super().__init__()
         self.vocab, self.size, self.batch_size, self.use_pairs = vocab, size, batch_size, pairs
         self.reference_ckpt, self.cache_dir = reference_ckpt, cache_dir
-        if pairs:
-            self.pairs: dict[str, Tensor] = {}
+        if pairs:  # only then is it preference data (PreferenceData: pairs, reference_ckpt, mining_stats)
+            self.init_mining(reference_ckpt, cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         prompts = torch.arange(self.size) % self.vocab
         chosen = right_responses(prompts, self.vocab)
         self.train_data = {"prompt": prompts, "chosen": chosen, "chosen_mask": torch.ones_like(chosen, dtype=torch.bool)}
         if self.use_pairs and stage in (None, "fit") and not self.pairs:
-            path = self.reference_ckpt or self.trainer.lightning_module.reference_ckpt
-            digest = fingerprint({"reference": file_sha256(path), "vocab": self.vocab, "size": self.size})
-            self.pairs = load_or_build(f"{self.cache_dir}/toy-{digest}.pt", digest, lambda: self._mine(path), getattr(self, "trainer", None))
+            path = self.mining_reference("train it with the toy's SFT run")
+            self.pairs = self.cached_pairs("toy", path, {"vocab": self.vocab, "size": self.size}, lambda: self._mine(path))
             self.train_data = {**self.train_data, **{k: self.pairs[k] for k in ("rejected", "rejected_mask")}}
 
     def _mine(self, path: str) -> dict[str, Tensor]:

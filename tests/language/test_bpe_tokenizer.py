@@ -203,7 +203,7 @@ def test_char_weights_files_are_unchanged_and_files_without_a_tokenizer_field_lo
 
 
 def _family_setup(model, datamodule):
-    module = SimpleNamespace(policy=model, _trainer=object(), trainer=SimpleNamespace(datamodule=datamodule))
+    module = SimpleNamespace(policy=model, datamodule=datamodule)
     family = LanguageFamily()
     family.setup(module, "fit")
     return family

@@ -8,9 +8,10 @@ from torch import nn
 
 from prefalign.cli import main
 from prefalign.data.text import CharTokenizer
+from prefalign.data.text.lexicon import complete_words, distinct_2, lexicon, valid_word_rate
 from prefalign.data.text.preference import mine_text_pairs
 from prefalign.families.base import Rollout
-from prefalign.families.language.rewards import NegativeLength, complete_words, distinct_2, lexicon, valid_word_rate
+from prefalign.families.language.rewards import NegativeLength
 from prefalign.objectives import PPOLite
 from tests.conftest import CONFIGS
 

@@ -11,7 +11,7 @@ from torch import nn
 from prefalign.cli import main
 from prefalign.data.text import CharTokenizer
 from prefalign.families.language import LanguageFamily
-from prefalign.families.language.generation import sample
+from prefalign.models.generation import sample
 from tests.conftest import CONFIGS
 
 TOK = CharTokenizer("abc")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from prefalign.data.batches import CPU_FORWARD_CHUNK, chunked_forward
-from prefalign.data.datamodules import PreferenceDataModule
+from prefalign.data import PreferenceDataModule
 from prefalign.data.mining import reference_log_probs
 from prefalign.models import SeedCNN
 from prefalign.core.module import AlignmentModule

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from prefalign.checkpoint import load_weights
-from prefalign.data.datamodules import PreferenceDataModule
+from prefalign.data import PreferenceDataModule
 
 PROBE_DIR = Path("probe")
 

@@ -87,7 +87,7 @@ def test_library_loaders_refuse_it(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", sorted(EVIL_FILES))
 def test_a_pair_cache_holding_code_is_refused_not_rebuilt_over(kind, tmp_path):
-    from prefalign.core.pair_cache import load_or_build
+    from prefalign.data.pair_cache import load_or_build
 
     marker = tmp_path / "PWNED"
     cache = EVIL_FILES[kind](tmp_path / "pairs-abc.pt", marker)
@@ -104,7 +104,7 @@ def test_a_pair_cache_holding_code_is_refused_not_rebuilt_over(kind, tmp_path):
 
 
 def test_an_unreadable_pair_cache_is_still_rebuilt(tmp_path):
-    from prefalign.core.pair_cache import load_or_build
+    from prefalign.data.pair_cache import load_or_build
 
     cache = tmp_path / "pairs.pt"
     cache.write_bytes(b"half a file")
@@ -122,7 +122,7 @@ class _Data:
 
 @pytest.mark.parametrize("kind", sorted(EVIL_FILES))
 def test_a_cached_judge_holding_code_is_refused(kind, tmp_path):
-    from prefalign.core.pair_cache import fingerprint
+    from prefalign.digests import fingerprint
     from prefalign.families.denoiser.judge import ensure_judge, judge_path
 
     marker = tmp_path / "PWNED"

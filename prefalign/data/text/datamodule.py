@@ -11,7 +11,7 @@ from torch import Tensor
 
 from prefalign.data.batches import TensorBatches
 from prefalign.data.text.model_tokenizer import TOKENIZERS, Tokenizer, make_tokenizer
-from prefalign.objectives.base import check_in_range
+from prefalign.validation import check_in_range
 
 # The synthetic stand-in's words: enough structure that a tiny model learns something within seconds.
 _WORDS = ("the", "king", "queen", "lord", "love", "night", "day", "sword", "crown", "heart", "speak", "good", "my", "thou",

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from prefalign.checkpoint import CheckpointError, load_model
-from prefalign.core.pair_cache import file_sha256, fingerprint, load_or_build, mining_reference
+from prefalign.data.mined_pairs import MinedPairs
 from prefalign.data.text.datamodule import CharTextDataModule
+from prefalign.data.text.lexicon import lexicon, valid_word_rates
 from prefalign.data.text.model_tokenizer import Tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model
-from prefalign.families.language.generation import sample
-from prefalign.families.language.rewards import lexicon, valid_word_rates
+from prefalign.models.generation import sample
 
 PairStrategy = Literal["best_of_2", "spin"]
 
@@ -48,7 +47,7 @@ def mine_text_pairs(reference: torch.nn.Module, prompts: Tensor, real: Tensor, s
             "pool": torch.tensor(len(prompts)), "reference_valid_words": scores.mean()}
 
 
-class TextPreferenceDataModule(CharTextDataModule):
+class TextPreferenceDataModule(MinedPairs, CharTextDataModule):
     """Text plus preference pairs of continuations mined with the frozen reference, cached on disk under a fingerprint
     of (reference weights, text, split, strategy, sizes, seed), as the MNIST pairs are.
 
@@ -67,29 +66,23 @@ class TextPreferenceDataModule(CharTextDataModule):
     """
 
     def __init__(self, pair_strategy: PairStrategy = "best_of_2", num_prompts: int = 4096, response_length: int = 32,
-                 reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", source: Literal["shakespeare", "file", "synthetic"] = "shakespeare",
-                 text_file: str | None = None, block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256,
-                 val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
-                 data_dir: str | None = None, prompt_length: int = 32, eval_prompts: int = 64, eval_new_tokens: int = 32,
-                 tokenizer: Literal["char", "gpt2"] = "char") -> None:
-        super().__init__(source=source, text_file=text_file, block_size=block_size, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         steps_per_epoch=1, val_fraction=val_fraction, max_val_windows=max_val_windows, seed=seed,
-                         synthetic_chars=synthetic_chars, data_dir=data_dir, prompt_length=prompt_length, eval_prompts=eval_prompts,
-                         eval_new_tokens=eval_new_tokens, tokenizer=tokenizer)
+                 reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", **kwargs: Any) -> None:
+        # The text arguments are CharTextDataModule's, passed through (the CLI reads them from its signature); the
+        # training batches are the mined pairs, so the window and RL-prompt settings are fixed.
+        super().__init__(steps_per_epoch=1, train_on="windows", prompts=None, **kwargs)
         if pair_strategy not in ("best_of_2", "spin"):
             raise ValueError(f"pair_strategy must be best_of_2 or spin, got {pair_strategy!r}")
-        if prompt_length + response_length > block_size + 1:
-            raise ValueError(f"prompt_length + response_length = {prompt_length + response_length} must fit the block: at most block_size + 1 = {block_size + 1}.")
+        if self.prompt_length + response_length > self.block_size + 1:
+            raise ValueError(f"prompt_length + response_length = {self.prompt_length + response_length} must fit the block: "
+                             f"at most block_size + 1 = {self.block_size + 1}.")
         self.pair_strategy, self.num_prompts, self.response_length = pair_strategy, num_prompts, response_length
-        self.reference_ckpt, self.cache_dir = reference_ckpt, cache_dir
-        self.pairs: dict[str, Tensor] = {}
-        self.mining_stats: dict[str, float] = {}
+        self.init_mining(reference_ckpt, cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if stage not in (None, "fit") or self.pairs:
             return
-        path = mining_reference(self, "configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt")
+        path = self.mining_reference("configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt")
         reference = load_model(path).eval()
         # The reference's ids must mean what the data's mean: char vs gpt2 is refused, a char reference with
         # other characters re-encodes the text with its own vocabulary (or names the characters it lacks).
@@ -101,10 +94,9 @@ class TextPreferenceDataModule(CharTextDataModule):
         reference_tok = tokenizer_of_model(reference, reuse=self.tokenizer)
         if reference_tok is not None and not reference_tok.same_as(self.tokenizer):
             self.use_tokenizer(reference_tok)
-        key = {"reference_sha256": file_sha256(path), "source": self.source, "text_file": self.text_file, "synthetic_chars": self.synthetic_chars,
+        key = {"source": self.source, "text_file": self.text_file, "synthetic_chars": self.synthetic_chars,
                "val_fraction": self.val_fraction, "strategy": self.pair_strategy, "num_prompts": self.num_prompts, "seed": self.seed,
                "prompt_length": self.prompt_length, "response_length": self.response_length, "format": 1}
-        digest = fingerprint(key)
 
         def mine() -> dict:
             rank_zero_info(f"Mining {self.pair_strategy} pairs of continuations for {self.num_prompts} prompts with {path} ...")
@@ -116,7 +108,7 @@ class TextPreferenceDataModule(CharTextDataModule):
                 return mine_text_pairs(reference, spans[:, : self.prompt_length], spans[:, self.prompt_length :], self.pair_strategy,
                                        self.tokenizer, lexicon(self.text["train"]), self.seed)
 
-        cached = load_or_build(Path(self.cache_dir) / f"text-pairs-{self.pair_strategy}-{digest}.pt", digest, mine, getattr(self, "trainer", None))
+        cached = self.cached_pairs(f"text-pairs-{self.pair_strategy}", path, key, mine)
         if len(cached["prompt"]) == 0:
             raise ValueError("no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length.")
         self.pairs = {k: cached[k] for k in ("prompt", "chosen", "rejected")}

@@ -50,7 +50,7 @@ class ClassifierEvaluation(ModelFamily):
         y = batch["y"]
         n = len(y)
         x = torch.cat([batch["x_clean"], batch["x_noisy"]])
-        logps = self._log_probs(module._forward, x)
+        logps = self._log_probs(module.policy_forward, x)
         ref = self._reference_log_probs(module, batch, x) if module.reference is not None else None
         for i, view in enumerate(VIEWS):
             part = slice(i * n, (i + 1) * n)
@@ -132,7 +132,7 @@ class ClassifierEvaluation(ModelFamily):
     def predict_step(self, module: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         out = {"y": batch["y"]}
         for view in VIEWS:
-            logps = self._log_probs(module._forward, batch[f"x_{view}"])
+            logps = self._log_probs(module.policy_forward, batch[f"x_{view}"])
             out[f"pred_{view}"] = logps.argmax(1)
             out[f"confidence_{view}"] = logps.max(1).values.exp()
         return out

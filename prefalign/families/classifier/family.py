@@ -92,7 +92,7 @@ class ClassifierFamily(ClassifierEvaluation):
         return ResponseLogps(tokens=tokens, dist=full[:, None, None, :])
 
     def setup(self, module: Any, stage: str) -> None:
-        datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+        datamodule = module.datamodule
         data_classes = getattr(datamodule, "num_classes", None)
         if self.num_classes is not None and data_classes is not None and data_classes != self.num_classes:
             raise ValueError(f"the data has {data_classes} classes but model.family.num_classes is {self.num_classes}; make them agree.")

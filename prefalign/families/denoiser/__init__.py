@@ -1,5 +1,6 @@
 """The denoiser family (seed 001, Diffusion-DPO): a response is an image; its log-likelihood surrogate a denoising error."""
 
-from prefalign.families.denoiser.family import DenoiserFamily, denoising_logp
+from prefalign.families.denoiser.denoising import denoising_logp
+from prefalign.families.denoiser.family import DenoiserFamily
 
 __all__ = ["DenoiserFamily", "denoising_logp"]

@@ -26,10 +26,12 @@ from torch import Tensor, nn
 from torchmetrics.aggregation import MeanMetric
 
 from prefalign.families.base import ModelFamily
+from prefalign.families.denoiser.denoising import denoising_logp, null_label_of, to_model_range
 from prefalign.families.denoiser.judge import ensure_judge, judge_scores
 from prefalign.families.denoiser.metrics import frechet_distance, win_rate, within_class_diversity
 from prefalign.families.denoiser.sampling import ddim_sample, initial_noise, per_class_labels, tile
-from prefalign.objectives.base import check_in_range
+from prefalign.families.denoiser.schedule import NoiseSchedule
+from prefalign.validation import check_in_range
 
 STAGES = ("val", "test")
 
@@ -54,6 +56,7 @@ class DenoiserEvaluation(ModelFamily):
     """Evaluation for :class:`~prefalign.families.denoiser.DenoiserFamily` (see the module docstring for the metrics).
 
     Args:
+        noise_schedule: the family's noise schedule (``eps_mse`` noises the real images with it; samples follow it).
         sample_steps: DDIM steps of evaluation samples.
         guidance: classifier-free guidance scale of evaluation samples (1: none).
         val_per_class: samples per class at each validation (0: no sample metrics during training).
@@ -70,7 +73,7 @@ class DenoiserEvaluation(ModelFamily):
     summary_keys = ("error_rate", "p_class", "fid", "diversity", "win_rate", "eps_mse")
     main_metric = "val/error_rate"
 
-    def __init__(self, sample_steps: int = 25, guidance: float = 1.0, val_per_class: int = 20, test_per_class: int = 100,
+    def __init__(self, noise_schedule: NoiseSchedule, sample_steps: int = 25, guidance: float = 1.0, val_per_class: int = 20, test_per_class: int = 100,
                  eval_seed: int = 1234, mse_buckets: int = 4, judge_arch: str = "lenet", judge_seed: int = 2,
                  judge_dir: str = "artifacts/judges", judge_min_accuracy: float = 0.99, grid_per_class: int = 8) -> None:
         super().__init__()
@@ -79,6 +82,7 @@ class DenoiserEvaluation(ModelFamily):
         check_in_range("val_per_class", val_per_class, 0)
         check_in_range("test_per_class", test_per_class, 0)
         check_in_range("mse_buckets", mse_buckets, 1)
+        self.noise_schedule = noise_schedule
         self.sample_steps, self.guidance = sample_steps, guidance
         self.per_class = {"val": val_per_class, "test": test_per_class}
         self.eval_seed, self.mse_buckets, self.grid_per_class = eval_seed, mse_buckets, grid_per_class
@@ -124,12 +128,10 @@ class DenoiserEvaluation(ModelFamily):
 
     @torch.no_grad()
     def eval_step(self, module: Any, batch: dict[str, Tensor], stage: str) -> None:
-        from prefalign.families.denoiser.family import denoising_logp, to_model_range
-
         images, labels = batch["x_clean"], batch["y"]
         t, noise = self._mse_draws(stage, len(labels), images.shape[1:], images.device)
         x_t = self.noise_schedule.add_noise(to_model_range(images), noise, t)
-        mse = -2 * denoising_logp(module._forward, x_t, t, labels, noise)
+        mse = -2 * denoising_logp(module.policy_forward, x_t, t, labels, noise)
         self.mse[f"{stage}_all"].update(mse)
         bucket = (t * self.mse_buckets) // self.noise_schedule.num_timesteps
         for b in range(self.mse_buckets):  # weights, not boolean indexing: no host sync per batch
@@ -147,8 +149,6 @@ class DenoiserEvaluation(ModelFamily):
         return labels[rank::world].to(module.device), noise[rank::world].to(module.device)
 
     def _score(self, module: Any, model: Any, labels: Tensor, noise: Tensor) -> SampleScores:
-        from prefalign.families.denoiser.family import null_label_of
-
         with module.trainer.precision_plugin.forward_context():  # epoch-end hooks run outside the step's autocast
             images = ddim_sample(model, self.noise_schedule, labels, noise, self.sample_steps, self.guidance, null_label_of(module.policy))
         images01 = (images + 1) / 2
@@ -191,7 +191,7 @@ class DenoiserEvaluation(ModelFamily):
         if per_class > 0 and stage in self._real_features:
             num_classes = getattr(trainer.datamodule, "num_classes", 10)
             labels, noise = self._my_share(module, per_class, num_classes)
-            policy = self._score(module, module._forward, labels, noise)
+            policy = self._score(module, module.policy_forward, labels, noise)
             real = self._real_features[stage][0]
             logs.update({f"{stage}/{k}": v for k, v in self._summary(module, policy, real).items()})
             reference = None

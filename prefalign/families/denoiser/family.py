@@ -8,24 +8,11 @@ import torch
 from torch import Tensor, nn
 
 from prefalign.families.base import Forward
+from prefalign.families.denoiser.denoising import denoising_logp, null_label_of, to_model_range
 from prefalign.families.denoiser.evaluation import DenoiserEvaluation
 from prefalign.families.denoiser.schedule import NoiseSchedule
-from prefalign.objectives.base import PairLogps, check_in_range
-
-
-def to_model_range(images01: Tensor) -> Tensor:
-    """Images are stored in [0, 1] like every other image in prefalign; the denoiser works in [-1, 1]."""
-    return images01.float() * 2 - 1
-
-
-def denoising_logp(model: Forward, x_t: Tensor, t: Tensor, labels: Tensor, noise: Tensor) -> Tensor:
-    """The denoiser's log-likelihood surrogate, ``−½ · mean over pixels of ‖ε − ε_θ(x_t, t, c)‖²``, fp32 ``[B]``.
-
-    The ELBO of a diffusion model is (up to weighting and constants) a sum of such terms, so a higher value means a
-    likelier image: Diffusion-DPO (Wallace et al., 2023, arXiv:2311.12908, Eq. 14) puts it where DPO has log π.
-    """
-    eps = model(x_t, t, labels).float()
-    return -0.5 * (noise.float() - eps).square().flatten(1).mean(1)
+from prefalign.objectives.base import PairLogps
+from prefalign.validation import check_in_range
 
 
 class DenoiserFamily(DenoiserEvaluation):
@@ -60,11 +47,11 @@ class DenoiserFamily(DenoiserEvaluation):
                  val_per_class: int = 20, test_per_class: int = 100, eval_seed: int = 1234, mse_buckets: int = 4,
                  judge_arch: str = "lenet", judge_seed: int = 2, judge_dir: str = "artifacts/judges",
                  judge_min_accuracy: float = 0.99, grid_per_class: int = 8) -> None:
-        super().__init__(sample_steps=sample_steps, guidance=guidance, val_per_class=val_per_class, test_per_class=test_per_class,
-                         eval_seed=eval_seed, mse_buckets=mse_buckets, judge_arch=judge_arch, judge_seed=judge_seed,
-                         judge_dir=judge_dir, judge_min_accuracy=judge_min_accuracy, grid_per_class=grid_per_class)
+        super().__init__(NoiseSchedule(num_timesteps, schedule, beta_start, beta_end), sample_steps=sample_steps, guidance=guidance,
+                         val_per_class=val_per_class, test_per_class=test_per_class, eval_seed=eval_seed, mse_buckets=mse_buckets,
+                         judge_arch=judge_arch, judge_seed=judge_seed, judge_dir=judge_dir, judge_min_accuracy=judge_min_accuracy,
+                         grid_per_class=grid_per_class)
         check_in_range("label_dropout", label_dropout, 0.0, 1.0)
-        self.noise_schedule = NoiseSchedule(num_timesteps, schedule, beta_start, beta_end)
         self.schedule_args = {"num_timesteps": num_timesteps, "kind": schedule, "beta_start": beta_start, "beta_end": beta_end}
         self.label_dropout = label_dropout
 
@@ -106,13 +93,3 @@ class DenoiserFamily(DenoiserEvaluation):
             return PairLogps(policy_chosen=logp, policy_rejected=None, reference_chosen=ref, reference_rejected=None)
         return PairLogps(policy_chosen=logp[:n], policy_rejected=logp[n:],
                          reference_chosen=ref[:n] if ref is not None else None, reference_rejected=ref[n:] if ref is not None else None)
-
-
-def null_label_of(model: Any) -> int:
-    """The null (unconditional) class of a denoiser, also through wrappers (a compiled module, LoRA)."""
-    for candidate in (model, getattr(model, "_orig_mod", None), getattr(model, "base", None)):
-        value = getattr(candidate, "null_label", None)
-        if isinstance(value, int):
-            return value
-    raise ValueError(f"the denoiser family needs a class-conditional denoiser such as prefalign.models.ConditionalUNet "
-                     f"(model(x_t, t, y) -> ε, with a null_label), got {type(model).__name__}; set model.backbone.")

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from prefalign.checkpoint import load_weights, build_model, save_weights
-from prefalign.core.pair_cache import fingerprint
+from prefalign.digests import fingerprint
 
 log = logging.getLogger(__name__)
 

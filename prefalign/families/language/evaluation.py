@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prefalign.data.text.lexicon import complete_words, distinct_2, lexicon, valid_word_rates
 from prefalign.data.text.model_tokenizer import Tokenizer, bind_tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model
 from prefalign.families.base import ModelFamily
-from prefalign.families.language.generation import sample
-from prefalign.families.language.rewards import complete_words, distinct_2, lexicon, valid_word_rates
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs
+from prefalign.models.generation import sample
 
 N_BINS = 15  # calibration bins, as the classifier's reliability diagram
 
@@ -62,7 +62,7 @@ class LanguageEvaluation(ModelFamily):
         """Give a fresh model the data's vocabulary, or re-encode the data with a trained model's vocabulary.
         A model and data of different tokenizers (char vs gpt2) are refused."""
         policy = module.policy
-        datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+        datamodule = module.datamodule
         self.check_config(policy, datamodule)
         data_tok = getattr(datamodule, "tokenizer", None)
         if data_tok is not None:  # a data module without ``tokenizer_name`` may still bring a tokenizer

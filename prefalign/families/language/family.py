@@ -7,9 +7,10 @@ from torch import Tensor, nn
 
 from prefalign.families.base import Forward, ResponseLogps, Rollout, masked_mean, masked_sum
 from prefalign.families.language.evaluation import LanguageEvaluation
-from prefalign.families.language.generation import sample
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs, wpo_token_logweights
-from prefalign.objectives.base import PairLogps, check_in_range
+from prefalign.models.generation import sample
+from prefalign.objectives.base import PairLogps
+from prefalign.validation import check_in_range
 
 
 class LanguageFamily(LanguageEvaluation):

@@ -10,7 +10,7 @@ import torch
 from prefalign.checkpoint import CheckpointError, load_model
 from prefalign.commands import resolve_device, run_command
 from prefalign.data.text.model_tokenizer import tokenizer_of_model
-from prefalign.families.language.generation import sample
+from prefalign.models.generation import sample
 from prefalign.output_paths import check_outputs, write_text_atomically
 
 PROMPTS_FILE_FIX = "give a text file with one prompt per line, or a .jsonl file with a \"prompt\" field per line"

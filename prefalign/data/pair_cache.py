@@ -9,8 +9,6 @@ and read the same file.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -18,19 +16,6 @@ from typing import Any, Callable
 from prefalign.checkpoint import CheckpointError, UnsafeFileError, atomic_save, safe_load
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(key: dict[str, Any]) -> str:
-    """A short stable digest of a JSON-able key (sorted, so dict order does not matter)."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _valid(path: Path, digest: str, what: str) -> bool:
@@ -44,17 +29,6 @@ def _valid(path: Path, digest: str, what: str) -> bool:
     except CheckpointError:
         log.warning("cache %s is unreadable; building it again", path)
         return False
-
-
-def mining_reference(datamodule: Any, hint: str) -> str:
-    """The weights file a preference data module mines with: its own ``reference_ckpt``, else the model's.
-    ``hint`` names the config that writes it, for the error."""
-    trainer = getattr(datamodule, "trainer", None)
-    path = datamodule.reference_ckpt or getattr(getattr(trainer, "lightning_module", None), "reference_ckpt", None)
-    if path is None or not Path(path).is_file():
-        raise CheckpointError(f"{type(datamodule).__name__} mines pairs with the reference, but {path} is not a file: set "
-                              f"model.reference_ckpt ({hint}).")
-    return path
 
 
 def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trainer: Any = None, what: str = "mined pairs") -> dict:
@@ -75,4 +49,4 @@ def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trai
     return cached
 
 
-__all__ = ["file_sha256", "fingerprint", "mining_reference", "load_or_build"]
+__all__ = ["load_or_build"]

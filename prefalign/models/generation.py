@@ -1,4 +1,4 @@
-"""Batched sampling from a character decoder: every prompt × sample in one forward per new token."""
+"""Batched sampling from a decoder (``model(ids [B, T]) -> logits [B, T, V]``): every prompt × sample in one forward per new token."""
 
 from __future__ import annotations
 

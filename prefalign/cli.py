@@ -26,7 +26,8 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
-from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_architecture, check_lightning_checkpoint
+from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_lightning_checkpoint
+from prefalign.models.loading import check_architecture
 from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, run_guarded
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir

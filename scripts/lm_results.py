@@ -26,7 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from prefalign.checkpoint import load_model  # noqa: E402
+from prefalign.models.loading import load_model  # noqa: E402
 from prefalign.data.text import CharTextDataModule, CharTokenizer  # noqa: E402
 from prefalign.data.text.lexicon import lexicon, valid_word_rates  # noqa: E402
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs  # noqa: E402

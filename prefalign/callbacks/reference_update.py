@@ -66,7 +66,7 @@ class ReferenceUpdate(Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         # The test after fit (and its KL / "changed vs reference" columns) measures the policy against the original
         # reference, as for every other objective; the moved one stays in the last checkpoint's callback state.
-        from prefalign.checkpoint import load_into
+        from prefalign.models.loading import load_into
 
         load_into(pl_module.reference, pl_module.reference_ckpt)
         rank_zero_info(f"ReferenceUpdate: {self.updates} updates; the original reference is back for testing.")

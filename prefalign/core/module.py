@@ -11,7 +11,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from prefalign.checkpoint import CheckpointError, load_into, load_model, save_weights
+from prefalign.checkpoint import CheckpointError, save_weights
+
+from prefalign.models.loading import load_into, load_model
 from prefalign.core.rl import ppo_step
 from prefalign.data.preference_data import PreferenceData
 from prefalign.families.base import ModelFamily, check_capabilities

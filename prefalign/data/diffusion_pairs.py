@@ -9,7 +9,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from prefalign.checkpoint import CheckpointError, load_model, load_weights
+from prefalign.checkpoint import CheckpointError, load_weights
+
+from prefalign.models.loading import load_model
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.mined_pairs import MinedPairs

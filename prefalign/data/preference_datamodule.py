@@ -7,7 +7,9 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.checkpoint import CheckpointError
+
+from prefalign.models.loading import load_model
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.mined_pairs import MinedPairs

@@ -30,7 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prefalign.checkpoint import CheckpointError, class_path_of, instantiate, load_weights
+from prefalign.checkpoint import CheckpointError, class_path_of, load_weights
+
+from prefalign.models.loading import instantiate
 
 # Exact types, not isinstance: subclasses such as nn.MultiheadAttention's out_proj (NonDynamicallyQuantizableLinear)
 # are read by their owner as raw weights, never called, so a wrapper in their place would break the owner.
@@ -131,7 +133,7 @@ class LoRA(nn.Module):
 
     Args:
         base: the backbone to adapt, or ``{"class_path": ..., "init_args": ...}`` as stored in a weights file
-            (so :func:`prefalign.checkpoint.build_model` rebuilds a LoRA policy from its file alone).
+            (so :func:`prefalign.models.loading.build_model` rebuilds a LoRA policy from its file alone).
         rank: rank r of each update.
         alpha: the update is scaled by ``alpha / rank``; default ``rank`` (scale 1).
         targets: layer types to adapt, by name: ``"Linear"``, ``"Conv2d"``.

@@ -1,6 +1,6 @@
 """The architectures a weights file may name: an allowlist, checked as a string before anything is imported.
 
-A weights file records its backbone as ``class_path`` + ``init_args`` and :func:`prefalign.checkpoint.instantiate`
+A weights file records its backbone as ``class_path`` + ``init_args`` and :func:`prefalign.models.loading.instantiate`
 rebuilds it. Importing and calling whatever a file names would let a file that passes ``torch.load(weights_only=True)``
 run any callable (``os.system``), so only these classes are ever built from a file:
 

@@ -59,7 +59,7 @@ class RewardModelConfidence(RewardFunction):
     @property
     def reward_model(self) -> nn.Module:
         if self._reward_model is None:
-            from prefalign.checkpoint import load_model  # lazy: keeps config parsing free of file access
+            from prefalign.models.loading import load_model  # lazy: keeps config parsing free of file access
 
             model = load_model(self.ckpt).eval().requires_grad_(False)
             object.__setattr__(self, "_reward_model", model)

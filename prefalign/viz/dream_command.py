@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from prefalign.checkpoint import load_model
+from prefalign.models.loading import load_model
 from prefalign.commands import resolve_device, run_command
 from prefalign.output_paths import check_outputs
 from prefalign.viz.dream_outputs import comparison_figure, dream_titles, save_dream_outputs, sweep_figure

@@ -12,7 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from prefalign.callbacks import ReferenceUpdate
-from prefalign.checkpoint import CheckpointError, check_architecture, load_model, load_weights, save_weights
+from prefalign.checkpoint import CheckpointError, load_weights, save_weights
+from prefalign.models.loading import check_architecture, load_model
 from prefalign.cli import main
 from prefalign.core.module import AlignmentModule
 from prefalign.models import MLP, LeNet, LoRA, SeedCNN

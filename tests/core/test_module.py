@@ -38,7 +38,7 @@ def test_dpo_starts_from_reference_keeps_it_frozen_and_moves_the_policy(tiny_ref
     dm = _synthetic(PreferenceDataModule, strategy="hard_negative", cache_dir=str(tmp_path))
     trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(model, dm)
-    from prefalign.checkpoint import load_model
+    from prefalign.models.loading import load_model
 
     original = load_model(tiny_reference)
     ref = model._reference

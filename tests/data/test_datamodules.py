@@ -79,7 +79,7 @@ def test_preference_datamodule_mines_caches_and_invalidates(tiny_reference, tmp_
     assert set(batch) == {"x", "chosen", "rejected", "ref_logps"}
     assert (batch["chosen"] != batch["rejected"]).all()
     # The cached reference log-probs are the reference's own on exactly those images.
-    from prefalign.checkpoint import load_model
+    from prefalign.models.loading import load_model
 
     ref = load_model(tiny_reference).eval()
     with torch.no_grad():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from prefalign.callbacks import IterativeMining
-from prefalign.checkpoint import load_model, save_weights
+from prefalign.checkpoint import save_weights
+from prefalign.models.loading import load_model
 from prefalign.cli import main
 from prefalign.data import PreferenceDataModule
 from prefalign.data.mining import reference_log_probs

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from prefalign.checkpoint import load_model
+from prefalign.models.loading import load_model
 from prefalign.cli import main
 
 TOY = [

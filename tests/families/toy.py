@@ -141,7 +141,7 @@ class ToyDataModule(MinedPairs, L.LightningDataModule):
             self.train_data = {**self.train_data, **{k: self.pairs[k] for k in ("rejected", "rejected_mask")}}
 
     def _mine(self, path: str) -> dict[str, Tensor]:
-        from prefalign.checkpoint import load_model
+        from prefalign.models.loading import load_model
 
         reference = load_model(path).eval()
         prompts, right = self.train_data["prompt"], self.train_data["chosen"]

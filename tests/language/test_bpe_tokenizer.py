@@ -19,7 +19,8 @@ import torch
 
 import prefalign.data.text.gpt2_vocab as vocab
 import prefalign.data.text.model_tokenizer as mt
-from prefalign.checkpoint import CheckpointError, check_architecture, load_model, load_weights, save_weights
+from prefalign.checkpoint import CheckpointError, load_weights, save_weights
+from prefalign.models.loading import check_architecture, load_model
 from prefalign.cli import main
 from prefalign.data.text import BPETokenizer, CharTextDataModule, CharTokenizer, TextPreferenceDataModule, TokenizerMismatchError
 from prefalign.data.text.bpe_tokenizer import TokenizerUnavailableError, gpt2_tokenizer, parse_ranks

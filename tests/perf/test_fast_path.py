@@ -52,7 +52,7 @@ def _flat(module: torch.nn.Module) -> torch.Tensor:
 
 
 def _updates(model, tiny_reference) -> torch.Tensor:
-    from prefalign.checkpoint import load_model
+    from prefalign.models.loading import load_model
 
     return _flat(model.policy) - _flat(load_model(str(tiny_reference)))
 

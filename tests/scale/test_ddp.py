@@ -8,7 +8,9 @@ import json
 import pytest
 import torch
 
-from prefalign.checkpoint import load_model, load_weights
+from prefalign.checkpoint import load_weights
+
+from prefalign.models.loading import load_model
 from prefalign.cli import main
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from tests.conftest import CONFIGS, SYNTHETIC_ARGS

@@ -10,7 +10,9 @@ from typing import ClassVar
 import pytest
 import torch
 
-from prefalign.checkpoint import CheckpointError, UnsafeFileError, load_model, save_weights
+from prefalign.checkpoint import CheckpointError, UnsafeFileError, save_weights
+
+from prefalign.models.loading import load_model
 from prefalign.cli import main
 from prefalign.models import SeedCNN
 from tests.conftest import CONFIGS, REPO, SYNTHETIC_ARGS

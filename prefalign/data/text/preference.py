@@ -8,7 +8,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.checkpoint import CheckpointError
+
+from prefalign.models.loading import load_model
 from prefalign.data.mined_pairs import MinedPairs
 from prefalign.data.text.datamodule import CharTextDataModule
 from prefalign.data.text.lexicon import lexicon, valid_word_rates

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from prefalign.checkpoint import load_weights, build_model, save_weights
+from prefalign.checkpoint import load_weights, save_weights
+
+from prefalign.models.loading import build_model
 from prefalign.digests import fingerprint
 
 log = logging.getLogger(__name__)

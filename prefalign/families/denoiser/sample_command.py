@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-from prefalign.checkpoint import CheckpointError, atomic_save, build_model, load_weights
+from prefalign.checkpoint import CheckpointError, atomic_save, load_weights
+
+from prefalign.models.loading import build_model
 from prefalign.commands import resolve_device, run_command
 from prefalign.output_paths import OutputPathError, check_outputs
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-from prefalign.checkpoint import CheckpointError, load_model
+from prefalign.checkpoint import CheckpointError
+
+from prefalign.models.loading import load_model
 from prefalign.commands import resolve_device, run_command
 from prefalign.data.text.model_tokenizer import tokenizer_of_model
 from prefalign.models.generation import sample

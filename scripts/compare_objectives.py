@@ -235,6 +235,7 @@ def write_table(a: argparse.Namespace, text: str) -> None:
     (a.docs / "results.md").write_text(text + "\n")
     if not a.no_docs:
         reporting.write_block("results", text, REPO)
+        reporting.update_family_table(REPO)
     print(text)
 
 

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     (a.docs / "diffusion_results.md").write_text(text + "\n")
     if not a.no_docs:
         reporting.write_block("diffusion", text, REPO)
+        reporting.update_family_table(REPO)
     print(text)
     return 0
 

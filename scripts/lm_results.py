@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(saved["rows"], a.docs / "figures" / "lm_frontier.png")
         if not a.no_docs:
             reporting.write_block("lm", table(saved["rows"], saved["header"]), REPO)
+            reporting.update_family_table(REPO)
         return 0
     pretrain = reporting.latest_run("lm_pretrain", "results_test.json", REPO)
     if pretrain is None:
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_docs:
         reporting.write_block("lm", text, REPO)
         reporting.write_block("lmpretrain", pre, REPO)
+        reporting.update_family_table(REPO)
     print(pre + "\n\n" + text)
     return 0
 

@@ -14,6 +14,7 @@ tests point to a temporary folder).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -31,6 +32,7 @@ BLOCKS: dict[str, str] = {
     "bench": "docs/performance.md",                # scripts/update_docs.py (from benchmarks/latest.md)
     "benchlm": "docs/performance.md",              # scripts/bench_lm.py
     "benchprecision": "docs/performance.md",       # scripts/bench_precision.py
+    "families": "README.md",                       # update_family_table(), from the three results files
 }
 
 
@@ -120,3 +122,52 @@ def describe_machine(machine: dict | None = None) -> str:
     """One phrase for a table header: ``AMD EPYC, 2 cores, avx512_bf16 no, torch 2.14.1``."""
     m = machine or machine_info()
     return f"{m['cpu']}, {m['cores']} cores, avx512_bf16 {'yes' if m['flags'].get('avx512_bf16') else 'no'}, torch {m['torch']}"
+
+
+# ------------------------------------------------------------------------------------------- the README's family table
+
+def _row(rows: list[dict], name: str) -> dict:
+    return next(r for r in rows if r["name"] == name)
+
+
+def _classifier(root: Path) -> str:
+    saved = json.loads((Path(root) / "docs/results.json").read_text())
+    rpo = _row(saved["rows"], "rpo")
+    return f"noisy test accuracy {saved['reference']['noisy']:.3f} → {rpo['test/acc_noisy']:.3f} (RPO; clean {rpo['test/acc_clean']:.3f})"
+
+
+def _language(root: Path) -> str:
+    rows = json.loads((Path(root) / "docs/lm_results.json").read_text())["rows"]
+    ref, ppo = _row(rows, "reference"), _row(rows, "ppo")
+    return (f"valid-word rate of samples {ref['valid_words']:.3f} → {ppo['valid_words']:.3f} (PPO-lite; "
+            f"loss {ppo['val_loss_vs_reference']:+.1%})")
+
+
+def _diffusion(root: Path) -> str:
+    rpo = _row(json.loads((Path(root) / "docs/diffusion_results.json").read_text())["rows"], "rpo")
+    return f"judge's error rate {rpo['reference']['error_rate']:.3f} → {rpo['error_rate']:.3f} (RPO; win rate {rpo['win_rate']:.0%})"
+
+
+#: the README's model families: (name, page, command, headline from the page's saved results)
+FAMILIES = [
+    ("Classifier on noisy MNIST", "docs/families/classifier.md", "python -m prefalign fit --config configs/dpo.yaml", _classifier),
+    ("Character-level transformer on Shakespeare", "docs/families/language.md", "python -m prefalign fit --config configs/lm_ppo.yaml", _language),
+    ("Class-conditional diffusion UNet on MNIST", "docs/families/diffusion.md", "python -m prefalign fit --config configs/diffusion_dpo.yaml", _diffusion),
+]
+
+
+def family_table(root: Path = REPO) -> str:
+    """The README's table of model families, each with one command and one headline number from its saved results
+    (``docs/results.json``, ``docs/lm_results.json``, ``docs/diffusion_results.json``)."""
+    lines = ["| model family | run it | headline (test) |", "|---|---|---|"]
+    for name, page_path, command, headline in FAMILIES:
+        lines.append(f"| [{name}]({page_path}) | `{command}` | {headline(root) if headline else '—'} |")
+    return "\n".join(lines)
+
+
+def update_family_table(root: Path = REPO) -> None:
+    """Rewrite the README's family table (block ``families``) from the saved results; a results script calls this
+    after writing its JSON. Does nothing where the README has no such block (the scripts' tests)."""
+    readme = Path(root) / BLOCKS["families"]
+    if readme.is_file() and markers("families")[0] in readme.read_text():
+        write_block("families", family_table(root), root)

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reporting  # noqa: E402
 
 REPO = reporting.REPO
+sys.path.insert(0, str(REPO))  # prefalign, when run as python scripts/lm_results.py without an installed package
 
 RUNS = {"seed_pg": "lm_seed_pg", "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3", "ppo": "lm_ppo", "dpo_plain": "lm_dpo_plain", "dpo": "lm_dpo",
         "spin_plain": "lm_spin_plain", "spin": "lm_spin"}

@@ -15,9 +15,9 @@ from typing import Callable
 PROG = "python -m prefalign"
 
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "dream": ("prefalign.viz.dream_command", "optimise inputs until a frozen classifier sees each class (seed 003)"),
-    "generate": ("prefalign.families.language.generate_command", "sample text from a language-model weights file, as JSON lines (seed 002)"),
-    "sample": ("prefalign.families.denoiser.sample_command", "draw digits from a denoiser weights file, as a tensor file and a PNG grid (seed 001)"),
+    "dream": ("prefalign.viz.dream_command", "optimise inputs until a frozen classifier sees each class (network dreams)"),
+    "generate": ("prefalign.families.language.generate_command", "sample text from a language-model weights file, as JSON lines"),
+    "sample": ("prefalign.families.denoiser.sample_command", "draw digits from a denoiser weights file, as a tensor file and a PNG grid"),
 }
 
 # Exit codes: 2 = bad input (config, arguments, files), as argparse uses for usage errors; 1 = the run failed.

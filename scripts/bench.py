@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""prefalign vs the seed-000 notebook vs a minimal plain-PyTorch loop, timed in one run on one machine.
+"""prefalign vs the DPO-on-noisy-MNIST notebook vs a minimal plain-PyTorch loop, timed in one run on one machine.
 
     python scripts/bench.py                      # full: real MNIST, 3 repeats, fp32 and bf16 (~20-25 min on 2 cores)
     python scripts/bench.py --quick              # smoke: synthetic data, 1 repeat, fp32, seconds
@@ -8,7 +8,7 @@
 Contenders (each measurement runs in its own subprocess, ``scripts/bench_worker.py``, so each gets its own peak RSS and a
 cold start; the notebook's code is in ``scripts/bench_notebook.py``, the report in ``scripts/bench_report.py``):
 
-* ``notebook`` (a) — the seed-000 notebook's loops as written: ``DataLoader`` over ``TensorDataset`` (batch 64),
+* ``notebook`` (a) — the DPO-on-noisy-MNIST notebook's loops as written: ``DataLoader`` over ``TensorDataset`` (batch 64),
   the notebook's ``DPODataset`` with per-sample ``__getitem__``, the reference re-run on every DPO step, tqdm,
   ``loss.item()`` per step, fp32, 60k training images. The only changes: data come from prefalign's MNIST cache
   instead of ``tf.keras``, the noise is seeded, and nothing is plotted.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -41,32 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules beside this file, also when loaded by path
 from bench_report import build_rows, markdown, merge_reports, summarise, targets, write_report  # noqa: E402,F401
 from bench_worker import _Clock, _load  # noqa: E402
+from reporting import machine_info  # noqa: E402,F401  (the machine description every report uses)
 
 # ----------------------------------------------------------------------------------------------------------- parent
-
-
-def machine_info(threads: int) -> dict:
-    import torch
-
-    flags = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import lightning
-
-    return {
-        "cpu": model, "cores": os.cpu_count(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")},
-        "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": threads,
-        "mkldnn": torch.backends.mkldnn.is_available(),
-    }
 
 
 def run_worker(spec: dict, tmp: Path, log) -> dict:

@@ -4,14 +4,14 @@ in the same run, and rollout sampling speed.
     python scripts/bench_lm.py                # 2 repeats, 300 timed steps each (about 4 minutes on 2 cores)
     python scripts/bench_lm.py --steps 60 --repeats 1   # a quick look
 
-Same work: seed 002's TinyTransformer (configs/lm_pretrain.yaml's sizes), batch 64 × 64 characters, AdamW with the
+Same work: the tiny-transformer notebook's TinyTransformer (configs/lm_pretrain.yaml's sizes), batch 64 × 64 characters, AdamW with the
 recipe's settings, gradient clipping at 1.0, fp32, the machine's threads. prefalign runs ``fit --config
 configs/lm_pretrain.yaml`` (validation, testing and W&B off) and times its training steps with a callback; the plain
 loop draws random windows from the same ids. Each measurement is its own subprocess; the first ``--warmup`` steps
 are not timed. Rollouts: ``LanguageFamily.rollout`` with 64 prompts of 32 characters × k = 4 samples × 32 new
 characters, on the reference architecture. GPT-2 BPE: ``fit --config configs/lm_pretrain_bpe.yaml`` for ``--bpe-steps``
-steps (batch 32 × 64 tokens; needs the GPT-2 vocabulary, see the README's BPE part; ``--bpe-steps 0`` skips it).
-Writes benchmarks/lm.{json,md} and the README block <!-- benchlm:begin --> / <!-- benchlm:end -->.
+steps (batch 32 × 64 tokens; needs the GPT-2 vocabulary, see docs/families/language.md, GPT-2 BPE; ``--bpe-steps 0`` skips it).
+Writes benchmarks/lm.{json,md} and the block <!-- benchlm:begin --> / <!-- benchlm:end --> of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reporting  # noqa: E402
+
+REPO = reporting.REPO
 BATCH, BLOCK = 64, 64
 BPE_BATCH, BPE_VOCAB = 32, 50257  # configs/lm_pretrain_bpe.yaml
 
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--bpe-steps", type=int, default=20, help="timed steps of the GPT-2 BPE run, once per repeat (0: skip)")
-    p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--no-docs", action="store_true", help="do not touch docs/performance.md")
     p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._worker:
@@ -153,11 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import tempfile
 
-    from bench import machine_info  # the same machine description as scripts/bench.py
 
     import torch
 
-    machine = machine_info(torch.get_num_threads())
+    machine = reporting.machine_info(torch.get_num_threads())
     print(f"bench_lm on {machine['cpu']} ({machine['cores']} cores, torch {machine['torch']}, {machine['threads']} threads)", flush=True)
     results: dict[str, list[float]] = {"prefalign": [], "plain": [], "rollout": [], "bpe": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,10 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(exist_ok=True)
     (out / "lm.json").write_text(json.dumps({"machine": machine, "results": results, "median": med, "ratio": ratio, "parameters": params}, indent=2))
     (out / "lm.md").write_text(text + "\n")
-    if not a.no_readme:
-        from compare_objectives import replace_between_markers
-
-        replace_between_markers(REPO / "README.md", text, "benchlm")
+    if not a.no_docs:
+        reporting.write_block("benchlm", text, REPO)
     print(text)
     return 0
 

@@ -1,4 +1,4 @@
-"""Contender (a) of scripts/bench.py: the seed-000 notebook's sections 1-6 as written, run by ``bench_worker.py``.
+"""Contender (a) of scripts/bench.py: the DPO-on-noisy-MNIST notebook's sections 1-6 as written, run by ``bench_worker.py``.
 
 Kept apart from the other workers because it is a transcript, not our code: ``DataLoader`` over ``TensorDataset``,
 the notebook's ``DPODataset`` with per-sample ``__getitem__``, the reference re-run on every DPO step, tqdm and
@@ -39,7 +39,7 @@ def _notebook_data(spec: dict) -> dict:
 
 
 def worker_notebook(spec: dict) -> dict:
-    """The seed-000 notebook's sections 1-6, as written (fp32; CPU)."""
+    """The DPO-on-noisy-MNIST notebook's sections 1-6, as written (fp32; CPU)."""
     import numpy as np
     import torch
     import torch.nn as nn

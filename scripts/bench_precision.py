@@ -2,13 +2,14 @@
 forward in fp32 and under bf16 autocast, in the same process, and says what prefalign does with a bf16 recipe here.
 
     python scripts/bench_precision.py             # 3 timed repeats after 1 warm-up (about 3 minutes on an AVX2-only CPU)
-    python scripts/bench_precision.py --repeats 1 --batch 16 --sample-batch 16 --no-readme   # a quick look
+    python scripts/bench_precision.py --repeats 1 --batch 16 --sample-batch 16 --no-docs   # a quick look
 
 Same work in both precisions: the ConditionalUNet at its default channels (32/64/64, 0.7M; the diffusion recipes use
 16/32/32), one AdamW step on an ε-prediction MSE at batch ``--batch``, and one forward of ``--sample-batch`` images
 without gradients (a DDIM step of sampling or mining). bf16 is ``torch.autocast("cpu", torch.bfloat16)``, as
 Lightning's bf16-mixed does it. Seconds are medians.
-Writes benchmarks/precision.{json,md} and the README block <!-- benchprecision:begin --> / <!-- benchprecision:end -->.
+Writes benchmarks/precision.{json,md} and the block <!-- benchprecision:begin --> / <!-- benchprecision:end --> of
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reporting  # noqa: E402
+
+REPO = reporting.REPO
 
 
 def _timed(fn, warmup: int, repeats: int) -> float:
@@ -92,16 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks")
-    p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--no-docs", action="store_true", help="do not touch docs/performance.md")
     args = p.parse_args(argv)
 
     import torch
 
-    from bench import machine_info
     from prefalign.precision import cpu_has_bf16_kernels, resolve_precision
 
     torch.set_num_threads(args.threads)
-    machine = {**machine_info(args.threads), "bf16_kernels": cpu_has_bf16_kernels()}
+    machine = {**reporting.machine_info(args.threads), "bf16_kernels": cpu_has_bf16_kernels()}
     results = measure(args.batch, args.sample_batch, args.warmup, args.repeats)
     ran, _ = resolve_precision("bf16-mixed", "cpu", fallback=True)
     fallback = "bf16-mixed (this CPU has bf16 kernels)" if ran == "bf16-mixed" else f"{ran} (no bf16 kernels; `--bf16_fallback=false` keeps bf16)"
@@ -111,10 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "precision.json").write_text(json.dumps({"machine": machine, "results": results, "bf16_recipe_runs": ran,
                                                          "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
     (args.out / "precision.md").write_text(text + "\n")
-    if not args.no_readme:
-        from compare_objectives import replace_between_markers
-
-        replace_between_markers(REPO / "README.md", text, "benchprecision")
+    if not args.no_docs:
+        reporting.write_block("benchprecision", text, REPO)
     return 0
 
 

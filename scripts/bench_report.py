@@ -1,4 +1,4 @@
-"""The report of scripts/bench.py: raw worker results → medians per measurement → the README's rows, the targets and
+"""The report of scripts/bench.py: raw worker results → medians per measurement → the performance page's rows, the targets and
 their verdicts, as markdown (``benchmarks/latest.{json,md}``). Pure data: no torch, nothing timed here."""
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def targets(rows: list[dict], pipes: list[dict], precisions: list[str]) -> list[
         if nb is not None:
             mine, theirs = x["acc"].get("policy_noisy"), nb["acc"].get("policy_noisy")
             acc_ok = mine is not None and theirs is not None and mine >= theirs - 0.01
-            out.append({"target": f"full seed pipeline: prefalign {x['precision']} ≥ 2 × faster than the notebook (fp32), at equal or better accuracy",
+            out.append({"target": f"full notebook pipeline: prefalign {x['precision']} ≥ 2 × faster than the notebook (fp32), at equal or better accuracy",
                         "measured": f"{x['speedup_vs_notebook']:.2f} × wall, {_f(x['speedup_vs_notebook_cpu'])} × CPU time; "
                                     f"noisy test accuracy {_f(mine, '{:.4f}')} vs {_f(theirs, '{:.4f}')}",
                         "ok": x["speedup_vs_notebook"] >= 2.0 and acc_ok})
@@ -151,7 +151,7 @@ def markdown(report: dict) -> str:
         sps = (r["samples"] / r["seconds"]) if r["seconds"] and r["samples"] else None
         L.append(f"| {r['task']} | {r['contender']} | {r['precision']} | {_f(r['seconds'])} | {_f(r['cpu_seconds'])} | {r['samples']} | {_f(sps, '{:.0f}')} | "
                  f"{_f(r['vs_plain'], '{:.3f}')} | {_f(r['vs_plain_cpu'], '{:.3f}')} | {_f(r['speedup_vs_notebook'])} | {r['n']} |")
-    L += ["", "**Full seed pipeline** (reference SFT 2 epochs → mine the reference's mistakes on the noisy training images → "
+    L += ["", "**Full notebook pipeline** (reference SFT 2 epochs → mine the reference's mistakes on the noisy training images → "
           "DPO 5 epochs → test), timed from interpreter start to the end of the test: imports, data and noise, training, "
           "(prefalign:) validation after every epoch, checkpoints, figures, test on both views:", "",
           "| contender | precision | wall s | CPU s | speed-up vs notebook (wall) | (CPU) | vs plain | test acc noisy | test acc clean | reference acc noisy | pairs | peak RSS MB | n |",
@@ -166,10 +166,10 @@ def markdown(report: dict) -> str:
     for x in report["pipelines"]:
         ph = x["phases"]
         L.append(f"| {x['contender']} | {x['precision']} | " + " | ".join(_f(ph.get(k)) for k in ("data", "sft_epoch", "mine", "dpo_epoch", "val", "figures", "test")) + " |")
-    L += ["", "Targets (issue 4):", "", "| target | measured | met |", "|---|---|---|"]
+    L += ["", "Targets:", "", "| target | measured | met |", "|---|---|---|"]
     for t in report["targets"]:
         L.append(f"| {t['target']} | {t['measured']} | {'yes' if t['ok'] else '**no**'} |")
-    L += ["", "What ran: (a) the seed-000 notebook's code as written (DataLoader over TensorDataset, batch 64, its DPODataset "
+    L += ["", "What ran: (a) the DPO-on-noisy-MNIST notebook's code as written (DataLoader over TensorDataset, batch 64, its DPODataset "
           "with `__getitem__`, reference re-run every DPO step, tqdm, `loss.item()` every step, fp32); its data are read from "
           "prefalign's MNIST cache instead of tf.keras, its noise is seeded, and nothing is plotted. (b) a minimal plain-PyTorch "
           "loop doing prefalign's work on prefalign's tensors (index-slice batches, same permutations, cached reference "

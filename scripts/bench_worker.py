@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One measurement of scripts/bench.py, in its own process: ``python scripts/bench_worker.py SPEC.json OUT.json``.
 
-The contenders' workers: (b) the plain PyTorch loop and (c) prefalign through its CLI live here; (a) the seed-000
+The contenders' workers: (b) the plain PyTorch loop and (c) prefalign through its CLI live here; (a) the DPO-on-noisy-MNIST
 notebook's code as written lives in ``bench_notebook.py``. ``T_START`` is taken before torch or Lightning is imported,
 so a pipeline's wall time includes its imports, as a user's run does.
 """

@@ -6,7 +6,7 @@
 
 Each row is a real ``python -m prefalign fit`` run (subprocess) whose ``results_test.json`` and ``metrics.csv``
 are read back. Writes ``docs/results.md``, ``docs/results.json``, ``docs/figures/objectives.png`` and replaces the
-table between the ``<!-- results:begin -->`` / ``<!-- results:end -->`` markers in README.md.
+table between the ``<!-- results:begin -->`` / ``<!-- results:end -->`` markers in docs/families/classifier.md.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reporting  # noqa: E402
+
+REPO = reporting.REPO
 CFG = REPO / "configs"
 
 # Every preference row uses configs/dpo.yaml's pairs (hard negatives on noisy + clean training images, noise
@@ -37,7 +39,7 @@ def objective(class_path: str, **init_args) -> list[str]:
 
 
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "seed_dpo": ("seed 000 recipe: DPO β=0.1 on the reference's mistakes (fixed noise)", ["--config", str(CFG / "seed_dpo.yaml")]),
+    "seed_dpo": ("the DPO-on-noisy-MNIST notebook's recipe: DPO β=0.1 on the reference's mistakes (fixed noise)", ["--config", str(CFG / "seed_dpo.yaml")]),
     "sft_noisy": ("supervised fine-tuning on noisy images (ceiling to beat)", ["--config", str(CFG / "sft_noisy.yaml")]),
     "sft_both": ("supervised fine-tuning on noisy + clean images", ["--config", str(CFG / "sft_noisy.yaml"), "--data.init_args.train_on=both"]),
     "dpo": ("DPO (sigmoid) β=0.1", PAIRS + objective("prefalign.objectives.DPO", beta=0.1)),
@@ -170,17 +172,6 @@ def merge_saved(path: Path, results: list[dict], ref_sha: str, run: dict) -> tup
     return results + kept, [r for r in runs if r["rows"]] + [run]
 
 
-def replace_between_markers(path: Path, text: str, name: str = "results") -> None:
-    """Replace the generated block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    content = path.read_text()
-    if begin not in content or end not in content:
-        raise SystemExit(f"{path} lacks the {begin} / {end} markers")
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
@@ -191,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="synthetic data, 1 epoch: checks the script, not the science")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
-    p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
-    p.add_argument("--replot", action="store_true", help="no runs: redraw the figure and rewrite the table (and README block) from <docs>/results.json")
+    p.add_argument("--no-docs", action="store_true", help="do not touch docs/families/classifier.md")
+    p.add_argument("--replot", action="store_true", help="no runs: redraw the figure and rewrite the table (and the page's block) from <docs>/results.json")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of <docs>/results.json that this run does not redo (only if they used the same reference weights)")
     a = p.parse_args(argv)
@@ -229,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Measured by `python scripts/compare_objectives.py{' --quick' if a.quick else ''}` "
         + "; ".join(f"on {r['date']} ({len(r['rows'])} rows, {r['total_s']} s{', with --merge' if i else ''})" for i, r in enumerate(runs))
-        + f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {ran_precision}, {a.jobs} runs at a time with "
+        + f" ({reporting.describe_machine()}, precision {ran_precision}, {a.jobs} runs at a time with "
         f"{threads} thread(s) each). Same reference (sha256 {ref_sha[:12]}), same seed, 5 epochs; preference rows share "
         "configs/dpo.yaml's pairs, optimiser and schedule. Wall time includes data setup and the final test."
     )
@@ -242,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_table(a: argparse.Namespace, text: str) -> None:
     (a.docs / "results.md").write_text(text + "\n")
-    if not a.no_readme:
-        replace_between_markers(REPO / "README.md", text)
+    if not a.no_docs:
+        reporting.write_block("results", text, REPO)
+        reporting.update_family_table(REPO)
     print(text)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every Diffusion-DPO run behind the README's table, one after another, then the table and the sample grid.
+# Every Diffusion-DPO run behind the table of docs/families/diffusion.md, one after another, then the table and the sample grid.
 #   bash scripts/diffusion_all.sh       (about 50 minutes on a 2-core CPU: the reference, then four alignment runs)
 # The reference is trained first (configs/diffusion_pretrain.yaml, timed on its own); the first alignment run mines the
 # pairs, the others read them from the cache, and scripts/diffusion_results.py adds the mining time back for the bar.

@@ -1,14 +1,14 @@
-"""The README's Diffusion-DPO table and sample grid, from the runs' own test results.
+"""The Diffusion-DPO table and sample grid of docs/families/diffusion.md, from the runs' own test results.
 
     bash scripts/diffusion_all.sh          # trains the reference and every row, then runs this
     python scripts/diffusion_results.py    # only rebuild the table from the latest run of each row under runs/
 
 Every number comes from a run's ``results_test.json``: its test stage draws 100 samples per class with 25-step DDIM
 from the same seeded noise for the policy and the reference, and the *evaluation* judge (LeNet, seed 2; the pairs were
-mined by another one) scores them. The bar (issue #10): error rate at most half the reference's, FID at most 10% above
+mined by another one) scores them. The bar: error rate at most half the reference's, FID at most 10% above
 it, within-class diversity at least 90% of it, win rate at least 60%, reference training plus alignment within 30 min.
-Writes docs/diffusion_results.{md,json}, docs/figures/diffusion_samples.png and the README block between
-<!-- diffusion:begin --> / <!-- diffusion:end -->.
+Writes docs/diffusion_results.{md,json}, docs/figures/diffusion_samples.png and the block between
+<!-- diffusion:begin --> / <!-- diffusion:end --> of docs/families/diffusion.md.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reporting  # noqa: E402
+
+REPO = reporting.REPO
 
 #: row name → (runs/<name>, label)
 ROWS = {
@@ -36,8 +37,9 @@ BAR_MINUTES = 30.0
 
 
 def latest(name: str) -> Path | None:
-    runs = sorted((REPO / "runs" / name).glob("version_*/results_test.json"), key=lambda p: int(p.parent.name.split("_")[1]))
-    return runs[-1] if runs else None
+    """``results_test.json`` of the newest finished run of ``runs/<name>``."""
+    run = reporting.latest_run(name, "results_test.json", REPO)
+    return run / "results_test.json" if run else None
 
 
 def mining_record(run: Path) -> dict[str, float]:
@@ -67,7 +69,7 @@ def bar(row: dict, ref: dict, minutes: float) -> dict[str, bool]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=Path, default=REPO / "docs")
-    p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--no-docs", action="store_true", help="do not touch docs/families/diffusion.md")
     a = p.parse_args(argv)
     pretrain = latest("diffusion_pretrain")
     if pretrain is None:
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("diffusion_results: no finished alignment run under runs/; run scripts/diffusion_all.sh")
     precisions = ", ".join(sorted({run_precision(pretrain.parent)} | {r["precision"] for r in rows}))
     header = (f"Measured by `bash scripts/diffusion_all.sh` (table: `python scripts/diffusion_results.py`) on {time.strftime('%Y-%m-%d')} "
-              f"({platform.machine()}, {os.cpu_count()} cores, {precisions}): 100 samples per class, 25-step DDIM, the same seeded noise for "
+              f"({reporting.describe_machine()}, {precisions}): 100 samples per class, 25-step DDIM, the same seeded noise for "
               f"policy and reference, scored by the evaluation judge. Reference training took {pre_minutes:.1f} min "
               f"(`configs/diffusion_pretrain.yaml`); the time column adds each alignment run's fit, and the pair mining when the "
               f"run read its pairs from the cache.")
@@ -126,16 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         if grids:
             (a.docs / "figures").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(grids[-1], a.docs / "figures" / "diffusion_samples.png")
-            text += (f"\n\n![policy above reference, same noise](docs/figures/diffusion_samples.png)\n\n"
+            text += (f"\n\n![policy above reference, same noise]({reporting.link('docs/figures/diffusion_samples.png', 'diffusion', REPO)})\n\n"
                      f"Samples of {best['label']}: for each digit, the policy's row above the reference's, "
                      "drawn from the same noise column by column.")
     (a.docs / "diffusion_results.json").write_text(json.dumps({"header": header, "reference": reference, "real_diversity": real_diversity, "rows": rows}, indent=2))
     (a.docs / "diffusion_results.md").write_text(text + "\n")
-    if not a.no_readme:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from compare_objectives import replace_between_markers
-
-        replace_between_markers(REPO / "README.md", text, "diffusion")
+    if not a.no_docs:
+        reporting.write_block("diffusion", text, REPO)
+        reporting.update_family_table(REPO)
     print(text)
     return 0
 

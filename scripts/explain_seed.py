@@ -1,9 +1,9 @@
-"""Print (and put in the README) what the seed-000 recipe does to the model, from a run's logged metrics.
+"""Print (and put on the classifier page) what the DPO-on-noisy-MNIST notebook's recipe does to the model, from a run's logged metrics.
 
     python scripts/explain_seed.py runs/compare/seed_dpo/version_0
 
 Reads ``metrics.csv`` (CSV logger) and ``results_test.json`` of a ``configs/seed_dpo.yaml`` run and writes the
-trajectory of the TRL-style metrics between ``<!-- seed:begin -->`` / ``<!-- seed:end -->`` in README.md.
+trajectory of the TRL-style metrics between ``<!-- seed:begin -->`` / ``<!-- seed:end -->`` in docs/families/classifier.md.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_objectives import REPO, replace_between_markers  # noqa: E402
+import reporting  # noqa: E402
+
+REPO = reporting.REPO
 
 TRAIN = ("train/logps/chosen", "train/logps/rejected", "train/rewards/margins", "train/rewards/accuracies", "train/kl_ref")
 VAL = ("val/acc_noisy", "val/acc_clean", "val/entropy_clean", "val/kl_ref_clean")
@@ -24,7 +26,7 @@ VAL = ("val/acc_noisy", "val/acc_clean", "val/entropy_clean", "val/kl_ref_clean"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--no-docs", action="store_true", help="only print the block")
     a = p.parse_args(argv)
     rows = list(csv.DictReader(open(a.run_dir / "metrics.csv")))
     train = [r for r in rows if r.get("train/logps/chosen")]
@@ -49,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
               f"clean {test['test/acc_clean']:.4f} (reference {test['test/reference/acc_clean']:.4f}); "
               f"{test['test/changed_vs_ref_clean']:.1%} of clean test predictions changed."]
     text = "\n".join(lines)
-    if not a.no_readme:
-        replace_between_markers(REPO / "README.md", text, "seed")
+    if not a.no_docs:
+        reporting.write_block("seed", text, REPO)
     print(text)
     return 0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every language-model run behind the README's LM section, one after another, then the table and figure.
+# Every language-model run behind the table of docs/families/language.md, one after another, then the table and figure.
 #   bash scripts/lm_all.sh            (about 25 minutes on a 2-core CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,95 +1,104 @@
-"""Judge the language-model runs on the same footing and write the README's LM table and reward-vs-KL figure.
+"""The language family's table and reward-vs-KL figure (docs/families/language.md), from the runs' own test results.
 
-    python scripts/lm_results.py                      # the latest run of each LM config under runs/
-    python scripts/lm_results.py --prompts 64 --samples 2   # a quicker look
+    bash scripts/lm_all.sh              # trains the reference and every row, then runs this
+    python scripts/lm_results.py        # only rebuild the table from the latest run of each row under runs/
+    python scripts/lm_results.py --replot   # no runs: redraw the figure and rewrite the table from docs/lm_results.json
 
-For the reference and each run's final policy (``runs/<config>/version_<n>/policy.pt``): validation loss (nats/char
-over the whole validation split), mean per-character exact KL to the reference on the same text, and the valid-word
-rate of 4 seeded samples from each of 256 validation prompts (32 characters in, 32 out; identical prompts and
-seeds for every model), beside the real continuations' rate. "Gap closed" = (policy − reference) / (real −
-reference) of the valid-word rate. Writes docs/lm_results.{md,json}, docs/figures/lm_frontier.png and the block
-between <!-- lm:begin --> / <!-- lm:end --> in README.md.
+Every number comes from a run's ``results_test.json``, the metrics its test stage logged (the language family's
+evaluation, :class:`prefalign.families.language.evaluation.LanguageEvaluation`): loss (nats/char), entropy and exact
+KL to the reference over the validation windows, and the valid-word rate of seeded samples from the data's validation
+prompts, beside the run's reference's and the real continuations' rates. The reference row is the pretraining run's
+(``configs/lm_pretrain.yaml``). "Gap closed" = (policy − reference) / (real − reference) of the valid-word rate, with
+each run's own reference. The pretraining block adds unigram and bigram baselines counted on the training split and
+scored on the same validation windows. Writes docs/lm_results.{md,json}, docs/figures/lm_frontier.png and the blocks
+<!-- lmpretrain:begin/end --> and <!-- lm:begin/end --> of docs/families/language.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reporting  # noqa: E402
 
-from prefalign.models.loading import load_model  # noqa: E402
-from prefalign.data.text import CharTextDataModule, CharTokenizer  # noqa: E402
-from prefalign.data.text.lexicon import lexicon, valid_word_rates  # noqa: E402
-from prefalign.families.language.sequences import exact_token_kl, token_log_probs  # noqa: E402
-from prefalign.models.generation import sample  # noqa: E402
+REPO = reporting.REPO
+sys.path.insert(0, str(REPO))  # prefalign, when run as python scripts/lm_results.py without an installed package
 
 RUNS = {"seed_pg": "lm_seed_pg", "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3", "ppo": "lm_ppo", "dpo_plain": "lm_dpo_plain", "dpo": "lm_dpo",
         "spin_plain": "lm_spin_plain", "spin": "lm_spin"}
-LABELS = {"reference": "reference (configs/lm_pretrain.yaml)", "seed_pg": "seed 002's loop (configs/lm_seed_pg.yaml)",
-          "seed_pg_lr1e-3": "seed 002's loop at lr 1e-3 (100× the seed's)", "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)",
+LABELS = {"reference": "reference (configs/lm_pretrain.yaml)", "seed_pg": "the tiny-transformer notebook's loop (configs/lm_seed_pg.yaml)",
+          "seed_pg_lr1e-3": "the notebook's loop at lr 1e-3 (100× the notebook's)", "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)",
           "dpo_plain": "plain DPO β=0.1, lr 1e-4, best-of-2 pairs (no NLL anchor)", "dpo": "RPO, best-of-2 pairs (configs/lm_dpo.yaml)",
           "spin_plain": "plain DPO β=0.1, lr 1e-4, SPIN pairs", "spin": "RPO, SPIN pairs (lm_dpo.yaml, pair_strategy=spin)"}
 missing = set(RUNS) - set(LABELS)
 assert not missing, f"no label for {missing}"
 
 
-def latest(name: str) -> Path | None:
-    runs = sorted((REPO / "runs" / name).glob("version_*/policy.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
-    return runs[-1] if runs else None
+def test_results(run: Path) -> dict:
+    return json.loads((run / "results_test.json").read_text())
 
 
-@torch.no_grad()
-def judge(model, reference, data: CharTextDataModule, tok: CharTokenizer, words, prompts, samples: int) -> dict:
-    n = len(tok)
-    windows = data.eval_windows()["tokens"]
-    nll = kl = entropy = count = 0.0
-    for part in windows.split(256):
-        logps, dist = token_log_probs(model, part[:, :1], part[:, 1:], n)
-        nll -= float(logps.sum())
-        entropy -= float((dist.exp() * dist).sum())
-        count += logps.numel()
-        if reference is not model:
-            kl += float(exact_token_kl(dist, token_log_probs(reference, part[:, :1], part[:, 1:], n)[1]).sum())
-    ids = sample(model, prompts.repeat_interleave(samples, dim=0), 32, n, model.block_size, generator=torch.Generator().manual_seed(0))
-    rate = float(valid_word_rates([tok.decode(r) for r in ids], words).mean())
-    return {"val_loss": nll / count, "kl_ref": kl / count, "entropy": entropy / count, "valid_words": rate}
+def row_from_run(name: str, run: Path) -> dict:
+    """One table row from a run's logged test metrics. The reference row (the pretraining run) is its own reference."""
+    m = test_results(run)["metrics"]
+    own = name == "reference"
+    ref_loss = m["test/loss"] if own else m["test/reference/loss"]
+    ref_words = m["test/valid_words"] if own else m["test/reference/valid_words"]
+    real = m["test/real/valid_words"]
+    gap = real - ref_words
+    return {"name": name, "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
+            "val_loss": m["test/loss"], "kl_ref": 0.0 if own else m["test/kl_ref"], "entropy": m["test/entropy"],
+            "valid_words": m["test/valid_words"], "real_valid_words": real, "reference_loss": ref_loss,
+            "reference_valid_words": ref_words, "val_loss_vs_reference": m["test/loss"] / ref_loss - 1,
+            "gap_closed": (m["test/valid_words"] - ref_words) / gap if gap > 0 else float("nan")}
+
+
+def data_settings(run: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())["data"]["init_args"]
 
 
 def ngram_baselines(train: torch.Tensor, val: torch.Tensor, n_vocab: int) -> dict[str, float]:
-    """Cross-entropy (nats/char) on the validation ids of unigram and bigram models counted on the training ids,
-    add-one smoothed."""
+    """Cross-entropy (nats/char) of predicting ``val[1:]`` (every character after the first, as the model's test
+    windows do) with unigram and bigram models counted on the training ids, add-one smoothed."""
     uni = torch.bincount(train, minlength=n_vocab).double() + 1
     uni_logp = (uni / uni.sum()).log()
     big = torch.zeros(n_vocab, n_vocab, dtype=torch.float64)
     big.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64), accumulate=True)
     big_logp = ((big + 1) / (big + 1).sum(1, keepdim=True)).log()
-    return {"unigram": float(-uni_logp[val].mean()), "bigram": float(-big_logp[val[:-1], val[1:]].mean())}
+    return {"unigram": float(-uni_logp[val[1:]].mean()), "bigram": float(-big_logp[val[:-1], val[1:]].mean())}
 
 
-def pretrain_block(reference_row: dict, baselines: dict, run: Path | None) -> str:
-    lines = [f"Pretraining (`configs/lm_pretrain.yaml`): validation loss **{reference_row['val_loss']:.4f}** nats/char "
-             f"({reference_row['val_loss'] / 0.6931471805599453:.3f} bits/char) over the whole validation split; "
-             f"baselines on the same split: unigram {baselines['unigram']:.4f}, bigram {baselines['bigram']:.4f} (add-one smoothed counts of the training split)."]
-    if run is not None and (run / "results_test.json").is_file():
-        results = json.loads((run / "results_test.json").read_text())
-        config = (run / "config.yaml").read_text()
-        import yaml
+def baselines_on_test_windows(run: Path) -> tuple[dict[str, float], int]:
+    """The n-gram baselines on the characters the pretraining run's test stage predicted (its data settings), and
+    how many characters that is."""
+    from prefalign.data.text import CharTextDataModule
 
-        cfg = yaml.safe_load(config)
-        tokens = results["global_step"] * cfg["data"]["init_args"]["batch_size"] * cfg["data"]["init_args"]["block_size"]
-        seconds = results.get("fit_seconds")
-        if seconds:
-            lines.append(f"Training took {seconds / 60:.1f} minutes of `fit` ({results['global_step']} steps, {tokens / 1e6:.1f}M training "
-                         f"characters, {tokens / seconds / 1e3:.0f}k characters/s including validation) in `{run.relative_to(REPO)}`.")
+    data = CharTextDataModule(**data_settings(run))
+    data.setup("fit")
+    windows = data.eval_windows()["tokens"]  # consecutive windows of block + 1 ids, each starting where the last ended
+    predicted = len(windows) * (windows.shape[1] - 1)
+    return ngram_baselines(data.ids["train"], data.ids["val"][: predicted + 1], len(data.tokenizer)), predicted
+
+
+def pretrain_block(reference_row: dict, baselines: dict, characters: int, run: Path) -> str:
+    lines = [f"Pretraining (`configs/lm_pretrain.yaml`): test loss **{reference_row['val_loss']:.4f}** nats/char "
+             f"({reference_row['val_loss'] / 0.6931471805599453:.3f} bits/char) over {characters:,} characters of the validation split; "
+             f"baselines on the same characters: unigram {baselines['unigram']:.4f}, bigram {baselines['bigram']:.4f} (add-one smoothed counts of the training split)."]
+    results = test_results(run)
+    settings = data_settings(run)
+    tokens = results["global_step"] * settings["batch_size"] * settings["block_size"]
+    seconds = results.get("fit_seconds")
+    if seconds:
+        lines.append(f"Training took {seconds / 60:.1f} minutes of `fit` ({results['global_step']} steps, {tokens / 1e6:.1f}M training "
+                     f"characters, {tokens / seconds / 1e3:.0f}k characters/s including validation) in `{run.relative_to(REPO)}`.")
     return "\n".join(lines)
 
 
@@ -125,65 +134,54 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reference", type=Path, default=REPO / "artifacts/reference/lm_tiny.pt")
-    p.add_argument("--prompts", type=int, default=256)
-    p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--docs", type=Path, default=REPO / "docs")
-    p.add_argument("--no-readme", action="store_true")
-    p.add_argument("--replot", action="store_true", help="no evaluation: redraw the figure from <docs>/lm_results.json")
-    a = p.parse_args(argv)
-    if a.replot:
-        plot(json.loads((a.docs / "lm_results.json").read_text())["rows"], a.docs / "figures" / "lm_frontier.png")
-        return 0
-    torch.set_num_threads(os.cpu_count() or 1)
-    reference = load_model(a.reference).eval()
-    tok = CharTokenizer.from_codes(reference.vocab)
-    data = CharTextDataModule(source="shakespeare", eval_prompts=a.prompts, eval_new_tokens=32, prompt_length=32)
-    data.setup("fit")
-    data.use_tokenizer(tok)
-    words = lexicon(data.text["train"])
-    prompts, real = data.evaluation_prompts()
-    real_rate = float(valid_word_rates([tok.decode(r) for r in real], words).mean())
-    models = {"reference": a.reference, **{k: latest(v) for k, v in RUNS.items()}}
-    rows = []
-    for name, path in models.items():
-        if path is None:
-            print(f"lm_results: no run of {RUNS.get(name)} under runs/ — skipped")
-            continue
-        start = time.time()
-        model = reference if name == "reference" else load_model(path).eval()
-        row = {"name": name, "path": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path), **judge(model, reference, data, tok, words, prompts, a.samples)}
-        row["real_valid_words"] = real_rate
-        rows.append(row)
-        print(f"{name}: {row} ({time.time() - start:.0f} s)")
-    ref = rows[0]
-    for r in rows:
-        gap = real_rate - ref["valid_words"]
-        r["gap_closed"] = (r["valid_words"] - ref["valid_words"]) / gap if gap > 0 else float("nan")
-        r["val_loss_vs_reference"] = r["val_loss"] / ref["val_loss"] - 1
-    header = (f"Measured by `python scripts/lm_results.py` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} cores): "
-              f"{a.prompts} validation prompts × {a.samples} samples (seed 0, temperature 1, 32 characters), the same for every model; "
-              f"real continuations score {real_rate:.3f}. Loss and KL over the whole validation split.")
-    lines = [header, "", "| run | val loss (nats/char) | vs reference | entropy | KL to reference | valid-word rate | gap closed |",
+def table(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| run | loss (nats/char) | vs reference | entropy | KL to reference | valid-word rate | gap closed |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {LABELS[r['name']]} | {r['val_loss']:.4f} | {r['val_loss_vs_reference']:+.1%} | {r['entropy']:.4f} | {r['kl_ref']:.4f} | {r['valid_words']:.3f} | "
                      + ("—" if r["name"] == "reference" else f"{r['gap_closed']:.0%}") + " |")
-    text = "\n".join(lines)
-    baselines = ngram_baselines(data.ids["train"], data.ids["val"], len(tok))
-    pre = pretrain_block(ref, baselines, latest("lm_pretrain").parent if latest("lm_pretrain") else None)
+    return "\n".join(lines) + f"\n\n![reward against KL]({reporting.link('docs/figures/lm_frontier.png', 'lm', REPO)})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=Path, default=REPO / "docs")
+    p.add_argument("--no-docs", action="store_true", help="do not touch docs/families/language.md")
+    p.add_argument("--replot", action="store_true", help="no runs: redraw the figure and rewrite the table from <docs>/lm_results.json")
+    a = p.parse_args(argv)
+    if a.replot:
+        saved = json.loads((a.docs / "lm_results.json").read_text())
+        plot(saved["rows"], a.docs / "figures" / "lm_frontier.png")
+        if not a.no_docs:
+            reporting.write_block("lm", table(saved["rows"], saved["header"]), REPO)
+            reporting.update_family_table(REPO)
+        return 0
+    pretrain = reporting.latest_run("lm_pretrain", "results_test.json", REPO)
+    if pretrain is None:
+        raise SystemExit("lm_results: no finished run of configs/lm_pretrain.yaml under runs/; run scripts/lm_all.sh")
+    rows = [row_from_run("reference", pretrain)]
+    for name, folder in RUNS.items():
+        run = reporting.latest_run(folder, "results_test.json", REPO)
+        if run is None:
+            print(f"lm_results: no finished run under runs/{folder} — row {name} skipped")
+            continue
+        rows.append(row_from_run(name, run))
+    prompts = sorted({data_settings(REPO / r["run"]).get("eval_prompts", 64) for r in rows})
+    header = (f"Read by `python scripts/lm_results.py` on {time.strftime('%Y-%m-%d')} from each run's logged test metrics "
+              f"({reporting.describe_machine()}): loss, entropy and exact KL over the same validation windows; valid-word rate of 2 seeded "
+              f"samples (temperature 1) from each of {' or '.join(map(str, prompts))} validation prompts, the same for every model; real "
+              f"continuations score {rows[0]['real_valid_words']:.3f}. *vs reference* and *gap closed* compare each run with its own reference.")
+    text = table(rows, header)
+    baselines, characters = baselines_on_test_windows(pretrain)
+    pre = pretrain_block(rows[0], baselines, characters, pretrain)
     a.docs.mkdir(parents=True, exist_ok=True)
     (a.docs / "lm_results.json").write_text(json.dumps({"header": header, "rows": rows, "baselines": baselines}, indent=2))
     (a.docs / "lm_results.md").write_text(pre + "\n\n" + text + "\n")
     plot(rows, a.docs / "figures" / "lm_frontier.png")
-    if not a.no_readme:
-        sys.path.insert(0, str(REPO / "scripts"))
-        from compare_objectives import replace_between_markers
-
-        replace_between_markers(REPO / "README.md", text + "\n\n![reward against KL](docs/figures/lm_frontier.png)", "lm")
-        replace_between_markers(REPO / "README.md", pre, "lmpretrain")
+    if not a.no_docs:
+        reporting.write_block("lm", text, REPO)
+        reporting.write_block("lmpretrain", pre, REPO)
+        reporting.update_family_table(REPO)
     print(pre + "\n\n" + text)
     return 0
 

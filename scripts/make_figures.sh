@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The figures of the README section "Seeing inside the models" (README.md), made by the documented commands.
+# The figures of docs/inspecting.md ("Inspecting models"), made by the commands documented there.
 #
 #   scripts/make_figures.sh [POLICY [REFERENCE]]
 #
-# (a) 1-vs-8 filters: trains configs/binary_1v8.yaml (seed 004, ~40 s on one CPU thread) and copies the learned
+# (a) 1-vs-8 filters: trains configs/binary_1v8.yaml (the 1-vs-8 filter notebook's study, ~40 s on one CPU thread) and copies the learned
 #     3×3 filters that its FilterPlot callback wrote to runs/binary_1v8/version_N/images/;
 # (b) dreams of the reference artifacts/reference/seed_cnn.pt (trained by configs/sft.yaml if missing): the grid,
 #     an animation and hybrids;
@@ -14,7 +14,7 @@
 # (d) the L2 sweep (λ = 0.001 … 10, all from the same noise).
 #
 # Environment: PYTHON (default: python), SKIP_FIT=1 to reuse the newest runs/binary_1v8 run instead of training.
-# Full outputs (every grid, confidence plot, GIF) stay under runs/dreams/; docs/figures/ gets the few shown in the README.
+# Full outputs (every grid, confidence plot, GIF) stay under runs/dreams/; docs/figures/ gets the few shown on the page.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -76,5 +76,5 @@ echo "== docs/figures"
 ls -l "$FIG"
 big=$(find "$FIG" -type f -size +300k)
 if [[ -n "$big" ]]; then
-    echo "warning: over 300 KB (too big to commit for the README): $big" >&2
+    echo "warning: over 300 KB (too big to commit for the docs): $big" >&2
 fi

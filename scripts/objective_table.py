@@ -1,7 +1,7 @@
-"""Write the README's objective table from the objective classes themselves (flags, paper, capabilities).
+"""Write the objective table of docs/objectives.md from the objective classes themselves (flags, paper, capabilities).
 
-    python scripts/objective_table.py          # rewrite the block between <!-- objectives:begin/end --> in README.md
-    python scripts/objective_table.py --check  # exit 1 if the README block is out of date (the tests run this)
+    python scripts/objective_table.py          # rewrite the block between <!-- objectives:begin/end --> in docs/objectives.md
+    python scripts/objective_table.py --check  # exit 1 if that block is out of date (the tests run this)
 
 Which families support an objective is decided the way the module decides it (:func:`check_capabilities`), over the
 registered families (:mod:`prefalign.families.registry`): a family supports it when it provides every capability the
@@ -19,6 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import reporting  # noqa: E402
 
 import prefalign.objectives as objectives  # noqa: E402
 from prefalign.families.registry import FAMILIES, capabilities, families_supporting  # noqa: E402
@@ -104,20 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true")
     a = p.parse_args(argv)
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    begin, end = "<!-- objectives:begin -->", "<!-- objectives:end -->"
-    if begin not in text:
-        raise SystemExit(f"README.md lacks the {begin} / {end} markers")
-    head, rest = text.split(begin, 1)
-    current, tail = rest.split(end, 1)
-    wanted = "\n" + table() + "\n"
+    page = reporting.page("objectives", REPO)
+    wanted = table()
     if a.check:
-        if current != wanted:
-            print("README.md's objective table is out of date: run python scripts/objective_table.py", file=sys.stderr)
+        if reporting.read_block(page, "objectives") != wanted + "\n":
+            print(f"{page.relative_to(REPO)}'s objective table is out of date: run python scripts/objective_table.py", file=sys.stderr)
             return 1
         return 0
-    readme.write_text(head + begin + wanted + end + tail)
+    reporting.write_block("objectives", wanted, REPO)
     return 0
 
 

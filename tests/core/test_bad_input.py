@@ -1,5 +1,5 @@
 """Every handled bad input, through prefalign.cli.main: one line naming the problem and the fix, an exit code, no
-traceback, and nothing written (the README's "When something is wrong" table lists the same cases)."""
+traceback, and nothing written (the "When something is wrong" table of docs/cli.md lists the same cases)."""
 
 import os
 
@@ -121,10 +121,10 @@ def test_debug_shows_the_traceback(in_tmp, monkeypatch):
         main(SEED_DPO + ["--reference_recipe=null", "--model.reference_ckpt=missing.pt", "--debug"])
 
 
-def test_the_readme_table_lists_exactly_these_cases():
+def test_the_docs_table_lists_exactly_these_cases():
     from tests.conftest import REPO
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "cli.md").read_text()
     table = text.split("**When something is wrong**", 1)[1].split("\n\n", 2)[1]
     rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     assert rows == [c[0] for c in CASES]

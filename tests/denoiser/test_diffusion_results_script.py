@@ -24,7 +24,9 @@ def write_run(root, name, metrics, fit_seconds, mining=(60.0, 0.0), precision="b
 def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch):
     script = load()
     monkeypatch.setattr(script, "REPO", tmp_path)
-    (tmp_path / "README.md").write_text("x\n<!-- diffusion:begin -->\nold\n<!-- diffusion:end -->\ny\n")
+    page = tmp_path / "docs" / "families" / "diffusion.md"
+    page.parent.mkdir(parents=True)
+    page.write_text("x\n<!-- diffusion:begin -->\nold\n<!-- diffusion:end -->\ny\n")
     ref = {"error_rate": 0.2, "p_class": 0.8, "fid": 10.0, "diversity": 15.0, "eps_mse": 0.02}
     write_run(tmp_path, "diffusion_pretrain", {f"test/{k}": v for k, v in ref.items()}, 600)
     refs = {f"test/reference/{k}": v for k, v in ref.items()}
@@ -33,9 +35,9 @@ def test_table_compares_each_policy_with_its_own_reference(tmp_path, monkeypatch
     write_run(tmp_path, "diffusion_dpo_b5000", {**good, **refs, "test/real/diversity": 12.5}, 600)  # mined in this run: its fit time includes mining
     write_run(tmp_path, "diffusion_dpo_b2000", {**bad, **refs}, 1240, mining=(60.0, 1.0), precision="32-true")  # cached pairs: + 1 min
     assert script.main(["--docs", str(tmp_path / "docs")]) == 0
-    readme = (tmp_path / "README.md").read_text()
+    readme = page.read_text()
     assert "old" not in readme and readme.startswith("x\n") and readme.endswith("y\n")
-    assert "cores, 32-true, bf16-mixed)" in readme  # the precisions the runs' saved configs say they ran in
+    assert "torch " in readme and ", 32-true, bf16-mixed)" in readme  # the precisions the runs' saved configs say they ran in
     rows = {line.split(" | ")[0]: line for line in readme.splitlines() if line.startswith("| ")}
     assert rows["| DPO β=5000, 700 steps"].endswith("| 20.0 min | met |")
     # 0.15 > ½·0.2, 12 > 1.1·10, 10 + 21.7 min > 30

@@ -60,7 +60,7 @@ def test_report_has_every_row_and_target():
     md = bench.markdown(report)
     for task in TASKS:
         assert f"| {task} |" in md
-    assert "Full seed pipeline" in md and "avx512_bf16" in md and "1 intra-op thread" in md
+    assert "Full notebook pipeline" in md and "avx512_bf16" in md and "1 intra-op thread" in md
 
 
 @pytest.mark.slow  # ~4 subprocesses that each import torch + Lightning: ~40-70 s on 2 shared cores

@@ -21,7 +21,8 @@ def test_tiny_run_reports_both_precisions_and_what_a_bf16_recipe_runs(tmp_path, 
 
     monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: kernels)
     script = load()
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "docs" / "performance.md"
+    readme.parent.mkdir()
     readme.write_text("a\n<!-- benchprecision:begin -->\nold\n<!-- benchprecision:end -->\nb\n")
     monkeypatch.setattr(script, "REPO", tmp_path)
     assert script.main(["--batch", "2", "--sample-batch", "2", "--warmup", "0", "--repeats", "1", "--threads", "1",

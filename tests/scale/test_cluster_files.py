@@ -62,9 +62,8 @@ def test_dockerfile_passes_hadolint():
 
 
 def _documented_commands() -> list[list[str]]:
-    """Every `python -m prefalign fit ...` / `torchrun ... -m prefalign fit ...` in the README (Scaling up), as argv after `prefalign`."""
-    readme = (REPO / "README.md").read_text()
-    text = readme[readme.index("## Scaling up") : readme.index("## Performance")].replace("\\\n", " ")
+    """Every `python -m prefalign fit ...` / `torchrun ... -m prefalign fit ...` in docs/scaling.md, as argv after `prefalign`."""
+    text = (REPO / "docs" / "scaling.md").read_text().replace("\\\n", " ")
     commands = []
     for line in re.findall(r"^(?:python|srun python|torchrun) .*$", text, flags=re.M):
         words = shlex.split(line.split("#", 1)[0].replace("$SLURM_NTASKS_PER_NODE", "8").replace("$SLURM_NNODES", "4"))

@@ -1,0 +1,173 @@
+"""What every reporting script shares: where each generated block lives, writing it, finding runs, the machine.
+
+The result tables and benchmark reports on the documentation site are generated blocks between
+``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers; :data:`BLOCKS` says which page holds which block, and
+:func:`write_block` rewrites one. Scripts are run as ``python scripts/<name>.py`` (this folder is then first on
+``sys.path``) and loaded by path from the tests; both import this module after putting ``scripts/`` on the path::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import reporting
+
+Pages are found relative to a repository root passed in (the scripts pass their module-level ``REPO``, which the
+tests point to a temporary folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: generated block name → the page that holds it, relative to the repository root
+BLOCKS: dict[str, str] = {
+    "objectives": "docs/objectives.md",            # scripts/objective_table.py
+    "seed": "docs/families/classifier.md",         # scripts/explain_seed.py
+    "results": "docs/families/classifier.md",      # scripts/compare_objectives.py
+    "lmpretrain": "docs/families/language.md",     # scripts/lm_results.py
+    "lm": "docs/families/language.md",             # scripts/lm_results.py
+    "diffusion": "docs/families/diffusion.md",     # scripts/diffusion_results.py
+    "bench": "docs/performance.md",                # scripts/update_docs.py (from benchmarks/latest.md)
+    "benchlm": "docs/performance.md",              # scripts/bench_lm.py
+    "benchprecision": "docs/performance.md",       # scripts/bench_precision.py
+    "families": "README.md",                       # update_family_table(), from the three results files
+}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def page(name: str, root: Path = REPO) -> Path:
+    """The page that holds block ``name``."""
+    return Path(root) / BLOCKS[name]
+
+
+def read_block(path: Path, name: str) -> str:
+    """The text between the block's markers (without the newline after the begin marker)."""
+    begin, end = markers(name)
+    content = Path(path).read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"{path} lacks the {begin} / {end} markers")
+    return content.split(begin, 1)[1].split(end, 1)[0].removeprefix("\n")
+
+
+def replace_between_markers(path: Path, text: str, name: str) -> None:
+    """Replace the generated block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``path``."""
+    begin, end = markers(name)
+    content = Path(path).read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"{path} lacks the {begin} / {end} markers")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    Path(path).write_text(f"{head}{begin}\n{text.rstrip(chr(10))}\n{end}{tail}")
+
+
+def write_block(name: str, text: str, root: Path = REPO) -> Path:
+    """Rewrite block ``name`` on its page (see :data:`BLOCKS`); returns the page."""
+    path = page(name, root)
+    replace_between_markers(path, text, name)
+    return path
+
+
+def link(target: str, name: str, root: Path = REPO) -> str:
+    """``target`` (a path relative to the repository root, e.g. ``docs/figures/x.png``) as a link relative to the
+    page of block ``name``: what an image inside that block must say."""
+    return Path(os.path.relpath(Path(root) / target, page(name, root).parent)).as_posix()
+
+
+def latest_run(name: str, needs: str = "results_test.json", root: Path = REPO) -> Path | None:
+    """The newest ``runs/<name>/version_<n>`` folder (highest n) that holds the file ``needs``, or None."""
+    found = sorted((Path(root) / "runs" / name).glob(f"version_*/{needs}"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return found[-1].parent if found else None
+
+
+def _cpu() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return model, flags
+
+
+def machine_info(threads: int | None = None) -> dict:
+    """The machine a measurement ran on: CPU model, cores, the instruction-set flags that decide the fast precision,
+    torch (and Lightning, Python) versions."""
+    import torch
+
+    model, flags = _cpu()
+    try:
+        import lightning
+
+        lightning_version = lightning.__version__
+    except ImportError:  # pragma: no cover - prefalign depends on it
+        lightning_version = None
+    return {
+        "cpu": model, "cores": os.cpu_count(), "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")},
+        "torch": torch.__version__, "lightning": lightning_version, "python": platform.python_version(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": threads if threads is not None else torch.get_num_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+    }
+
+
+def describe_machine(machine: dict | None = None) -> str:
+    """One phrase for a table header: ``AMD EPYC, 2 cores, avx512_bf16 no, torch 2.14.1``."""
+    m = machine or machine_info()
+    return f"{m['cpu']}, {m['cores']} cores, avx512_bf16 {'yes' if m['flags'].get('avx512_bf16') else 'no'}, torch {m['torch']}"
+
+
+# ------------------------------------------------------------------------------------------- the README's family table
+
+def _row(rows: list[dict], name: str) -> dict:
+    return next(r for r in rows if r["name"] == name)
+
+
+def _classifier(root: Path) -> str:
+    saved = json.loads((Path(root) / "docs/results.json").read_text())
+    rpo = _row(saved["rows"], "rpo")
+    return f"noisy test accuracy {saved['reference']['noisy']:.3f} → {rpo['test/acc_noisy']:.3f} (RPO; clean {rpo['test/acc_clean']:.3f})"
+
+
+def _language(root: Path) -> str:
+    rows = json.loads((Path(root) / "docs/lm_results.json").read_text())["rows"]
+    ref, ppo = _row(rows, "reference"), _row(rows, "ppo")
+    return (f"valid-word rate of samples {ref['valid_words']:.3f} → {ppo['valid_words']:.3f} (PPO-lite; "
+            f"loss {ppo['val_loss_vs_reference']:+.1%})")
+
+
+def _diffusion(root: Path) -> str:
+    rpo = _row(json.loads((Path(root) / "docs/diffusion_results.json").read_text())["rows"], "rpo")
+    return f"judge's error rate {rpo['reference']['error_rate']:.3f} → {rpo['error_rate']:.3f} (RPO; win rate {rpo['win_rate']:.0%})"
+
+
+#: the README's model families: (name, page, command, headline from the page's saved results)
+FAMILIES = [
+    ("Classifier on noisy MNIST", "docs/families/classifier.md", "python -m prefalign fit --config configs/dpo.yaml", _classifier),
+    ("Character-level transformer on Shakespeare", "docs/families/language.md", "python -m prefalign fit --config configs/lm_ppo.yaml", _language),
+    ("Class-conditional diffusion UNet on MNIST", "docs/families/diffusion.md", "python -m prefalign fit --config configs/diffusion_dpo.yaml", _diffusion),
+]
+
+
+def family_table(root: Path = REPO) -> str:
+    """The README's table of model families, each with one command and one headline number from its saved results
+    (``docs/results.json``, ``docs/lm_results.json``, ``docs/diffusion_results.json``)."""
+    lines = ["| model family | run it | headline (test) |", "|---|---|---|"]
+    for name, page_path, command, headline in FAMILIES:
+        lines.append(f"| [{name}]({page_path}) | `{command}` | {headline(root) if headline else '—'} |")
+    return "\n".join(lines)
+
+
+def update_family_table(root: Path = REPO) -> None:
+    """Rewrite the README's family table (block ``families``) from the saved results; a results script calls this
+    after writing its JSON. Does nothing where the README has no such block (the scripts' tests)."""
+    readme = Path(root) / BLOCKS["families"]
+    if readme.is_file() and markers("families")[0] in readme.read_text():
+        write_block("families", family_table(root), root)

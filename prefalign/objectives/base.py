@@ -23,6 +23,8 @@ class PairLogps:
     Unpaired data (KTO/BCO): ``desirable`` (bool ``[B]``) flags each response, which is in ``policy_chosen`` /
     ``reference_chosen``; ``policy_rejected`` is None. ``*_wpo_logweight``: the log of each response's WPO weight
     (detached), filled by families that can compute it when the objective asks for it (:class:`~prefalign.objectives.WPO`).
+    ``*_length``: the number of tokens in each response, filled by sequence families (capability ``token_lengths``),
+    for objectives that normalise a log-ratio per token (IPO and ``sigmoid_norm`` as TRL computes them).
     """
 
     policy_chosen: Tensor
@@ -33,6 +35,8 @@ class PairLogps:
     desirable: Tensor | None = None
     chosen_wpo_logweight: Tensor | None = None
     rejected_wpo_logweight: Tensor | None = None
+    chosen_length: Tensor | None = None
+    rejected_length: Tensor | None = None
 
     def float(self) -> PairLogps:
         # Objectives do their math in fp32 even when the backbone runs in bf16/fp16.
@@ -116,6 +120,17 @@ def logratio_diff(policy_chosen: Tensor, policy_rejected: Tensor, reference_chos
     return (policy_chosen.float() - reference_chosen.float()) - (policy_rejected.float() - reference_rejected.float())
 
 
+def per_token_logratios(logps: PairLogps) -> tuple[Tensor, Tensor]:
+    r"""Each response's log-ratio :math:`\log\pi_\theta(y|x) - \log\pi_{ref}(y|x)` divided by its token count when the
+    family gives counts (TRL's IPO and ``sigmoid_norm``), as it is otherwise (a one-label response)."""
+    chosen = logps.policy_chosen - logps.reference_chosen
+    rejected = logps.policy_rejected - logps.reference_rejected
+    if logps.chosen_length is not None and logps.rejected_length is not None:
+        chosen = chosen / logps.chosen_length.clamp(min=1)
+        rejected = rejected / logps.rejected_length.clamp(min=1)
+    return chosen, rejected
+
+
 def preference_metrics(
     chosen_rewards: Tensor | None,
     rejected_rewards: Tensor | None,
@@ -165,4 +180,4 @@ def check_in_range(name: str, value: float, low: float | None = None, high: floa
         raise ValueError(f"{name}={value} is out of range; expected a value in {lo}, {hi}.")
 
 
-__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "preference_metrics", "unpaired_metrics", "check_in_range"]
+__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "per_token_logratios", "preference_metrics", "unpaired_metrics", "check_in_range"]

@@ -26,7 +26,9 @@ FORMULAS = {
     "SFT": "−log π(y_w)",
     "DPO": "−(1−ε) log σ(βh) − ε log σ(−βh)",
     "RobustDPO": "[(1−ε)(−log σ(βh)) − ε(−log σ(−βh))] / (1−2ε)",
-    "IPO": "(h − 1/(2τ))²",
+    "IPO": "(h − 1/(2τ))², r per token on sequences (TRL)",
+    "SigmoidNorm": "−log σ(β(r_w/|y_w| − r_l/|y_l|))",
+    "LDDPO": "DPO on log π = Σ_{t≤ℓ} + α Σ_{t>ℓ}, ℓ = min(|y_w|, |y_l|)",
     "Hinge": "max(0, 1 − βh)",
     "RPO": "−log σ(βh) − α log π(y_w)",
     "SimPO": "−log σ(β(ℓ_w − ℓ_l) − γ), ℓ = mean token log π",
@@ -54,7 +56,9 @@ def families() -> dict[str, frozenset[str]]:
     """The registered model families and their capabilities."""
     from prefalign.families.classifier import ClassifierFamily
 
-    return {"classifier": ClassifierFamily.capabilities}
+    from prefalign.families.hf import HFCausalLMFamily
+
+    return {"classifier": ClassifierFamily.capabilities, "hf": HFCausalLMFamily.capabilities}
 
 
 def paper(cls: type) -> str:

@@ -23,15 +23,38 @@ import torch
 from torch import Tensor, nn
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency of the ``hf`` extra is not installed; the message names the install command."""
+
+
 def require(package: str, what: str) -> Any:
     """Import an optional dependency of the ``hf`` extra, or fail with one line naming the install command."""
     import importlib
 
     try:
-        return importlib.import_module(package)
+        module = importlib.import_module(package)
     except ImportError:
-        raise ImportError(f"{what} needs the '{package}' package, which is not installed: pip install -e \".[hf]\" "
+        raise MissingExtraError(f"{what} needs the '{package}' package, which is not installed: pip install -e \".[hf]\" "
                           "(transformers, peft and datasets, pinned in constraints.txt).") from None
+    quiet_progress(package)
+    return module
+
+
+def quiet_progress(package: str) -> None:
+    """Progress bars of transformers/datasets for people at a terminal only (as prefalign's own): in CI, logs and batch
+    jobs they fill stderr with carriage-return lines."""
+    import sys
+
+    if sys.stderr.isatty():
+        return
+    if package == "transformers":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    elif package == "datasets":
+        import datasets
+
+        datasets.disable_progress_bars()
 
 
 def resolve_model_dir(model_name_or_path: str) -> Path | None:

@@ -51,17 +51,23 @@ def run_prefalign(model_dir, data_file, objective, save_dir):
 
 CASES = {
     "dpo_standard": ("standard", "sigmoid", 0.1, ["--model.objective=prefalign.objectives.DPO", "--model.objective.init_args.beta=0.1"]),
+    # The reference run on every step instead of read from the on-disk cache: the same numbers.
+    "dpo_standard_recompute": ("standard", "sigmoid", 0.1, ["--model.objective=prefalign.objectives.DPO", "--model.objective.init_args.beta=0.1",
+                                                            "--model.recompute_reference=true"]),
     "ipo_standard": ("standard", "ipo", 0.1, ["--model.objective=prefalign.objectives.IPO", "--model.objective.init_args.tau=0.1"]),
     "dpo_conversational": ("conversational", "sigmoid", 0.1, ["--model.objective=prefalign.objectives.DPO", "--model.objective.init_args.beta=0.1"]),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_first_three_steps_match_trl(case, tiny_model, data_files, tmp_path):
+def test_first_three_steps_match_trl(case, tiny_model, data_files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the reference log-prob cache (artifacts/) is written here
     data, loss_type, beta, objective = CASES[case]
     theirs = run_trl(tiny_model, data_files[data], loss_type, beta, tmp_path / "trl")
     ours = run_prefalign(tiny_model, data_files[data], objective, tmp_path / "prefalign")
     assert len(theirs) == len(ours) == 3
+    cached = list((tmp_path / "artifacts" / "hf_reference").glob("hf-ref-*.pt"))
+    assert len(cached) == (0 if "recompute" in case else 1)  # reference log-probs from the disk cache, or on the fly
     worst = {k: max(abs(t[k] - o[k]) for t, o in zip(theirs, ours)) for k in KEYS}
     print(f"{case}: max |TRL - prefalign| over 3 steps: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
     for k in KEYS:

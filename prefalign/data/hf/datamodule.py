@@ -148,6 +148,13 @@ class TRLPreferenceDataModule(L.LightningDataModule):
             self.splits[name] = self._tokenize(part, name)
 
     def _tokenize(self, dataset: Any, name: str) -> dict[str, Tensor]:
+        dataset = self.tokenize_dataset(dataset, name)
+        self.fingerprints[name] = dataset._fingerprint
+        return self._tensors(dataset, ("chosen", "rejected") if self.paired else ("completion",))
+
+    def tokenize_dataset(self, dataset: Any, name: str = "train") -> Any:
+        """TRL's dataset preparation (``DPOTrainer._prepare_dataset``): the ``datasets.Dataset`` with ``prompt_ids`` and
+        ``chosen_ids``/``rejected_ids`` (``completion_ids`` unpaired), fully truncated rows dropped and counted."""
         tok = self.tokenizer
         kwargs = {"batched": True, "num_proc": self.num_proc}
         completions = ("chosen", "rejected") if self.paired else ("completion",)
@@ -170,8 +177,7 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         if name == "train":
             self.dropped = dropped
             self.mining_stats = {"data/train_rows": float(len(dataset)), "data/dropped_rows": float(dropped)}
-        self.fingerprints[name] = dataset._fingerprint
-        return self._tensors(dataset, completions)
+        return dataset
 
     def _tensors(self, dataset: Any, completions: tuple[str, ...]) -> dict[str, Tensor]:
         sl = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length if self.max_length else None, None)

@@ -54,7 +54,8 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
     (characters for a char model), so continuations may be longer than the block.
 
     Args:
-        ckpt: a weights file of a language model (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt).
+        ckpt: a weights file of a language model (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt), or a
+            Hugging Face policy directory (runs/.../policy of an HF run: a save_pretrained model or peft adapter).
         out: the JSON-lines file to write.
         prompt: one prompt (give this or ``prompts_file``).
         prompts_file: one prompt per line, or a ``.jsonl`` file with a ``"prompt"`` field.
@@ -68,6 +69,12 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
         if value < 1:
             raise ValueError(f"--{name}={value} must be ≥ 1.")
     prompts = read_prompts(prompt, prompts_file)
+    from prefalign.families.hf.generation import hf_generate, is_hf_directory
+
+    if is_hf_directory(ckpt):  # a Hugging Face policy (save_pretrained: full model or peft adapter)
+        samples = hf_generate(ckpt, prompts, num_samples, max_new_tokens, temperature, top_k, seed, device)
+        write_samples(out, prompts, dict(enumerate(samples)))
+        return 0
     model = load_model(ckpt)
     tokenizer = tokenizer_of_model(model)
     if tokenizer is None or not hasattr(model, "block_size"):
@@ -90,6 +97,12 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
         ids = sample(model, batch, max_new_tokens, len(tokenizer), model.block_size, temperature, top_k, generator)
         for j, i in enumerate(rows):
             completions[i] = [tokenizer.decode(ids[j * num_samples + s]) for s in range(num_samples)]
+    write_samples(out, prompts, completions)
+    return 0
+
+
+def write_samples(out: str, prompts: list[str], completions: dict[int, list[str]]) -> None:
+    """``{"prompt", "completion"}`` per line, written atomically."""
     tmp = Path(f"{out}.{os.getpid()}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:
@@ -97,8 +110,7 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
             for completion in completions[i]:
                 f.write(json.dumps({"prompt": p, "completion": completion}) + "\n")
     os.replace(tmp, out)
-    print(f"wrote {len(prompts) * num_samples} samples to {out}")
-    return 0
+    print(f"wrote {sum(len(c) for c in completions.values())} samples to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/
 TOLERANCE = {"loss": 1e-4, "rewards/chosen": 2e-4, "rewards/rejected": 2e-4, "rewards/margins": 2e-4, "logps/chosen": 2e-3, "logps/rejected": 2e-3}
 
 
-def run_trl(model_dir, data_file, loss_type, beta, out_dir):
+def run_trl(model_dir, data_file, loss_type, beta, out_dir, ld_alpha=None):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -31,7 +31,8 @@ def run_trl(model_dir, data_file, loss_type, beta, out_dir):
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     args = DPOConfig(output_dir=str(out_dir), per_device_train_batch_size=16, max_steps=3, logging_steps=1, learning_rate=1e-3,
                      weight_decay=0.0, lr_scheduler_type="constant", max_grad_norm=0.0, beta=beta, loss_type=[loss_type],
-                     report_to="none", save_strategy="no", use_cpu=True, seed=42, bf16=False, fp16=False, dataloader_num_workers=0)
+                     report_to="none", save_strategy="no", use_cpu=True, seed=42, bf16=False, fp16=False, dataloader_num_workers=0,
+                     ld_alpha=ld_alpha)
     trainer = DPOTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=str(data_file))["train"], processing_class=tokenizer)
     trainer.train()
     return [entry for entry in trainer.state.log_history if "loss" in entry and "rewards/chosen" in entry]
@@ -54,6 +55,11 @@ CASES = {
     # The reference run on every step instead of read from the on-disk cache: the same numbers.
     "dpo_standard_recompute": ("standard", "sigmoid", 0.1, ["--model.objective=prefalign.objectives.DPO", "--model.objective.init_args.beta=0.1",
                                                             "--model.recompute_reference=true"]),
+    # TRL's newer options: loss_type sigmoid_norm, and ld_alpha (LD-DPO) on the sigmoid loss.
+    "sigmoid_norm_standard": ("standard", "sigmoid_norm", 0.1, ["--model.objective=prefalign.objectives.SigmoidNorm",
+                                                                "--model.objective.init_args.beta=0.1"]),
+    "ld_alpha_standard": ("standard", "sigmoid", 0.1, ["--model.objective=prefalign.objectives.LDDPO", "--model.objective.init_args.beta=0.1",
+                                                       "--model.objective.init_args.ld_alpha=0.5"]),
     "ipo_standard": ("standard", "ipo", 0.1, ["--model.objective=prefalign.objectives.IPO", "--model.objective.init_args.tau=0.1"]),
     "dpo_conversational": ("conversational", "sigmoid", 0.1, ["--model.objective=prefalign.objectives.DPO", "--model.objective.init_args.beta=0.1"]),
 }
@@ -63,7 +69,7 @@ CASES = {
 def test_first_three_steps_match_trl(case, tiny_model, data_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the reference log-prob cache (artifacts/) is written here
     data, loss_type, beta, objective = CASES[case]
-    theirs = run_trl(tiny_model, data_files[data], loss_type, beta, tmp_path / "trl")
+    theirs = run_trl(tiny_model, data_files[data], loss_type, beta, tmp_path / "trl", ld_alpha=0.5 if "ld_alpha" in case else None)
     ours = run_prefalign(tiny_model, data_files[data], objective, tmp_path / "prefalign")
     assert len(theirs) == len(ours) == 3
     cached = list((tmp_path / "artifacts" / "hf_reference").glob("hf-ref-*.pt"))
@@ -72,5 +78,6 @@ def test_first_three_steps_match_trl(case, tiny_model, data_files, tmp_path, mon
     print(f"{case}: max |TRL - prefalign| over 3 steps: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
     for k in KEYS:
         assert worst[k] <= TOLERANCE[k], (k, [t[k] for t in theirs], [o[k] for o in ours])
-    assert abs(ours[0]["loss"] - (math.log(2) if loss_type == "sigmoid" else ours[0]["loss"])) < 1e-6  # step 0: policy = reference
+    if loss_type != "ipo":  # step 0: policy = reference, so every sigmoid loss starts at ln 2
+        assert abs(ours[0]["loss"] - math.log(2)) < 1e-6
     assert ours[2]["loss"] != ours[0]["loss"]  # the model trained: steps 2-3 test the optimizer too

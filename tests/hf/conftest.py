@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("datasets")
 
-from tests.hf.tiny import STANDARD, conversational, implicit, make_model_dir, write_jsonl  # noqa: E402
+from tests.hf.tiny import STANDARD, conversational, distinct_rows, implicit, make_model_dir, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -27,4 +27,5 @@ def data_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trl_data")
     return {"standard": write_jsonl(STANDARD * 2, folder / "standard.jsonl"),
             "conversational": write_jsonl(conversational(STANDARD) * 2, folder / "conversational.jsonl"),
-            "implicit": write_jsonl(implicit(STANDARD) * 2, folder / "implicit.jsonl")}
+            "implicit": write_jsonl(implicit(STANDARD) * 2, folder / "implicit.jsonl"),
+            "distinct": write_jsonl(distinct_rows(16), folder / "distinct.jsonl")}

@@ -72,3 +72,16 @@ def make_model_dir(path: Path, seed: int = 0, chat_template: bool = True) -> Pat
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def distinct_rows(n: int, seed: int = 0) -> list[dict]:
+    """``n`` different standard rows from the tokenizer's words, so every batch's content differs (data order matters)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = " ".join(rng.sample(WORDS, rng.randint(1, 5)))
+        rows.append({"prompt": prompt, "chosen": " " + " ".join(rng.sample(WORDS, rng.randint(1, 6))),
+                     "rejected": " " + " ".join(rng.sample(WORDS, rng.randint(1, 6)))})
+    return rows

@@ -22,18 +22,32 @@ def pad_rows(rows: list[list[int]], value: int, width: int) -> Tensor:
     return out
 
 
+class TRLSamplerOrder(TensorBatches):
+    """:class:`TensorBatches` drawing each epoch's order as TRL's Trainer does on one process: accelerate's
+    ``SeedableRandomSampler`` (transformers' ``RandomSampler`` replaced by ``accelerator.prepare``; accelerate
+    data_loader.py) seeds a generator with ``seed + epoch`` and takes ``torch.randperm(n)``, where ``seed`` is
+    TrainingArguments' ``data_seed``, else the torch seed ``set_seed(args.seed)`` left (TRL's default 42). Under DDP
+    accelerate shards batches its own way; there the order is prefalign's (seeded, the same on every rank)."""
+
+    def _indices(self) -> Tensor:
+        if not self.shuffle or self.world_size > 1:
+            return super()._indices()
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+
 class TRLBatches:
     """Batches in TRL's ``DataCollatorForPreference`` layout from pre-padded tensors, without per-example Python.
 
     Each split is held as ``[N, L]`` tensors (prompt + completion ids truncated to ``max_length``, their lengths and
     completion masks); a batch takes its rows by index (:class:`TensorBatches`: seeded shuffling, DDP shards,
-    resumable) and trims them to the longest sequence in the batch. Paired data gives ``input_ids``,
+    resumable; in TRL's order on one process: :class:`TRLSamplerOrder`) and trims them to the longest sequence in
+    the batch. Paired data gives ``input_ids``,
     ``attention_mask``, ``completion_mask`` ``[2B, T]`` (chosen rows then rejected rows, right-padded); unpaired data
     ``[B, T]`` and ``desirable``. Cached reference sums (``ref_head``/``ref_tail``) follow the same row order."""
 
     def __init__(self, tensors: dict[str, Tensor], paired: bool, **kwargs: Any) -> None:
         self.paired = paired
-        self.rows = TensorBatches(tensors, **kwargs)
+        self.rows = TRLSamplerOrder(tensors, **kwargs)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -88,14 +102,15 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         eval_batch_size: pairs per validation step (default: ``batch_size``).
         max_length: TRL's ``max_length`` (default 1024); None: no truncation.
         truncation_mode: ``keep_start`` (TRL's default) or ``keep_end``.
-        seed: shuffling and ``val_fraction`` seed.
+        seed: shuffling and ``val_fraction`` seed. Training rows are drawn in the order TRL's Trainer draws them with
+            ``seed=`` this value (TRL's default is 42), so runs on the same data see the same batches.
         cache_dir: where cached reference log-probs are written.
         num_proc: processes for ``datasets.map`` (TRL's ``dataset_num_proc``).
     """
 
     def __init__(self, dataset_name: str, train_split: str = "train", val_split: str | None = "test", val_fraction: float | None = None,
                  batch_size: int = 8, eval_batch_size: int | None = None, max_length: int | None = 1024,
-                 truncation_mode: Literal["keep_start", "keep_end"] = "keep_start", seed: int = 0,
+                 truncation_mode: Literal["keep_start", "keep_end"] = "keep_start", seed: int = 42,
                  cache_dir: str = "artifacts/hf_reference", num_proc: int | None = None) -> None:
         super().__init__()
         if truncation_mode not in ("keep_start", "keep_end"):

@@ -57,7 +57,7 @@ class HFCausalLMFamily(ModelFamily):
 
     def __init__(self) -> None:
         super().__init__()
-        self._sums: dict[str, list[Tensor]] = {}
+        self._sums: dict[str, dict[str, Tensor]] = {}  # per stage: running sums of the evaluation metrics
 
     # ------------------------------------------------------------------ lifecycle
     def check_config(self, policy: nn.Module, datamodule: Any) -> None:

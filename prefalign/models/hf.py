@@ -68,7 +68,7 @@ def resolve_model_dir(model_name_or_path: str) -> Path | None:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model_name_or_path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        return Path(snapshot_download(model_name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.tiktoken", "*.txt", "*.jinja"]))
     except Exception:  # not on the hub, no network, or offline without a cached copy
         return None
 
@@ -88,7 +88,7 @@ def model_files_digest(folder: Path) -> str:
     """sha256 over the model's config, weights and tokenizer files (names and bytes): what cached reference log-probs
     are keyed by, so a changed model never reuses them."""
     h = hashlib.sha256()
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model", ".jinja", ".txt")):
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model", ".tiktoken", ".jinja", ".txt")):
         h.update(file.name.encode())
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -11,6 +11,7 @@ a token is handled as TRL does); no special tokens beyond what the tokenizer or 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,20 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _ids(tokenizer: Any, value: Any, conversational: bool, generation_prompt: bool = False) -> list[int]:
+def _ids(tokenizer: Any, value: Any, conversational: bool, generation_prompt: bool = False, template_kwargs: dict | None = None) -> list[int]:
     if conversational:
-        out = tokenizer.apply_chat_template(value, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt)
+        kwargs = {"add_generation_prompt": True} if generation_prompt else {}
+        out = tokenizer.apply_chat_template(value, tokenize=True, return_dict=True, **(template_kwargs or {}), **kwargs)
         return list(out["input_ids"])
     return list(tokenizer(text=value)["input_ids"])
+
+
+def template_kwargs(batch: dict[str, list], i: int) -> dict:
+    """TRL's per-row ``apply_chat_template`` arguments: the row's ``tools`` (a list, or JSON text) and its
+    ``chat_template_kwargs``."""
+    tools = batch["tools"][i] if "tools" in batch else None
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    return {"tools": tools, **((batch["chat_template_kwargs"][i] or {}) if "chat_template_kwargs" in batch else {})}
 
 
 def tokenize_batch(batch: dict[str, list], tokenizer: Any, completions: tuple[str, ...], conversational: bool) -> dict[str, list]:
@@ -100,8 +110,9 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, completions: tuple[st
     per-example call gives); conversations go through the chat template one by one, as ``apply_chat_template`` does."""
     prompts = batch["prompt"]
     if conversational:
-        prompt_ids = [_ids(tokenizer, p, True, generation_prompt=True) for p in prompts]
-        full = {c: [_ids(tokenizer, p + r, True) for p, r in zip(prompts, batch[c])] for c in completions}
+        kw = [template_kwargs(batch, i) for i in range(len(prompts))]
+        prompt_ids = [_ids(tokenizer, p, True, True, kw[i]) for i, p in enumerate(prompts)]
+        full = {c: [_ids(tokenizer, p + r, True, False, kw[i]) for i, (p, r) in enumerate(zip(prompts, batch[c]))] for c in completions}
     else:
         prompt_ids = [list(x) for x in tokenizer(text=list(prompts))["input_ids"]]
         full = {c: [list(x) for x in tokenizer(text=[p + r for p, r in zip(prompts, batch[c])])["input_ids"]] for c in completions}

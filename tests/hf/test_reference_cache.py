@@ -12,7 +12,7 @@ from prefalign.models import HFCausalLM
 
 def cache(tmp_path, model, data, **kwargs):
     dm = TRLPreferenceDataModule(str(data), cache_dir=str(tmp_path / "cache"), **kwargs)
-    dm.prepare_tokenized(model.load_tokenizer())
+    dm.prepare(model.load_tokenizer())
     calls = []
     family = HFCausalLMFamily()
 

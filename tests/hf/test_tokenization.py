@@ -36,7 +36,7 @@ def test_tokenized_rows_and_batches_equal_trls(kind, tiny_model, data_files, tmp
     for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
         assert ours[column] == theirs[column], column
     # The collated batch (TRL's layout: chosen rows then rejected rows, right-padded) is TRL's collator's.
-    dm.prepare_tokenized(dm.tokenizer)
+    dm.prepare(dm.tokenizer)
     batch = next(iter(dm._loader("train", train=False)))
     expected = trainer.data_collator([theirs[i] for i in range(16)])
     for key in ("input_ids", "attention_mask", "completion_mask"):
@@ -65,7 +65,7 @@ def test_prompts_that_fill_max_length_are_dropped_and_counted(tiny_model, data_f
     max_length = sorted(lengths)[len(lengths) // 2]
     theirs = trl_prepared(tiny_model, data_files["standard"], max_length=max_length).train_dataset
     dm = TRLPreferenceDataModule(str(data_files["standard"]), max_length=max_length)
-    dm.prepare_tokenized(tokenizer)
+    dm.prepare(tokenizer)
     assert len(dm.splits["train"]["chosen_ids"]) == len(theirs) < 16
     assert dm.dropped == 16 - len(theirs) and dm.mining_stats["data/dropped_rows"] == dm.dropped
     assert int(dm.splits["train"]["chosen_length"].max()) <= max_length

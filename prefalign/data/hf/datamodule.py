@@ -138,7 +138,7 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         return self.splits.get("train", {})
 
     # ------------------------------------------------------------------ preparation (before any work: the family calls it)
-    def prepare_tokenized(self, tokenizer: Any) -> None:
+    def prepare(self, tokenizer: Any) -> None:
         """Load, check and tokenize the data with the model's tokenizer; errors are one line and come before training."""
         if self.splits:
             return
@@ -218,7 +218,7 @@ class TRLPreferenceDataModule(L.LightningDataModule):
             policy = getattr(module, "policy", None)
             if policy is None or not hasattr(policy, "load_tokenizer"):
                 raise ValueError("TRLPreferenceDataModule takes its tokenizer from the model: use it with model.backbone prefalign.models.HFCausalLM.")
-            self.prepare_tokenized(policy.load_tokenizer())
+            self.prepare(policy.load_tokenizer())
 
     def precompute_reference(self, policy: Any, reference_sums: Any, trainer: Any = None) -> None:
         """Reference log-prob sums of every training row, computed once and cached on disk (pair cache), keyed by the

@@ -36,7 +36,7 @@ class HFCausalLMFamily(ModelFamily):
       log-ratio by them, as TRL 1.16).
     - An unpaired batch (KTO/BCO; ``{prompt, completion, label}`` data) holds B sequences and ``desirable``.
     - A pretraining batch ``{"tokens": [B, T + 1]}`` is SFT on token windows (every token after the first).
-    - Data modules: one with ``prepare_tokenized(tokenizer)`` is handed the model's tokenizer before training
+    - Data modules: one with ``prepare(tokenizer)`` is handed the model's tokenizer before training
       (:meth:`check_config`); one with ``precompute_reference(policy, reference_sums, trainer)`` is asked to cache the
       reference's log-probs (:meth:`setup`).
     - Cached reference log-probs in the batch (``ref_chosen_head``/``_tail``..., computed once by the data module,
@@ -64,10 +64,10 @@ class HFCausalLMFamily(ModelFamily):
         if not hasattr(policy, "load_tokenizer"):
             raise ValueError(f"{type(self).__name__} trains Hugging Face causal LMs: set model.backbone to "
                              f"prefalign.models.HFCausalLM (got {type(policy).__name__}).")
-        # The seam with data modules: one with ``prepare_tokenized(tokenizer)`` gets the model's tokenizer here, before the
+        # The seam with data modules: one with ``prepare(tokenizer)`` gets the model's tokenizer here, before the
         # trainer starts, and loads and tokenizes its data now, so bad data is reported before any work with nothing written.
-        if hasattr(datamodule, "prepare_tokenized"):
-            datamodule.prepare_tokenized(policy.load_tokenizer())
+        if hasattr(datamodule, "prepare"):
+            datamodule.prepare(policy.load_tokenizer())
 
     def setup(self, module: Any, stage: str) -> None:
         # Reference log-probs once, on disk, when the reference is frozen and the data fixed (TRL's

@@ -149,6 +149,14 @@ class HFCausalLM(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
+    def completion_logps(self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
+        """``[N, T-1]`` fp32 log-probs of the completion tokens (0 elsewhere), without the ``[N, T, V]`` logits
+        (:mod:`prefalign.models.hf_logps`); what the family uses unless it needs the full distribution (WPO)."""
+        from prefalign.models.hf_logps import completion_token_logps
+
+        base = self.model.get_base_model() if self.uses_peft else self.model
+        return completion_token_logps(base, input_ids, attention_mask, completion_mask)
+
     def load_tokenizer(self) -> Any:
         return load_tokenizer(str(self.folder))
 
@@ -194,6 +202,15 @@ class AdaptersOff(nn.Module):
         try:
             with torch.no_grad(), self.policy.adapters_disabled():
                 return self.policy(input_ids, attention_mask)
+        finally:
+            self.policy.train(was_training)
+
+    def completion_logps(self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with torch.no_grad(), self.policy.adapters_disabled():
+                return self.policy.completion_logps(input_ids, attention_mask, completion_mask)
         finally:
             self.policy.train(was_training)
 

@@ -33,7 +33,9 @@ class HFCausalLMFamily(ModelFamily):
       chosen and rejected run through the model in one forward. A response's log-prob is the fp32 sum of its
       completion tokens' log-probs (prompt and padding masked, TRL's ``logps``), their mean for objectives defined on
       it (SimPO, ORPO), or LD-DPO's re-weighted sum; token counts travel along (IPO and ``sigmoid_norm`` divide each
-      log-ratio by them, as TRL 1.16).
+      log-ratio by them, as TRL 1.16). Log-probs come from :meth:`HFCausalLM.completion_logps`: the LM head runs on
+      completion positions only, in checkpointed chunks, so no ``[2B, T, V]`` logits are built (TRL's fused LM head
+      does the same); the full log-softmax is taken only when WPO asks for it, or for a compiled forward.
     - An unpaired batch (KTO/BCO; ``{prompt, completion, label}`` data) holds B sequences and ``desirable``.
     - A pretraining batch ``{"tokens": [B, T + 1]}`` is SFT on token windows (every token after the first).
     - Data modules: one with ``prepare(tokenizer)`` is handed the model's tokenizer before training
@@ -81,9 +83,12 @@ class HFCausalLMFamily(ModelFamily):
     def token_logps(self, model: Forward, batch: dict[str, Tensor], with_dist: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
         """(per-token log-probs ``[N, T-1]``, completion mask ``[N, T-1]`` (of the predicted tokens), log-softmax or None)."""
         ids, attention, completion = sequence_batch(batch)
+        if not with_dist and hasattr(model, "completion_logps"):
+            # Completion positions only, through the LM head in checkpointed chunks: no [N, T, V] logits (big vocabularies).
+            return model.completion_logps(ids, attention, completion), completion[:, 1:], None
         logits = model(ids, attention)[:, :-1]
         tokens, dist = gather_token_logps(logits, ids[:, 1:], with_dist)
-        return tokens, completion[:, 1:], dist
+        return tokens * completion[:, 1:], completion[:, 1:], dist
 
     def reference_sums(self, reference: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The reference's split sums per sequence (what the cache holds: any reduction can be made from them)."""

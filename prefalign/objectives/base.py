@@ -75,13 +75,16 @@ class Objective(nn.Module):
     # f-divergence may replace r), and its per-example losses are in batch order (so WPO may re-weight them).
     logratio_only: bool = False
     sorted_within_batch: bool = False
+    # LD-DPO's weight of the tokens past a pair's shared length: sequence families re-weight the log-probs with it
+    # (the module passes it to ``pair_logps``); None: plain sums.
+    ld_alpha: float | None = None
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
     def take_flags_of(self, objective: Objective) -> None:
         """For modifiers that wrap an objective: start from its needs and properties (then override what differs)."""
-        for name in ("needs_reference", "needs_pairs", "accepts_unpaired", "requires", "length_normalized", "logratio_only", "sorted_within_batch"):
+        for name in ("needs_reference", "needs_pairs", "accepts_unpaired", "requires", "length_normalized", "logratio_only", "sorted_within_batch", "ld_alpha"):
             setattr(self, name, getattr(objective, name))
 
     def check(self, logps: PairLogps) -> PairLogps:

@@ -70,3 +70,13 @@ def test_ld_alpha_on_the_char_language_family_uses_the_same_split():
     # Pair 1's chosen response is one token longer than its rejected: only that token's log-prob is halved.
     assert not torch.equal(half.policy_chosen[1], plain.policy_chosen[1])
     torch.testing.assert_close(half.policy_chosen[[0, 2]], plain.policy_chosen[[0, 2]])
+
+
+def test_modifiers_carry_ld_alpha_to_the_family():
+    from prefalign.objectives import WPO, FDivergence, WeightedSum
+
+    assert WPO(LDDPO(ld_alpha=0.3)).ld_alpha == 0.3
+    assert FDivergence(LDDPO(ld_alpha=0.3), divergence="js_divergence").ld_alpha == 0.3
+    assert WeightedSum([LDDPO(ld_alpha=0.3), LDDPO(beta=0.2, ld_alpha=0.3)], weights=[1.0, 1.0]).ld_alpha == 0.3
+    with pytest.raises(ValueError, match="disagree on ld_alpha"):
+        WeightedSum([LDDPO(ld_alpha=0.3), DPO()], weights=[1.0, 1.0])

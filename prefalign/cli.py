@@ -122,6 +122,16 @@ class PrefAlignCLI(LightningCLI):
             "than fp32; the saved config records what ran. false keeps bf16 there.",
         )
 
+        # TRL's names for the two things a Hugging Face run always sets (prefalign.models.HFCausalLM and
+        # prefalign.data.hf.TRLPreferenceDataModule); parse_arguments maps them onto those classes' arguments.
+        parser.add_argument("--model_name_or_path", type=str | None, default=None,
+                            help="Hugging Face runs: the model (hub name or save_pretrained directory); sets model.backbone.init_args.model_name_or_path.")
+        parser.add_argument("--dataset_name", type=str | None, default=None,
+                            help="Hugging Face runs: the preference data (hub name or json/jsonl/parquet file); sets data.init_args.dataset_name.")
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, hf_shortcuts(args) if args is not None else args)
+
     def before_instantiate_classes(self) -> None:
         if self.subcommand in EXTRA_COMMANDS:  # e.g. `-c x.yaml generate`: only main() dispatches these
             raise ValueError(f"{self.subcommand} takes its own options, first: {PROG} {self.subcommand} --help.")
@@ -292,6 +302,26 @@ class PrefAlignCLI(LightningCLI):
             if any(v is not None for v in row.values()):
                 lines.append(f"  {who:<9} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if v is not None))
         print("\n".join(lines), flush=True)
+
+
+HF_SHORTCUTS = {"--model_name_or_path": "--model.backbone.init_args.model_name_or_path", "--dataset_name": "--data.init_args.dataset_name"}
+
+
+def hf_shortcuts(args: list[str] | dict) -> list[str] | dict:
+    """``--model_name_or_path X`` / ``--dataset_name Y`` (TRL's names) also set the HF backbone's and data module's
+    arguments, at the place they were given (so they override the config file given before them)."""
+    if not isinstance(args, list):
+        return args
+    out: list[str] = []
+    words = iter(args)
+    for word in words:
+        flag, eq, value = word.partition("=")
+        if flag in HF_SHORTCUTS:
+            value = value if eq else next(words, "")
+            out += [f"{flag}={value}", f"{HF_SHORTCUTS[flag]}={value}"]
+        else:
+            out.append(word)
+    return out
 
 
 def _checkpoint_dirs(trainer) -> list[str]:

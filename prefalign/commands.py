@@ -39,8 +39,10 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from prefalign.data.mnist import MNISTUnavailableError
     from prefalign.data.text.bpe_tokenizer import TokenizerUnavailableError
     from prefalign.data.text.gpt2_vocab import VocabularyUnavailableError
+    from prefalign.models.hf import MissingExtraError
 
-    return (ValueError, CheckpointError, MNISTUnavailableError, FileNotFoundError, TokenizerUnavailableError, VocabularyUnavailableError)
+    return (ValueError, CheckpointError, MNISTUnavailableError, FileNotFoundError, TokenizerUnavailableError, VocabularyUnavailableError,
+            MissingExtraError)
 
 
 def run_command(name: str, function: Callable, argv: list[str] | None) -> int:

@@ -77,7 +77,7 @@ def report(args, results: dict, machine: dict, fallback: str) -> str:
         f"Machine: {machine['cpu']}, {machine['cores']} cores; {flags}; torch {machine['torch']} (CPU capability "
         f"{machine['cpu_capability']}), {machine['threads']} thread(s); oneDNN bf16 kernels: {'yes' if machine['bf16_kernels'] else 'no'}.",
         "",
-        f"| ConditionalUNet | fp32 s | bf16 s | bf16 ÷ fp32 |",
+        "| ConditionalUNet | fp32 s | bf16 s | bf16 ÷ fp32 |",
         "|---|---:|---:|---:|",
         f"| training step, batch {args.batch} | {f['train_step_s']:.3f} | {b['train_step_s']:.3f} | {b['train_step_s'] / f['train_step_s']:.2f} |",
         f"| no-grad forward, {args.sample_batch} images | {f['forward_s']:.3f} | {b['forward_s']:.3f} | {b['forward_s'] / f['forward_s']:.2f} |",

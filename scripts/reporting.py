@@ -153,6 +153,7 @@ FAMILIES = [
     ("Classifier on noisy MNIST", "docs/families/classifier.md", "python -m prefalign fit --config configs/dpo.yaml", _classifier),
     ("Character-level transformer on Shakespeare", "docs/families/language.md", "python -m prefalign fit --config configs/lm_ppo.yaml", _language),
     ("Class-conditional diffusion UNet on MNIST", "docs/families/diffusion.md", "python -m prefalign fit --config configs/diffusion_dpo.yaml", _diffusion),
+    ("Hugging Face causal LMs, TRL-format data", "docs/huggingface.md", "python -m prefalign fit --config configs/hf_dpo.yaml --model_name_or_path DIR --dataset_name FILE", None),
 ]
 
 

@@ -45,7 +45,9 @@ class AlignmentModule(L.LightningModule):
         objective: the loss: ``SFT`` (default), any DPO-family objective, or ``PPOLite``.
         family: the model family (default: :class:`~prefalign.families.classifier.ClassifierFamily`). An
             objective whose ``requires`` the family cannot meet is refused here, with the reason.
-        reference_ckpt: weights file of the reference (and the policy's starting point).
+        reference_ckpt: weights file of the reference (and the policy's starting point). A backbone with a
+            ``load_reference()`` method (:class:`~prefalign.models.HFCausalLM`) provides its own reference when
+            this is unset: a frozen copy of the pretrained model, or the policy with its peft adapters off.
         reference_from_adapters: with a LoRA policy, use the policy with its adapters disabled as the reference
             (Diffusion-DPO's way) instead of loading a frozen copy of ``reference_ckpt``; both compute the same
             numbers, this one without a second copy of the weights. Needs a LoRA backbone and ``reference_ckpt``.
@@ -90,7 +92,10 @@ class AlignmentModule(L.LightningModule):
         self.objective = objective if objective is not None else SFT()
         self.family = family
         check_capabilities(self.objective, self.family)
-        if self.objective.needs_reference and reference_ckpt is None and getattr(self.objective, "kl_coef", 1) != 0:
+        # A backbone that brings its own reference (a pretrained HF model: a frozen copy of itself, or itself with its
+        # peft adapters off) needs no weights file: see ``load_reference`` in :mod:`prefalign.models.hf`.
+        self.own_reference = reference_ckpt is None and hasattr(backbone, "load_reference")
+        if self.objective.needs_reference and reference_ckpt is None and not self.own_reference and getattr(self.objective, "kl_coef", 1) != 0:
             raise ValueError(
                 f"objective {type(self.objective).__name__} needs a frozen reference: set model.reference_ckpt to a weights file "
                 "(train one with the recipe's reference config, e.g. `python -m prefalign fit --config configs/sft.yaml`)."
@@ -146,6 +151,8 @@ class AlignmentModule(L.LightningModule):
         return ref
 
     def setup(self, stage: str) -> None:
+        if self.own_reference and self._reference is None and (self.objective.needs_reference or self.is_ppo):
+            object.__setattr__(self, "_reference", self.policy.load_reference())
         if self.reference_ckpt is not None and self._reference is None:
             if not Path(self.reference_ckpt).is_file():
                 raise CheckpointError(
@@ -183,8 +190,10 @@ class AlignmentModule(L.LightningModule):
         if self.is_ppo:
             return ppo_step(self, batch)
         reference = self.reference if self.objective.needs_reference else None
+        # LD-DPO's ld_alpha re-weights the sequence log-probs themselves, so it goes to the family (capability token_lengths).
+        extra = {"ld_alpha": self.objective.ld_alpha} if getattr(self.objective, "ld_alpha", None) is not None else {}
         pair = self.family.pair_logps(self._forward, reference, batch, self.recompute_reference, self.objective.length_normalized,
-                                      wpo_weights="wpo_weights" in self.objective.requires)
+                                      wpo_weights="wpo_weights" in self.objective.requires, **extra)
         out = self.objective(pair)
         loss = self.guard(out.loss)
         if loss is None:
@@ -301,6 +310,12 @@ class AlignmentModule(L.LightningModule):
             return
         meta = {"reference_ckpt": self.reference_ckpt or "", "objective": type(self.objective).__name__, "global_step": self.global_step,
                 **self.family.weights_meta()}
+        if hasattr(self.policy, "save_pretrained"):  # a Hugging Face model: a directory transformers/peft load unchanged
+            paths = [run_dir / "policy"] + ([Path(self.export_path)] if self.export_path else [])
+            for path in paths:
+                self.policy.save_pretrained(path)
+            rank_zero_info("Saved the policy (save_pretrained) to " + ", ".join(str(p) for p in paths))
+            return
         paths = [run_dir / "policy.pt"] + ([Path(self.export_path)] if self.export_path else [])
         for path in paths:
             save_weights(self.policy, path, meta)

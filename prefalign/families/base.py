@@ -31,6 +31,8 @@ CAPABILITIES: dict[str, str] = {
     "true_logprob": "true, normalised log-probabilities (log p ≤ 0, so that log(1 − p) exists)",
     "exact_kl": "the exact KL(policy‖reference) over the whole output distribution",
     "sampling": "responses sampled from the policy with their log-probabilities (RL)",
+    "token_lengths": "responses that are token sequences, with each response's token count and per-token log-probs "
+    "(per-token normalisation of a log-ratio, LD-DPO's split of a pair at its shared length)",
     "wpo_weights": "each response's WPO weight, its probability under the policy's own sampling distribution token by "
     "token (log p(y_t) − log Σ_v p(v)²), which needs the full output distribution",
 }

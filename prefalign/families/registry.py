@@ -20,6 +20,7 @@ FAMILIES: dict[str, str] = {
     "classifier": "prefalign.families.classifier.ClassifierFamily",
     "language": "prefalign.families.language.LanguageFamily",
     "denoiser": "prefalign.families.denoiser.DenoiserFamily",
+    "hf": "prefalign.families.hf.HFCausalLMFamily",
 }
 
 

@@ -1,12 +1,13 @@
 """Backbones: small image classifiers that map ``[B, 1, 28, 28]`` images in [0, 1] to ``[B, num_classes]`` logits,
 the character-level TinyTransformer (``[B, T]`` ids to ``[B, T, vocab]`` logits) and the class-conditional
-ConditionalUNet denoiser (``(x_t, t, y)`` to predicted noise).
+ConditionalUNet denoiser (``(x_t, t, y)`` to predicted noise), and HFCausalLM, a pretrained Hugging Face causal LM.
 
 Every backbone returns raw logits; log-softmax is taken by the caller (in fp32) so that objectives see
 log-probabilities and mixed precision never touches the normalisation.
 """
 
 from prefalign.models.binary_cnn import BinaryCNN
+from prefalign.models.hf import HFCausalLM  # transformers is imported only when one is built
 from prefalign.models.lenet import LeNet
 from prefalign.models.lora import LoRA
 from prefalign.models.mlp import MLP
@@ -14,7 +15,7 @@ from prefalign.models.seed_cnn import SeedCNN
 from prefalign.models.transformer import TinyTransformer
 from prefalign.models.unet import ConditionalUNet
 
-__all__ = ["SeedCNN", "MLP", "LeNet", "BinaryCNN", "TinyTransformer", "LoRA", "ConditionalUNet", "first_conv"]
+__all__ = ["SeedCNN", "MLP", "LeNet", "BinaryCNN", "TinyTransformer", "LoRA", "ConditionalUNet", "HFCausalLM", "first_conv"]
 
 
 def first_conv(model):

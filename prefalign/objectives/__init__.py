@@ -15,6 +15,7 @@ from prefalign.objectives.exo import EXO, exo_pair_loss
 from prefalign.objectives.f_divergence import FDivergence, f_divergence_score
 from prefalign.objectives.hinge import Hinge, hinge_loss
 from prefalign.objectives.ipo import IPO, ipo_loss
+from prefalign.objectives.length_dpo import LDDPO, SigmoidNorm
 from prefalign.objectives.kto import KTO, kto_loss, kto_reference_point, kto_unpaired_loss
 from prefalign.objectives.nca import NCA, nca_pair_loss
 from prefalign.objectives.orpo import ORPO, log1mexp, log_odds, orpo_loss
@@ -51,6 +52,8 @@ __all__ = [
     # preference objectives
     "SFT",
     "DPO",
+    "SigmoidNorm",
+    "LDDPO",
     "RobustDPO",
     "IPO",
     "Hinge",

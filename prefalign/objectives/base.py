@@ -23,6 +23,8 @@ class PairLogps:
     Unpaired data (KTO/BCO): ``desirable`` (bool ``[B]``) flags each response, which is in ``policy_chosen`` /
     ``reference_chosen``; ``policy_rejected`` is None. ``*_wpo_logweight``: the log of each response's WPO weight
     (detached), filled by families that can compute it when the objective asks for it (:class:`~prefalign.objectives.WPO`).
+    ``*_length``: the number of tokens in each response, filled by sequence families (capability ``token_lengths``),
+    for objectives that normalise a log-ratio per token (IPO and ``sigmoid_norm`` as TRL computes them).
     """
 
     policy_chosen: Tensor
@@ -33,6 +35,8 @@ class PairLogps:
     desirable: Tensor | None = None
     chosen_wpo_logweight: Tensor | None = None
     rejected_wpo_logweight: Tensor | None = None
+    chosen_length: Tensor | None = None
+    rejected_length: Tensor | None = None
 
     def float(self) -> PairLogps:
         # Objectives do their math in fp32 even when the backbone runs in bf16/fp16.
@@ -71,13 +75,16 @@ class Objective(nn.Module):
     # f-divergence may replace r), and its per-example losses are in batch order (so WPO may re-weight them).
     logratio_only: bool = False
     sorted_within_batch: bool = False
+    # LD-DPO's weight of the tokens past a pair's shared length: sequence families re-weight the log-probs with it
+    # (the module passes it to ``pair_logps``); None: plain sums.
+    ld_alpha: float | None = None
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
     def take_flags_of(self, objective: Objective) -> None:
         """For modifiers that wrap an objective: start from its needs and properties (then override what differs)."""
-        for name in ("needs_reference", "needs_pairs", "accepts_unpaired", "requires", "length_normalized", "logratio_only", "sorted_within_batch"):
+        for name in ("needs_reference", "needs_pairs", "accepts_unpaired", "requires", "length_normalized", "logratio_only", "sorted_within_batch", "ld_alpha"):
             setattr(self, name, getattr(objective, name))
 
     def check(self, logps: PairLogps) -> PairLogps:
@@ -114,6 +121,17 @@ def validate_logps(logps: PairLogps, name: str, needs_reference: bool, needs_pai
 def logratio_diff(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor) -> Tensor:
     r""":math:`h = (\log\pi_\theta(y_w) - \log\pi_{ref}(y_w)) - (\log\pi_\theta(y_l) - \log\pi_{ref}(y_l))`, ``[B]`` (TRL's ``logits``)."""
     return (policy_chosen.float() - reference_chosen.float()) - (policy_rejected.float() - reference_rejected.float())
+
+
+def per_token_logratios(logps: PairLogps) -> tuple[Tensor, Tensor]:
+    r"""Each response's log-ratio :math:`\log\pi_\theta(y|x) - \log\pi_{ref}(y|x)` divided by its token count when the
+    family gives counts (TRL's IPO and ``sigmoid_norm``), as it is otherwise (a one-label response)."""
+    chosen = logps.policy_chosen - logps.reference_chosen
+    rejected = logps.policy_rejected - logps.reference_rejected
+    if logps.chosen_length is not None and logps.rejected_length is not None:
+        chosen = chosen / logps.chosen_length.clamp(min=1)
+        rejected = rejected / logps.rejected_length.clamp(min=1)
+    return chosen, rejected
 
 
 def preference_metrics(
@@ -155,4 +173,4 @@ def unpaired_metrics(rewards: Tensor, logps: Tensor, desirable: Tensor) -> dict[
     return m
 
 
-__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "preference_metrics", "unpaired_metrics"]
+__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "per_token_logratios", "preference_metrics", "unpaired_metrics"]

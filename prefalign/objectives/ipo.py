@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, logratio_diff, preference_metrics
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, logratio_diff, per_token_logratios, preference_metrics
 from prefalign.objectives.dpo import dpo_rewards
 from prefalign.validation import check_in_range
 
@@ -23,7 +23,9 @@ class IPO(Objective):
 
     DPO's sigmoid keeps pushing :math:`h` up even on deterministic preferences, which drives the policy
     away from the reference; IPO instead regresses :math:`h` to the finite target :math:`1/(2\tau)`.
-    As in TRL, :math:`h` is unscaled (only summed over tokens in LMs; here there is a single label).
+    As in TRL (1.16, ``loss_type="ipo"``), each log-ratio is divided by its response's token count when the family
+    gives counts (sequence families): the paper's results use this per-token form (TRL confirmed it with the
+    authors). A one-label response (classifier) is unaffected.
 
     Args:
         tau: regularisation strength; the target margin is :math:`1/(2\tau)` nats.
@@ -42,6 +44,7 @@ class IPO(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = ipo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.tau)
+        chosen, rejected = per_token_logratios(lp)
+        losses = (chosen - rejected - 1 / (2 * self.tau)) ** 2
         metrics = preference_metrics(*dpo_rewards(lp, self.tau), lp.policy_chosen, lp.policy_rejected)
         return ObjectiveOutput(losses.mean(), metrics, losses)

@@ -33,6 +33,9 @@ class WeightedSum(Objective):
         if len({o.length_normalized for o in objectives}) > 1:
             names = ", ".join(f"{type(o).__name__}={o.length_normalized}" for o in objectives)
             raise ValueError(f"WeightedSum: the parts disagree on length_normalized ({names}): one forward pass cannot give both.")
+        if len({o.ld_alpha for o in objectives}) > 1:
+            names = ", ".join(f"{type(o).__name__}={o.ld_alpha}" for o in objectives)
+            raise ValueError(f"WeightedSum: the parts disagree on ld_alpha ({names}): one forward pass cannot give both.")
         if any(not isinstance(o, Objective) for o in objectives):
             raise ValueError("WeightedSum combines preference objectives; PPO-lite runs on its own.")
         self.parts = nn.ModuleList(objectives)
@@ -42,6 +45,7 @@ class WeightedSum(Objective):
         self.accepts_unpaired = all(o.accepts_unpaired for o in objectives)
         self.requires = frozenset().union(*(o.requires for o in objectives))
         self.length_normalized = objectives[0].length_normalized
+        self.ld_alpha = objectives[0].ld_alpha
         self.sorted_within_batch = any(o.sorted_within_batch for o in objectives)
         counts: dict[str, int] = {}
         for o in objectives:

@@ -91,5 +91,34 @@ def denoiser_case() -> FamilyCase:
     return FamilyCase(DenoiserFamily(num_timesteps=20), model, pairs, {"x": images[:3], "y": y}, None)
 
 
+def hf_case() -> FamilyCase:
+    """A tiny local Llama (tests/hf/tiny.py) on a TRL-layout batch: 3 pairs with prompts and completions of different
+    lengths, right-padded, so the masks must exclude prompt and padding."""
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("transformers")
+    from prefalign.families.hf import HFCausalLMFamily
+    from prefalign.models import HFCausalLM
+    from tests.hf.tiny import make_model_dir
+
+    folder = make_model_dir(Path(tempfile.mkdtemp(prefix="prefalign-hf-case-")))
+    model = HFCausalLM(str(folder))
+    torch.manual_seed(0)
+    lengths = [(2, 3), (4, 1), (1, 5), (3, 3), (2, 2), (1, 4)]  # (prompt, completion): chosen rows, then rejected rows
+    width = max(p + c for p, c in lengths)
+    ids = torch.randint(6, model.config.vocab_size, (len(lengths), width))
+    attention = torch.zeros_like(ids)
+    completion = torch.zeros_like(ids)
+    for i, (p, c) in enumerate(lengths):
+        attention[i, : p + c] = 1
+        completion[i, p : p + c] = 1
+    ids[attention == 0] = 3  # the pad id
+    pairs = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
+    return FamilyCase(HFCausalLMFamily(), model, pairs, {}, None)
+
+
 FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {"classifier": classifier_case, "toy_sequence": toy_case, "language": language_case,
-                                                     "denoiser": denoiser_case}
+                                                     "denoiser": denoiser_case, "hf": hf_case}

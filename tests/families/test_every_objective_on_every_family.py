@@ -69,8 +69,9 @@ def test_objective_on_family(objective_name, family_name, tmp_path):
         out = objective.loss(new.tokens, rollout.old_logps, objective.advantages(rewards), rollout.mask, ref.tokens)
         assert out.metrics["ppo/kl"].abs().item() < 1e-5
     else:
+        extra = {"ld_alpha": objective.ld_alpha} if getattr(objective, "ld_alpha", None) is not None else {}  # as the module passes it
         pair = family.pair_logps(module.policy, reference, case.pairs, length_normalized=objective.length_normalized,
-                                 wpo_weights="wpo_weights" in objective.requires)
+                                 wpo_weights="wpo_weights" in objective.requires, **extra)
         for field in ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected"):
             value = getattr(pair, field)
             assert value is not None and value.shape == (len(pair.policy_chosen),) and value.dtype == torch.float32

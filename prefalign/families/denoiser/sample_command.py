@@ -54,7 +54,7 @@ def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, se
         guidance: classifier-free guidance scale (1: none; needs a model trained with label dropout).
         classes: only these classes (default: all the model knows).
         batch_size: samples denoised at once (memory bound; the images do not depend on it).
-        device: cpu, cuda, cuda:<index> or auto (cuda when available).
+        device: where the model runs: cpu, cuda, cuda:<index> or auto (cuda when available).
     """
     from prefalign.families.denoiser.denoising import null_label_of
     from prefalign.families.denoiser.sampling import ddim_sample, initial_noise

@@ -9,6 +9,7 @@ from prefalign.families.base import Forward, ResponseLogps, Rollout, masked_mean
 from prefalign.families.language.evaluation import LanguageEvaluation
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs, wpo_token_logweights
 from prefalign.models.generation import sample
+from prefalign.families.sequences import reduce_sequences, shared_lengths, split_sums
 from prefalign.objectives.base import PairLogps
 from prefalign.validation import check_in_range
 
@@ -20,7 +21,8 @@ class LanguageFamily(LanguageEvaluation):
       first), so SFT on it is the usual next-character cross-entropy.
     - A preference batch holds ``prompt [B, P]``, ``chosen``/``rejected [B, R]`` and their masks: chosen and rejected
       run through the model in one forward; a response's log-prob is the fp32 sum of its unmasked token
-      log-probs (prompt and padding excluded, as TRL), or their mean for objectives defined on it (SimPO, ORPO).
+      log-probs (prompt and padding excluded, as TRL), their mean for objectives defined on it (SimPO, ORPO), or
+      LD-DPO's re-weighted sum; token counts travel along (IPO and SigmoidNorm normalise per token, as TRL).
     - The KL to the reference is exact: per token, over the whole vocabulary, summed over the response.
     - RL: :meth:`rollout` samples ``k`` continuations of ``max_new_tokens`` characters per prompt, all at once.
     - With GPT-2's BPE (``tokenizer: gpt2`` on the model and the data) every "character" here is a BPE token and
@@ -41,7 +43,7 @@ class LanguageFamily(LanguageEvaluation):
         eval_new_tokens: length of the logged text samples.
     """
 
-    capabilities = frozenset({"true_logprob", "exact_kl", "sampling", "wpo_weights"})
+    capabilities = frozenset({"true_logprob", "exact_kl", "sampling", "wpo_weights", "token_lengths"})
     summary_keys = ("loss", "bpc", "ece")
     main_metric = "val/loss"
 
@@ -54,7 +56,7 @@ class LanguageFamily(LanguageEvaluation):
 
     # ------------------------------------------------------------------ preference training
     def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
-                   length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:
+                   length_normalized: bool = False, wpo_weights: bool = False, ld_alpha: float | None = None) -> PairLogps:
         if "tokens" in batch:  # pretraining: the whole window after its first character is the response
             prompts, chosen = batch["tokens"][:, :1], batch["tokens"][:, 1:]
             chosen_mask, rejected, rejected_mask = torch.ones_like(chosen, dtype=torch.bool), None, None
@@ -65,14 +67,20 @@ class LanguageFamily(LanguageEvaluation):
         both = prompts if rejected is None else torch.cat([prompts, prompts])
         responses = chosen if rejected is None else torch.cat([chosen, rejected])
         masks = chosen_mask if rejected is None else torch.cat([chosen_mask, rejected_mask])
-        reduce = masked_mean if length_normalized else masked_sum
+        # The shared reductions (prefalign.families.sequences): sum, mean, or LD-DPO's split at the pair's shared length.
+        lengths = masks.sum(-1).float()
+        shared = shared_lengths(masks, None if rejected is None else n)
+
+        def reduce(t: Tensor) -> Tensor:
+            return reduce_sequences(*split_sums(t, masks, shared), lengths, length_normalized, ld_alpha)
+
         tokens, dist = token_log_probs(policy, both, responses, self.n_vocab, with_dist=reference is not None or wpo_weights)
-        logps = reduce(tokens, masks)
+        logps = reduce(tokens)
         ref = kl = None
         if reference is not None:
             with torch.no_grad():
                 ref_tokens, ref_dist = token_log_probs(reference, both, responses, self.n_vocab)
-            ref = reduce(ref_tokens, masks)
+            ref = reduce(ref_tokens)
             kl = masked_sum(exact_token_kl(dist.detach(), ref_dist), masks)
         weights = masked_mean(wpo_token_logweights(tokens.detach(), dist.detach()), masks) if wpo_weights else None
 
@@ -84,7 +92,8 @@ class LanguageFamily(LanguageEvaluation):
         return PairLogps(policy_chosen=split(logps, False), policy_rejected=split(logps, True),
                          reference_chosen=split(ref, False), reference_rejected=split(ref, True), kl=split(kl, False),
                          desirable=batch.get("desirable"), chosen_wpo_logweight=split(weights, False),
-                         rejected_wpo_logweight=split(weights, True))
+                         rejected_wpo_logweight=split(weights, True), chosen_length=split(lengths, False),
+                         rejected_length=split(lengths, True))
 
     # ------------------------------------------------------------------ RL
     @torch.no_grad()

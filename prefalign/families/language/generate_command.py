@@ -65,7 +65,8 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
     (characters for a char model), so continuations may be longer than the block.
 
     Args:
-        ckpt: a weights file of a language model (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt).
+        ckpt: a weights file of a language model (e.g. artifacts/reference/lm_tiny.pt or runs/.../policy.pt), or a
+            Hugging Face policy directory (runs/.../policy of an HF run: a save_pretrained model or peft adapter).
         out: the JSON-lines file to write (not a folder, not an input; checked before the model is loaded).
         prompt: one prompt (give this or ``prompts_file``).
         prompts_file: one prompt per line, or a ``.jsonl`` file with a ``"prompt"`` field.
@@ -74,7 +75,7 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
         temperature: 0 for greedy.
         top_k: sample from the k most likely tokens only (≥ 1; null: all tokens).
         seed: the sampling seed.
-        device: cpu, cuda, cuda:<index> or auto (cuda when available).
+        device: where the model runs: cpu, cuda, cuda:<index> or auto (cuda when available).
     """
     for name, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens), ("top_k", top_k)):
         if value is not None and value < 1:
@@ -84,6 +85,12 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
     device = resolve_device(device)
     check_outputs({"--out": out}, {"--ckpt": ckpt, "--prompts_file": prompts_file})
     prompts = read_prompts(prompt, prompts_file)
+    from prefalign.families.hf.generation import hf_generate, is_hf_directory
+
+    if is_hf_directory(ckpt):  # a Hugging Face policy (save_pretrained: full model or peft adapter)
+        samples = hf_generate(ckpt, prompts, num_samples, max_new_tokens, temperature, top_k, seed, device)
+        write_samples(out, prompts, dict(enumerate(samples)))
+        return 0
     model = load_model(ckpt)
     tokenizer = tokenizer_of_model(model)
     if tokenizer is None or not hasattr(model, "block_size"):
@@ -106,9 +113,14 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
         ids = sample(model, batch, max_new_tokens, len(tokenizer), model.block_size, temperature, top_k, generator)
         for j, i in enumerate(rows):
             completions[i] = [tokenizer.decode(ids[j * num_samples + s]) for s in range(num_samples)]
-    write_text_atomically(out, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for i, p in enumerate(prompts) for c in completions[i]))
-    print(f"wrote {len(prompts) * num_samples} samples to {out}")
+    write_samples(out, prompts, completions)
     return 0
+
+
+def write_samples(out: str, prompts: list[str], completions: dict[int, list[str]]) -> None:
+    """``{"prompt", "completion"}`` per line, written atomically."""
+    write_text_atomically(out, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for i, p in enumerate(prompts) for c in completions[i]))
+    print(f"wrote {sum(len(c) for c in completions.values())} samples to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

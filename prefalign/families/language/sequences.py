@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from prefalign.families.sequences import gather_token_logps, wpo_token_logweights
 
 
 def token_log_probs(model: Callable[[Tensor], Tensor], prompts: Tensor, responses: Tensor, n_vocab: int,
@@ -20,11 +21,8 @@ def token_log_probs(model: Callable[[Tensor], Tensor], prompts: Tensor, response
     """
     P = prompts.shape[1]
     seq = torch.cat([prompts, responses], dim=1)
-    logits = model(seq[:, :-1])[:, P - 1 :, :n_vocab].float()
-    if not with_dist:
-        return -F.cross_entropy(logits.transpose(1, 2), responses, reduction="none"), None
-    dist = F.log_softmax(logits, dim=-1)
-    return dist.gather(-1, responses.unsqueeze(-1)).squeeze(-1), dist
+    logits = model(seq[:, :-1])[:, P - 1 :, :n_vocab]
+    return gather_token_logps(logits, responses, with_dist)
 
 
 def exact_token_kl(policy_dist: Tensor, reference_dist: Tensor) -> Tensor:
@@ -32,6 +30,4 @@ def exact_token_kl(policy_dist: Tensor, reference_dist: Tensor) -> Tensor:
     return (policy_dist.exp() * (policy_dist - reference_dist)).sum(-1)
 
 
-def wpo_token_logweights(tokens: Tensor, dist: Tensor) -> Tensor:
-    """WPO's per-token log weight log p(y_t) − log Σ_v p(v)² (arXiv:2406.11827, sampled alignment)."""
-    return tokens - torch.logsumexp(2 * dist, dim=-1)
+__all__ = ["token_log_probs", "exact_token_kl", "wpo_token_logweights"]

@@ -1,0 +1,159 @@
+"""HFCausalLMFamily: pretrained Hugging Face causal LMs on TRL-format preference data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from prefalign.families.base import Forward, ModelFamily, masked_mean
+from prefalign.families.sequences import gather_token_logps, shared_lengths, split_sums, reduce_sequences, wpo_token_logweights
+from prefalign.objectives import SFT
+from prefalign.objectives.base import PairLogps
+
+
+def sequence_batch(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, attention_mask, completion_mask) ``[N, T]`` of a batch in TRL's collated layout, or of a pretraining
+    batch ``{"tokens": [B, T + 1]}`` (every token after the first is the response, no padding; as the char LM)."""
+    if "tokens" in batch:
+        ids = batch["tokens"]
+        completion = torch.ones_like(ids, dtype=torch.bool)
+        completion[:, 0] = False
+        return ids, torch.ones_like(ids), completion
+    return batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool()
+
+
+class HFCausalLMFamily(ModelFamily):
+    """Causal LMs from the Hugging Face hub or a ``save_pretrained`` directory (:class:`~prefalign.models.HFCausalLM`),
+    trained on data from :class:`~prefalign.data.hf.TRLPreferenceDataModule`, with TRL's numbers.
+
+    - A preference batch is TRL's (``DataCollatorForPreference``): ``input_ids``, ``attention_mask`` and
+      ``completion_mask`` ``[2B, T]``, the B chosen sequences (prompt + chosen) then the B rejected ones, right-padded;
+      chosen and rejected run through the model in one forward. A response's log-prob is the fp32 sum of its
+      completion tokens' log-probs (prompt and padding masked, TRL's ``logps``), their mean for objectives defined on
+      it (SimPO, ORPO), or LD-DPO's re-weighted sum; token counts travel along (IPO and ``sigmoid_norm`` divide each
+      log-ratio by them, as TRL 1.16). Log-probs come from :meth:`HFCausalLM.completion_logps`: the LM head runs on
+      completion positions only, in checkpointed chunks, so no ``[2B, T, V]`` logits are built (TRL's fused LM head
+      does the same); the full log-softmax is taken only when WPO asks for it, or for a compiled forward.
+    - An unpaired batch (KTO/BCO; ``{prompt, completion, label}`` data) holds B sequences and ``desirable``.
+    - A pretraining batch ``{"tokens": [B, T + 1]}`` is SFT on token windows (every token after the first).
+    - Data modules: one with ``prepare(tokenizer)`` is handed the model's tokenizer before training
+      (:meth:`check_config`); one with ``precompute_reference(policy, reference_sums, trainer)`` is asked to cache the
+      reference's log-probs (:meth:`setup`).
+    - Cached reference log-probs in the batch (``ref_chosen_head``/``_tail``..., computed once by the data module,
+      see :meth:`precompute_reference`) replace the reference's forward unless ``recompute_reference``.
+
+    Capabilities: ``true_logprob`` and ``token_lengths``; ``wpo_weights`` (the full log-softmax is taken only when
+    WPO asks). Not ``exact_kl`` (a KL over a 50k-token vocabulary at every position costs two ``[2B, T, V]`` fp32
+    tensors per step) nor ``sampling`` (PPO-lite's rollouts are not implemented for HF models): those objectives are
+    refused with the reason.
+
+    Evaluation: on validation/test batches the objective's own loss and metrics (``val/loss``, ``val/rewards/*``,
+    ``val/logps/*``: TRL's ``eval_*``), or, on pretraining windows, the mean token NLL (``val/loss``, ``val/ppl``).
+    """
+
+    capabilities = frozenset({"true_logprob", "token_lengths", "wpo_weights"})
+    summary_keys = ("loss", "rewards/accuracies", "rewards/margins")
+    main_metric = "val/loss"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sums: dict[str, dict[str, Tensor]] = {}  # per stage: running sums of the evaluation metrics
+
+    # ------------------------------------------------------------------ lifecycle
+    def check_config(self, policy: nn.Module, datamodule: Any) -> None:
+        if not hasattr(policy, "load_tokenizer"):
+            raise ValueError(f"{type(self).__name__} trains Hugging Face causal LMs: set model.backbone to "
+                             f"prefalign.models.HFCausalLM (got {type(policy).__name__}).")
+        # The seam with data modules: one with ``prepare(tokenizer)`` gets the model's tokenizer here, before the
+        # trainer starts, and loads and tokenizes its data now, so bad data is reported before any work with nothing written.
+        if hasattr(datamodule, "prepare"):
+            datamodule.prepare(policy.load_tokenizer())
+
+    def setup(self, module: Any, stage: str) -> None:
+        # Reference log-probs once, on disk, when the reference is frozen and the data fixed (TRL's
+        # precompute_ref_log_probs, with prefalign's pair cache): the data module owns the cache.
+        datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+        if (stage == "fit" and hasattr(datamodule, "precompute_reference") and module.reference is not None
+                and module.objective.needs_reference and not module.recompute_reference):
+            datamodule.precompute_reference(module.policy, lambda batch: self.reference_sums(module.reference, batch), module.trainer)
+
+    # ------------------------------------------------------------------ log-probs
+    def token_logps(self, model: Forward, batch: dict[str, Tensor], with_dist: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(per-token log-probs ``[N, T-1]``, completion mask ``[N, T-1]`` (of the predicted tokens), log-softmax or None)."""
+        ids, attention, completion = sequence_batch(batch)
+        if not with_dist and hasattr(model, "completion_logps"):
+            # Completion positions only, through the LM head in checkpointed chunks: no [N, T, V] logits (big vocabularies).
+            return model.completion_logps(ids, attention, completion), completion[:, 1:], None
+        logits = model(ids, attention)[:, :-1]
+        tokens, dist = gather_token_logps(logits, ids[:, 1:], with_dist)
+        return tokens * completion[:, 1:], completion[:, 1:], dist
+
+    def reference_sums(self, reference: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The reference's split sums per sequence (what the cache holds: any reduction can be made from them)."""
+        with torch.no_grad():
+            tokens, mask, _ = self.token_logps(reference, batch)
+        shared = shared_lengths(mask, None if "desirable" in batch else len(mask) // 2)
+        head, tail = split_sums(tokens, mask, shared)
+        return {"ref_head": head, "ref_tail": tail}
+
+    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
+                   length_normalized: bool = False, wpo_weights: bool = False, ld_alpha: float | None = None) -> PairLogps:
+        paired = "tokens" not in batch and "desirable" not in batch
+        tokens, mask, dist = self.token_logps(policy, batch, with_dist=wpo_weights)
+        n = len(mask) // 2 if paired else len(mask)
+        lengths = mask.sum(-1).float()
+        shared = shared_lengths(mask, n if paired else None)
+        head, tail = split_sums(tokens, mask, shared)
+        logps = reduce_sequences(head, tail, lengths, length_normalized, ld_alpha)
+        ref = None
+        if "ref_head" in batch and not recompute_reference:
+            ref = reduce_sequences(batch["ref_head"].float(), batch["ref_tail"].float(), lengths, length_normalized, ld_alpha)
+        elif reference is not None:
+            sums = self.reference_sums(reference, batch)
+            ref = reduce_sequences(sums["ref_head"], sums["ref_tail"], lengths, length_normalized, ld_alpha)
+        weights = masked_mean(wpo_token_logweights(tokens.detach(), dist.detach()), mask) if wpo_weights else None
+
+        def split(x: Tensor | None, second: bool) -> Tensor | None:
+            if x is None or (second and not paired):
+                return None
+            return x[n:] if second else x[:n]
+
+        return PairLogps(policy_chosen=split(logps, False), policy_rejected=split(logps, True),
+                         reference_chosen=split(ref, False), reference_rejected=split(ref, True),
+                         desirable=batch.get("desirable"), chosen_wpo_logweight=split(weights, False),
+                         rejected_wpo_logweight=split(weights, True), chosen_length=split(lengths, False),
+                         rejected_length=split(lengths, True))
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_step(self, module: Any, batch: dict[str, Tensor], stage: str) -> None:
+        objective = module.objective
+        if "tokens" in batch or isinstance(objective, SFT) or not hasattr(objective, "check"):
+            tokens, mask, _ = self.token_logps(module.policy, batch)
+            self._add(stage, {"nll_sum": -(tokens.float() * mask).sum(), "tokens": mask.sum().float()})
+            return
+        reference = module.reference if objective.needs_reference else None
+        extra = {"ld_alpha": objective.ld_alpha} if getattr(objective, "ld_alpha", None) is not None else {}
+        out = objective(self.pair_logps(module.policy, reference, batch, True, objective.length_normalized, **extra))
+        values = {"loss": out.loss.detach(), **out.metrics}
+        self._add(stage, {k: v.detach().float() * len(batch["input_ids"]) for k, v in values.items()} | {"rows": torch.tensor(float(len(batch["input_ids"])))})
+
+    def _add(self, stage: str, values: dict[str, Tensor]) -> None:
+        sums = self._sums.setdefault(stage, {})
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().cpu()
+
+    def eval_epoch_end(self, module: Any, stage: str) -> None:
+        sums = self._sums.pop(stage, None)
+        if not sums:
+            return
+        if "nll_sum" in sums:
+            loss = sums["nll_sum"] / sums["tokens"].clamp(min=1)
+            module.log_dict({f"{stage}/loss": loss, f"{stage}/ppl": loss.exp()}, sync_dist=True)
+            return
+        rows = sums.pop("rows")
+        module.log_dict({f"{stage}/{k}": v / rows for k, v in sums.items()}, sync_dist=True)
+
+    def teardown(self, stage: str) -> None:
+        self._sums.clear()

@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from prefalign.core.pair_cache import fingerprint, load_or_build
+from prefalign.data.pair_cache import load_or_build
 from prefalign.data.batches import TensorBatches
+from prefalign.digests import fingerprint
 from prefalign.data.hf.formats import add_eos, detect_format, extract_prompt, is_conversational, load_any, tokenize_batch
 
 
@@ -90,7 +91,7 @@ class TRLPreferenceDataModule(L.LightningDataModule):
     (seeded), else none: a file with a single split trains on all of it.
 
     Reference log-probs are computed once (the family calls :meth:`precompute_reference` when the reference is frozen)
-    and cached on disk with :mod:`prefalign.core.pair_cache`, keyed by the model files, the tokenized data's
+    and cached on disk with :mod:`prefalign.data.pair_cache`, keyed by the model files, the tokenized data's
     fingerprint and the tokenization settings.
 
     Args:
@@ -131,6 +132,8 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         self.paired = True
         self.dropped = 0
         self.mining_stats: dict[str, float] = {}
+        # PreferenceData: the pairs come from a file, not mined by a checkpoint, so the reference is the model's own.
+        self.reference_ckpt: str | None = None
 
     @property
     def pairs(self) -> dict[str, Tensor]:

@@ -81,8 +81,10 @@ def refused_pickle(path: str | os.PathLike, error: Exception, what: str = "check
         return corrupt_file(path, what, next((line for line in lines if "Unsupported" in line), type(error).__name__))
     if plain:
         return pickled_code(path, plain, what)
-    return CheckpointError(f"{what} {path} is a plain Python pickle, not a PyTorch file: prefalign reads only files written by "
-                           "torch.save (weights files hold plain tensors). Re-export it with prefalign.")
+    return CheckpointError(
+        f"{what} {path} is a plain Python pickle, not a PyTorch file: prefalign reads only files written by "
+        "torch.save (weights files hold plain tensors). Re-export it with prefalign."
+    )
 
 
 def pickled_code(path: str | os.PathLike, names: list[str], what: str = "checkpoint") -> UnsafeFileError:
@@ -124,7 +126,9 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` with errors that say what to do."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path}. Train it first (e.g. `python -m prefalign fit --config configs/sft.yaml`) or pass the right path.")
+        raise CheckpointError(
+            f"{what} not found: {path}. Train it first (e.g. `python -m prefalign fit --config configs/sft.yaml`) or pass the right path."
+        )
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of files it is about to refuse anyway: the error says it all.
@@ -132,7 +136,13 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise refused_pickle(path, e, what) from e
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as e:  # KeyError/ValueError: bytes that are not a pickle
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        KeyError,
+        ValueError,
+    ) as e:  # KeyError/ValueError: bytes that are not a pickle
         code = plain_pickle_globals(path)  # some plain pickles fail torch's reader before it meets their globals
         if code:
             raise pickled_code(path, code, what) from e
@@ -149,7 +159,9 @@ def corrupt_file(path: str | os.PathLike, what: str, reason: str) -> CheckpointE
 def save_weights(model: nn.Module, path: str | os.PathLike, meta: dict | None = None) -> Path:
     init_args = getattr(model, "init_args", None)
     if init_args is None:
-        raise CheckpointError(f"{type(model).__name__} has no `init_args`; backbones must record their constructor arguments to be saved.")
+        raise CheckpointError(
+            f"{type(model).__name__} has no `init_args`; backbones must record their constructor arguments to be saved."
+        )
     payload = {
         "format": FORMAT,
         "class_path": class_path_of(model),
@@ -163,15 +175,21 @@ def save_weights(model: nn.Module, path: str | os.PathLike, meta: dict | None = 
 def load_weights(path: str | os.PathLike) -> dict:
     payload = safe_load(path, what="weights file")
     if isinstance(payload, dict) and is_lightning_checkpoint(payload):
-        raise CheckpointError(f"{path} is a Lightning training checkpoint, not a prefalign weights file: pass it as `--ckpt_path` "
-                              "to fit/validate/test/predict, or give the run's exported weights (runs/<name>/version_<n>/policy.pt).")
+        raise CheckpointError(
+            f"{path} is a Lightning training checkpoint, not a prefalign weights file: pass it as `--ckpt_path` "
+            "to fit/validate/test/predict, or give the run's exported weights (runs/<name>/version_<n>/policy.pt)."
+        )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a prefalign weights file (format {FORMAT!r}). Export one with `python -m prefalign fit --config configs/sft.yaml`.")
+        raise CheckpointError(
+            f"{path} is not a prefalign weights file (format {FORMAT!r}). Export one with `python -m prefalign fit --config configs/sft.yaml`."
+        )
     fields = {"class_path": str, "init_args": dict, "state_dict": dict, "meta": dict}
     broken = [k for k, kind in fields.items() if not isinstance(payload.get(k), kind)]
     if broken:
-        raise CheckpointError(f"{path} is a damaged prefalign weights file ({', '.join(broken)} missing or of the wrong type). "
-                              "Export it again with prefalign.")
+        raise CheckpointError(
+            f"{path} is a damaged prefalign weights file ({', '.join(broken)} missing or of the wrong type). "
+            "Export it again with prefalign."
+        )
     return payload
 
 
@@ -206,9 +224,13 @@ def check_lightning_checkpoint(path: str | os.PathLike) -> dict:
         )
     if isinstance(checkpoint, dict) and checkpoint.get("hyper_parameters"):
         # prefalign's module saves no hyperparameters; a file's would choose the classes LightningCLI builds.
-        raise CheckpointError(f"refusing --ckpt_path {path}: it carries hyper_parameters naming classes to build, which prefalign's "
-                              "checkpoints never do; pass a checkpoint written by prefalign fit (runs/<name>/version_<n>/checkpoints/*.ckpt).")
+        raise CheckpointError(
+            f"refusing --ckpt_path {path}: it carries hyper_parameters naming classes to build, which prefalign's "
+            "checkpoints never do; pass a checkpoint written by prefalign fit (runs/<name>/version_<n>/checkpoints/*.ckpt)."
+        )
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"--ckpt_path {path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint: pass a "
-                              "runs/<name>/version_<n>/checkpoints/*.ckpt file written by fit.")
+        raise CheckpointError(
+            f"--ckpt_path {path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint: pass a "
+            "runs/<name>/version_<n>/checkpoints/*.ckpt file written by fit."
+        )
     return checkpoint

@@ -15,24 +15,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from filelock import FileLock
 from jsonargparse import namespace_to_dict
 from lightning.pytorch import seed_everything
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-import lightning as L
-from lightning.pytorch.loggers import CSVLogger
-
+from prefalign import preflight
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_lightning_checkpoint
-from prefalign.models.loading import check_architecture
 from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, run_guarded
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
+from prefalign.models.loading import check_architecture
 from prefalign.models.lora import LoRA
-from prefalign import preflight
 from prefalign.precision import resolve_precision
 
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
@@ -70,7 +69,9 @@ SUBCOMMAND_HELP = {
 class PrefAlignCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"prog": PROG, "description": DESCRIPTION, "formatter_class": _RawFormatter()})
+        kwargs.setdefault(
+            "parser_kwargs", {"prog": PROG, "description": DESCRIPTION, "formatter_class": _RawFormatter()}
+        )
         super().__init__(
             AlignmentModule,
             L.LightningDataModule,  # any data module: each model family brings its own
@@ -106,7 +107,9 @@ class PrefAlignCLI(LightningCLI):
             default=None,
             help="Config that trains the reference when model.reference_ckpt is missing (e.g. configs/sft.yaml).",
         )
-        parser.add_argument("--test_after_fit", type=bool, default=True, help="fit: test the final policy when training ends.")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="fit: test the final policy when training ends."
+        )
         parser.add_argument(
             "--wandb",
             type=bool,
@@ -124,10 +127,18 @@ class PrefAlignCLI(LightningCLI):
 
         # TRL's names for the two things a Hugging Face run always sets (prefalign.models.HFCausalLM and
         # prefalign.data.hf.TRLPreferenceDataModule); parse_arguments maps them onto those classes' arguments.
-        parser.add_argument("--model_name_or_path", type=str | None, default=None,
-                            help="Hugging Face runs: the model (hub name or save_pretrained directory); sets model.backbone.init_args.model_name_or_path.")
-        parser.add_argument("--dataset_name", type=str | None, default=None,
-                            help="Hugging Face runs: the preference data (hub name or json/jsonl/parquet file); sets data.init_args.dataset_name.")
+        parser.add_argument(
+            "--model_name_or_path",
+            type=str | None,
+            default=None,
+            help="Hugging Face runs: the model (hub name or save_pretrained directory); sets model.backbone.init_args.model_name_or_path.",
+        )
+        parser.add_argument(
+            "--dataset_name",
+            type=str | None,
+            default=None,
+            help="Hugging Face runs: the preference data (hub name or json/jsonl/parquet file); sets data.init_args.dataset_name.",
+        )
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, hf_shortcuts(args) if args is not None else args)
@@ -162,7 +173,9 @@ class PrefAlignCLI(LightningCLI):
             from prefalign.callbacks.progress import EpochProgress
 
             callbacks = config.get("callbacks") or []
-            kwargs["callbacks"] = (list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]) + [EpochProgress()]
+            kwargs["callbacks"] = (list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]) + [
+                EpochProgress()
+            ]
         logger = config.get("logger")
         if self._sub("wandb", True) and type(logger) is CSVLogger:
             # W&B beside the recipe's CSV logger, same run name; the CSV logger stays first, so its folder is the
@@ -195,8 +208,12 @@ class PrefAlignCLI(LightningCLI):
         """Every path this run writes (reference, exported weights, caches, run folder) must be writable: checked
         before any work, so a bad one stops the run with one line naming the setting, and nothing written."""
         reference = self.model.reference_ckpt
-        trains_reference = (self.subcommand != "predict" and reference is not None and self._sub("reference_recipe") is not None
-                            and not Path(reference).is_file())
+        trains_reference = (
+            self.subcommand != "predict"
+            and reference is not None
+            and self._sub("reference_recipe") is not None
+            and not Path(reference).is_file()
+        )
         preflight.check_file("--model.reference_ckpt", reference, will_write=trains_reference)
         preflight.check_file("--model.export_path", getattr(self.model, "export_path", None))
         for key in ("cache_dir", "judge_dir"):
@@ -216,9 +233,13 @@ class PrefAlignCLI(LightningCLI):
             return
         path, is_last = find_last_checkpoint(self.trainer)
         if path is None:
-            fresh = " Drop --ckpt_path to train from scratch." if self.subcommand == "fit" else " Pass a checkpoint file."
-            raise CheckpointError(f"--ckpt_path last: nothing to resume, no checkpoint of an earlier run under "
-                                  f"{', '.join(_checkpoint_dirs(self.trainer))}.{fresh}")
+            fresh = (
+                " Drop --ckpt_path to train from scratch." if self.subcommand == "fit" else " Pass a checkpoint file."
+            )
+            raise CheckpointError(
+                f"--ckpt_path last: nothing to resume, no checkpoint of an earlier run under "
+                f"{', '.join(_checkpoint_dirs(self.trainer))}.{fresh}"
+            )
         why = "" if is_last else " (no last.ckpt: the newest checkpoint of the run)"
         rank_zero_info(f"--ckpt_path last: resuming from {path}{why}")
         cfg["ckpt_path"] = str(path)
@@ -229,7 +250,9 @@ class PrefAlignCLI(LightningCLI):
         if path is None or Path(path).is_file() or recipe is None:
             if path is not None:  # missing, corrupt, unsafe or another architecture: say so before any work
                 policy = self.model.policy
-                check_architecture(policy.model if isinstance(policy, LoRA) else policy, path)  # a LoRA's file is its base's
+                check_architecture(
+                    policy.model if isinstance(policy, LoRA) else policy, path
+                )  # a LoRA's file is its base's
             return
         with FileLock(str(path) + ".lock"):
             if Path(path).is_file():
@@ -237,8 +260,16 @@ class PrefAlignCLI(LightningCLI):
             rank_zero_info(f"Reference checkpoint {path} is missing: training it first with {recipe}.")
             cfg = self.config[self.subcommand]
             data = cfg.data.init_args
-            args = ["fit", "--config", recipe, f"--model.export_path={path}", "--test_after_fit=false",
-                    "--trainer.devices=1", "--trainer.num_nodes=1", "--trainer.strategy=auto"]
+            args = [
+                "fit",
+                "--config",
+                recipe,
+                f"--model.export_path={path}",
+                "--test_after_fit=false",
+                "--trainer.devices=1",
+                "--trainer.num_nodes=1",
+                "--trainer.strategy=auto",
+            ]
             # The reference must have the policy's architecture and family, and see the same data.
             for key in ("backbone", "family"):
                 value = cfg.model.get(key)
@@ -260,7 +291,9 @@ class PrefAlignCLI(LightningCLI):
             if seed is not None and seed is not False:
                 seed_everything(seed if seed is not True else None)
         if not Path(path).is_file():
-            raise CheckpointError(f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path.")
+            raise CheckpointError(
+                f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path."
+            )
 
     def after_fit(self) -> None:
         # Wall time of fit() alone (data setup, training, validation; not the final test), for results_test.json.
@@ -291,7 +324,12 @@ class PrefAlignCLI(LightningCLI):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
         if not metrics:
             return
-        results = {"stage": stage, "objective": type(self.model.objective).__name__, "metrics": metrics, "global_step": self.trainer.global_step}
+        results = {
+            "stage": stage,
+            "objective": type(self.model.objective).__name__,
+            "metrics": metrics,
+            "global_step": self.trainer.global_step,
+        }
         if getattr(self, "_fit_seconds", None) is not None:
             results["fit_seconds"] = round(self._fit_seconds, 1)
         folder.mkdir(parents=True, exist_ok=True)
@@ -304,7 +342,10 @@ class PrefAlignCLI(LightningCLI):
         print("\n".join(lines), flush=True)
 
 
-HF_SHORTCUTS = {"--model_name_or_path": "--model.backbone.init_args.model_name_or_path", "--dataset_name": "--data.init_args.dataset_name"}
+HF_SHORTCUTS = {
+    "--model_name_or_path": "--model.backbone.init_args.model_name_or_path",
+    "--dataset_name": "--data.init_args.dataset_name",
+}
 
 
 def hf_shortcuts(args: list[str] | dict) -> list[str] | dict:
@@ -330,10 +371,14 @@ def _checkpoint_dirs(trainer) -> list[str]:
     for callback in trainer.checkpoint_callbacks:
         if getattr(callback, "dirpath", None):
             patterns.append(str(callback.dirpath))
-    if len(patterns) < len(trainer.checkpoint_callbacks):  # a ModelCheckpoint without dirpath: <save_dir>/<name>/<version>/checkpoints
+    if len(patterns) < len(
+        trainer.checkpoint_callbacks
+    ):  # a ModelCheckpoint without dirpath: <save_dir>/<name>/<version>/checkpoints
         if trainer.loggers:
             logger = trainer.loggers[0]
-            patterns.append(str(Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "") / "*" / "checkpoints"))
+            patterns.append(
+                str(Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "") / "*" / "checkpoints")
+            )
         else:
             patterns.append(str(Path(trainer.default_root_dir) / "checkpoints"))
     return patterns
@@ -351,7 +396,9 @@ def find_last_checkpoint(trainer) -> tuple[Path | None, bool]:
     files = [Path(p) for pattern in _checkpoint_dirs(trainer) for p in glob.glob(str(Path(pattern) / "*.ckpt"))]
     files = [p for p in files if p.is_file()]
     last = [p for p in files if re.fullmatch(r"last(-v?\d+)?", p.stem)]
-    last += [p for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt") if p.is_file()]  # Lightning, on SLURM's SIGUSR1
+    last += [
+        p for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt") if p.is_file()
+    ]  # Lightning, on SLURM's SIGUSR1
     candidates = last or files
     if not candidates:
         return None, False

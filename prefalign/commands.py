@@ -15,9 +15,18 @@ from typing import Callable
 PROG = "python -m prefalign"
 
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "dream": ("prefalign.viz.dream_command", "optimise inputs until a frozen classifier sees each class (network dreams)"),
-    "generate": ("prefalign.families.language.generate_command", "sample text from a language-model weights file, as JSON lines"),
-    "sample": ("prefalign.families.denoiser.sample_command", "draw digits from a denoiser weights file, as a tensor file and a PNG grid"),
+    "dream": (
+        "prefalign.viz.dream_command",
+        "optimise inputs until a frozen classifier sees each class (network dreams)",
+    ),
+    "generate": (
+        "prefalign.families.language.generate_command",
+        "sample text from a language-model weights file, as JSON lines",
+    ),
+    "sample": (
+        "prefalign.families.denoiser.sample_command",
+        "draw digits from a denoiser weights file, as a tensor file and a PNG grid",
+    ),
 }
 
 # Exit codes: 2 = bad input (config, arguments, files), as argparse uses for usage errors; 1 = the run failed.
@@ -41,8 +50,15 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from prefalign.data.text.gpt2_vocab import VocabularyUnavailableError
     from prefalign.models.hf import MissingExtraError
 
-    return (ValueError, CheckpointError, MNISTUnavailableError, FileNotFoundError, TokenizerUnavailableError, VocabularyUnavailableError,
-            MissingExtraError)
+    return (
+        ValueError,
+        CheckpointError,
+        MNISTUnavailableError,
+        FileNotFoundError,
+        TokenizerUnavailableError,
+        VocabularyUnavailableError,
+        MissingExtraError,
+    )
 
 
 def run_command(name: str, function: Callable, argv: list[str] | None) -> int:
@@ -71,7 +87,9 @@ def check_config_files(argv: list[str]) -> None:
     parser's own message names neither the file nor the option)."""
     import yaml
 
-    paths = [b for a, b in zip(argv, argv[1:]) if a == "--config"] + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    paths = [b for a, b in zip(argv, argv[1:]) if a == "--config"] + [
+        a.split("=", 1)[1] for a in argv if a.startswith("--config=")
+    ]
     for path in paths:
         if not os.path.isfile(path):
             continue  # a missing file or an inline YAML string: the parser's message says which
@@ -83,7 +101,9 @@ def check_config_files(argv: list[str]) -> None:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise ValueError(f"--config {path} is not valid YAML ({getattr(e, 'problem', None) or 'parse error'}{where}); fix the file.") from None
+            raise ValueError(
+                f"--config {path} is not valid YAML ({getattr(e, 'problem', None) or 'parse error'}{where}); fix the file."
+            ) from None
 
 
 def resolve_device(device: str) -> str:
@@ -100,9 +120,13 @@ def resolve_device(device: str) -> str:
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"--device {device}: this machine has no CUDA GPU that torch can use; use --device cpu (or auto).")
+            raise ValueError(
+                f"--device {device}: this machine has no CUDA GPU that torch can use; use --device cpu (or auto)."
+            )
         if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pick one of them.")
+            raise ValueError(
+                f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1}); pick one of them."
+            )
     elif parsed.type != "cpu":
         raise ValueError(f"--device {device}: prefalign's commands run on cpu or cuda; use --device cpu, cuda or auto.")
     return device

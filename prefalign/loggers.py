@@ -72,7 +72,9 @@ class WandbLogger(_LightningWandbLogger):
         if auto:
             offline = not wandb_api_key_available()
         if offline and log_model and auto:
-            rank_zero_warn("W&B is offline (no API key), so model checkpoints cannot be uploaded: log_model is turned off.")
+            rank_zero_warn(
+                "W&B is offline (no API key), so model checkpoints cannot be uploaded: log_model is turned off."
+            )
             log_model = False
         # From a config, jsonargparse fills every wandb.init argument behind **kwargs with None: drop those, so the
         # mode decided here is not shadowed by an explicit `mode: null`.
@@ -81,7 +83,13 @@ class WandbLogger(_LightningWandbLogger):
             # Passed to wandb.init rather than set in os.environ (which is what Lightning does), so later runs
             # in the same process are not forced offline.
             kwargs.setdefault("mode", "offline")
-        for key, value in (("entity", entity), ("group", group), ("tags", tags), ("notes", notes), ("job_type", job_type)):
+        for key, value in (
+            ("entity", entity),
+            ("group", group),
+            ("tags", tags),
+            ("notes", notes),
+            ("job_type", job_type),
+        ):
             if value is not None:
                 kwargs[key] = value
         super().__init__(
@@ -108,7 +116,12 @@ class WandbLogger(_LightningWandbLogger):
             # (wandb would fall back to a temporary folder if `dir` were missing).
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)
         run = _LightningWandbLogger.experiment.fget(self)
-        if created and run is not None and getattr(run, "settings", None) is not None and getattr(run.settings, "mode", "") in ("offline", "dryrun"):
+        if (
+            created
+            and run is not None
+            and getattr(run, "settings", None) is not None
+            and getattr(run.settings, "mode", "") in ("offline", "dryrun")
+        ):
             folder = Path(run.dir).parent
             rank_zero_info(f"W&B is offline: the run is saved in {folder}. Upload it later with `wandb sync {folder}`.")
         return run

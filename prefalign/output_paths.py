@@ -36,17 +36,23 @@ def check_writable_folder(folder: str | os.PathLike, setting: str) -> None:
     folder = Path(folder)
     base = _nearest_existing(folder)
     if not base.is_dir():
-        raise OutputPathError(f"{setting}: {base} is a file, so the folder {folder} cannot be created there; choose another path.")
+        raise OutputPathError(
+            f"{setting}: {base} is a file, so the folder {folder} cannot be created there; choose another path."
+        )
     try:
         # os.access alone is not enough: root passes it on read-only and virtual file systems (/proc).
         fd, probe = tempfile.mkstemp(dir=base, prefix=".prefalign-write-check.")
     except OSError as e:
-        raise OutputPathError(f"{setting}: cannot write in {base} ({e.strerror or type(e).__name__}); choose a folder you can write to.") from None
+        raise OutputPathError(
+            f"{setting}: cannot write in {base} ({e.strerror or type(e).__name__}); choose a folder you can write to."
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
 
-def check_outputs(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike | None] | None = None) -> list[Path]:
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike | None] | None = None
+) -> list[Path]:
     """Check the files a command will write (``{setting: path}``, e.g. ``{"--out": "o.jsonl", "--out (PNG grid)": "o.png"}``)
     against the files it reads (``{"--ckpt": "model.pt"}``); returns the output paths. Raises :class:`OutputPathError`."""
     paths = {setting: Path(path) for setting, path in outputs.items()}
@@ -56,13 +62,17 @@ def check_outputs(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str,
             raise OutputPathError(f"{setting} {path} is a folder; give the name of a file (inside it, if you like).")
         for in_setting, source in inputs.items():
             if source is not None and _same(path, Path(source)):
-                raise OutputPathError(f"{setting} {path} is the input {in_setting}: writing it would replace that file; choose another output name.")
+                raise OutputPathError(
+                    f"{setting} {path} is the input {in_setting}: writing it would replace that file; choose another output name."
+                )
     seen: dict[Path, str] = {}
     for setting, path in paths.items():
         key = path.resolve()
         if key in seen:
-            raise OutputPathError(f"{seen[key]} and {setting} would both be written to {path}: one would overwrite the other; "
-                                  "choose names that differ.")
+            raise OutputPathError(
+                f"{seen[key]} and {setting} would both be written to {path}: one would overwrite the other; "
+                "choose names that differ."
+            )
         seen[key] = setting
     checked: set[Path] = set()
     for setting, path in paths.items():

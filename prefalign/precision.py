@@ -50,12 +50,17 @@ def resolve_precision(precision: Any, accelerator: Any, fallback: bool) -> tuple
     if str(precision) in FP16_MIXED_PRECISIONS and runs_on_cpu(accelerator):
         ran, warning = resolve_precision("bf16-mixed", accelerator, fallback)
         why = f"precision={precision} asked for, but a CPU has no fp16 mixed precision: Lightning runs it as bf16-mixed"
-        return ran, f"{why}; {warning}" if warning else f"{why}. Running bf16-mixed (--trainer.precision=32-true for fp32)."
+        return (
+            ran,
+            f"{why}; {warning}" if warning else f"{why}. Running bf16-mixed (--trainer.precision=32-true for fp32).",
+        )
     if str(precision) not in BF16_PRECISIONS or not runs_on_cpu(accelerator) or cpu_has_bf16_kernels():
         return precision, None
-    why = (f"precision={precision} asked for, but this CPU has no bf16 kernels (no AVX512/AMX; "
-           f"{torch.backends.cpu.get_cpu_capability()} only): PyTorch would run bf16 convolutions on its slow reference "
-           "path, 9-17x slower than fp32 on an AVX2-only CPU (scripts/bench_precision.py)")
+    why = (
+        f"precision={precision} asked for, but this CPU has no bf16 kernels (no AVX512/AMX; "
+        f"{torch.backends.cpu.get_cpu_capability()} only): PyTorch would run bf16 convolutions on its slow reference "
+        "path, 9-17x slower than fp32 on an AVX2-only CPU (scripts/bench_precision.py)"
+    )
     if fallback:
         return FALLBACK_PRECISION, f"{why}. Running {FALLBACK_PRECISION} instead (--bf16_fallback=false keeps bf16)."
     return precision, f"{why}. Keeping {precision} because --bf16_fallback=false."

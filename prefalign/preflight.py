@@ -51,7 +51,9 @@ def check_file(setting: str, path: str | Path | None, will_write: bool = True) -
     if will_write:
         reason = unwritable_reason(Path(path).parent)
         if reason is not None:
-            raise RunPathError(f"{setting}={path} cannot be written: {reason}. Set {setting} to a file in a writable folder.")
+            raise RunPathError(
+                f"{setting}={path} cannot be written: {reason}. Set {setting} to a file in a writable folder."
+            )
 
 
 def check_config_files(words: list[str]) -> None:

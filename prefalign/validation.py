@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 
-def check_in_range(name: str, value: float, low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False) -> None:
+def check_in_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Reject out-of-range hyper-parameters at construction time, when the config is still on screen."""
     bad_low = low is not None and (value <= low if low_open else value < low)
     bad_high = high is not None and (value >= high if high_open else value > high)

@@ -37,49 +37,140 @@ class Case:
     expected: str  # a substring of the one-line message
 
 
-SYNTHETIC = ("--data.init_args.source=synthetic", "--data.init_args.synthetic_size=[600, 200]", "--data.init_args.val_size=100")
-SEED_DPO = ("--config", str(REPO / "configs" / "seed_dpo.yaml"), *SYNTHETIC, "--model.backbone.channels=4", "--model.log_figures=false")
+SYNTHETIC = (
+    "--data.init_args.source=synthetic",
+    "--data.init_args.synthetic_size=[600, 200]",
+    "--data.init_args.val_size=100",
+)
+SEED_DPO = (
+    "--config",
+    str(REPO / "configs" / "seed_dpo.yaml"),
+    *SYNTHETIC,
+    "--model.backbone.channels=4",
+    "--model.log_figures=false",
+)
 GEN = ("generate", "--max_new_tokens", "2")  # + --ckpt lm.pt (a char LM), or a bad file
 UNKNOWN = "which is not a known architecture, and nothing was imported"
 CODE = "it holds pickled objects, code that would run when unpickled"
 
 CASES: list[Case] = [
     # A weights file naming os.system (passes torch.load(weights_only=True)), and pickles that would run it.
-    Case("generate: weights file naming os.system", (*GEN, "--ckpt", "evil.pt", "--prompt", "ab", "--out", "x.jsonl"), UNKNOWN),
+    Case(
+        "generate: weights file naming os.system",
+        (*GEN, "--ckpt", "evil.pt", "--prompt", "ab", "--out", "x.jsonl"),
+        UNKNOWN,
+    ),
     Case("sample: weights file naming os.system", ("sample", "--ckpt", "evil.pt", "--out", "s.pt"), UNKNOWN),
     Case("dream: weights file naming os.system", ("dream", "--ckpt", "evil.pt", "--out_dir", "d"), UNKNOWN),
-    Case("dream: --compare_ckpt naming os.system", ("dream", "--ckpt", "cnn.pt", "--compare_ckpt", "evil.pt", "--out_dir", "d"), UNKNOWN),
+    Case(
+        "dream: --compare_ckpt naming os.system",
+        ("dream", "--ckpt", "cnn.pt", "--compare_ckpt", "evil.pt", "--out_dir", "d"),
+        UNKNOWN,
+    ),
     Case("fit: reference naming os.system", ("fit", *SEED_DPO, "--model.reference_ckpt=evil.pt"), UNKNOWN),
     Case("predict: reference naming os.system", ("predict", *SEED_DPO, "--model.reference_ckpt=evil.pt"), UNKNOWN),
-    Case("generate: LoRA whose base names os.system", (*GEN, "--ckpt", "evil_lora.pt", "--prompt", "ab", "--out", "x.jsonl"), UNKNOWN),
+    Case(
+        "generate: LoRA whose base names os.system",
+        (*GEN, "--ckpt", "evil_lora.pt", "--prompt", "ab", "--out", "x.jsonl"),
+        UNKNOWN,
+    ),
     Case("generate: plain pickle with code", (*GEN, "--ckpt", "plain.pkl", "--prompt", "ab", "--out", "x.jsonl"), CODE),
     Case("sample: torch.save of an object with code", ("sample", "--ckpt", "torch_code.pt", "--out", "s.pt"), CODE),
     Case("fit: reference is a plain pickle with code", ("fit", *SEED_DPO, "--model.reference_ckpt=plain.pkl"), CODE),
-    Case("test: --ckpt_path is a plain pickle with code", ("test", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=plain.pkl"), CODE),
-    Case("test: --ckpt_path is a weights file", ("test", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=cnn.pt"),
-         "is a prefalign weights file, not a Lightning checkpoint: give it as --model.reference_ckpt"),
-    Case("test: --ckpt_path with hyper_parameters", ("test", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=hparams.ckpt"),
-         "carries hyper_parameters naming classes to build"),
-    Case("generate: plain pickle without code", (*GEN, "--ckpt", "data.pkl", "--prompt", "ab", "--out", "x.jsonl"), "is a plain Python pickle, not a PyTorch file"),
+    Case(
+        "test: --ckpt_path is a plain pickle with code",
+        ("test", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=plain.pkl"),
+        CODE,
+    ),
+    Case(
+        "test: --ckpt_path is a weights file",
+        ("test", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=cnn.pt"),
+        "is a prefalign weights file, not a Lightning checkpoint: give it as --model.reference_ckpt",
+    ),
+    Case(
+        "test: --ckpt_path with hyper_parameters",
+        ("test", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=hparams.ckpt"),
+        "carries hyper_parameters naming classes to build",
+    ),
+    Case(
+        "generate: plain pickle without code",
+        (*GEN, "--ckpt", "data.pkl", "--prompt", "ab", "--out", "x.jsonl"),
+        "is a plain Python pickle, not a PyTorch file",
+    ),
     # Outputs: never a folder, never an input, never two outputs on one path, a folder that can be written.
-    Case("sample: --out is a .png", ("sample", "--ckpt", "den.pt", "--out", "o/samples.png"), "so --out cannot be a .png"),
-    Case("sample: --out is the --ckpt", ("sample", "--ckpt", "den.pt", "--out", "den.pt"), "--out den.pt is the input --ckpt"),
+    Case(
+        "sample: --out is a .png", ("sample", "--ckpt", "den.pt", "--out", "o/samples.png"), "so --out cannot be a .png"
+    ),
+    Case(
+        "sample: --out is the --ckpt",
+        ("sample", "--ckpt", "den.pt", "--out", "den.pt"),
+        "--out den.pt is the input --ckpt",
+    ),
     Case("sample: --out is a folder", ("sample", "--ckpt", "den.pt", "--out", "o"), "--out o is a folder"),
-    Case("generate: --out is a folder", (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--out", "o"), "--out o is a folder"),
-    Case("generate: --out is the --ckpt", (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--out", "lm.pt"), "--out lm.pt is the input --ckpt"),
-    Case("generate: --out is the --prompts_file", (*GEN, "--ckpt", "lm.pt", "--prompts_file", "prompts.txt", "--out", "prompts.txt"), "is the input --prompts_file"),
-    Case("generate: --out under /proc", (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--out", "/proc/x.jsonl"), "--out: cannot write in /proc"),
-    Case("dream: --out_dir is a file", ("dream", "--ckpt", "cnn.pt", "--out_dir", "prompts.txt"), "--out_dir prompts.txt is a file"),
-    Case("dream: two --l2_values share file names", ("dream", "--ckpt", "cnn.pt", "--out_dir", "d", "--sweep_l2", "true", "--l2_values",
-                                                       "[0.1, 0.1000001]"), "would both be written to d/l2_0.1_grid.png"),
+    Case(
+        "generate: --out is a folder", (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--out", "o"), "--out o is a folder"
+    ),
+    Case(
+        "generate: --out is the --ckpt",
+        (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--out", "lm.pt"),
+        "--out lm.pt is the input --ckpt",
+    ),
+    Case(
+        "generate: --out is the --prompts_file",
+        (*GEN, "--ckpt", "lm.pt", "--prompts_file", "prompts.txt", "--out", "prompts.txt"),
+        "is the input --prompts_file",
+    ),
+    Case(
+        "generate: --out under /proc",
+        (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--out", "/proc/x.jsonl"),
+        "--out: cannot write in /proc",
+    ),
+    Case(
+        "dream: --out_dir is a file",
+        ("dream", "--ckpt", "cnn.pt", "--out_dir", "prompts.txt"),
+        "--out_dir prompts.txt is a file",
+    ),
+    Case(
+        "dream: two --l2_values share file names",
+        ("dream", "--ckpt", "cnn.pt", "--out_dir", "d", "--sweep_l2", "true", "--l2_values", "[0.1, 0.1000001]"),
+        "would both be written to d/l2_0.1_grid.png",
+    ),
     # Options and input files of the extra commands.
-    Case("generate: --top_k 0", (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--top_k", "0", "--out", "x.jsonl"), "--top_k=0 must be ≥ 1"),
-    Case("generate: --device cuda without a GPU", (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--device", "cuda", "--out", "x.jsonl"), "--device cuda: this machine has no CUDA GPU"),
-    Case("generate: --prompts_file missing", (*GEN, "--ckpt", "lm.pt", "--prompts_file", "missing.txt", "--out", "x.jsonl"), "--prompts_file missing.txt: no such file"),
-    Case("generate: --prompts_file is a folder", (*GEN, "--ckpt", "lm.pt", "--prompts_file", "o", "--out", "x.jsonl"), "--prompts_file o is a folder"),
-    Case("generate: --prompts_file is binary", (*GEN, "--ckpt", "lm.pt", "--prompts_file", "bin.txt", "--out", "x.jsonl"), "--prompts_file bin.txt is not UTF-8 text"),
-    Case("generate: --config is malformed YAML", ("generate", "--config", "bad.yaml"), "--config bad.yaml is not valid YAML"),
-    Case("sample: an option of the wrong type", ("sample", "--ckpt", "den.pt", "--out", "s.pt", "--steps", "abc"), 'Parser key "steps"'),
+    Case(
+        "generate: --top_k 0",
+        (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--top_k", "0", "--out", "x.jsonl"),
+        "--top_k=0 must be ≥ 1",
+    ),
+    Case(
+        "generate: --device cuda without a GPU",
+        (*GEN, "--ckpt", "lm.pt", "--prompt", "ab", "--device", "cuda", "--out", "x.jsonl"),
+        "--device cuda: this machine has no CUDA GPU",
+    ),
+    Case(
+        "generate: --prompts_file missing",
+        (*GEN, "--ckpt", "lm.pt", "--prompts_file", "missing.txt", "--out", "x.jsonl"),
+        "--prompts_file missing.txt: no such file",
+    ),
+    Case(
+        "generate: --prompts_file is a folder",
+        (*GEN, "--ckpt", "lm.pt", "--prompts_file", "o", "--out", "x.jsonl"),
+        "--prompts_file o is a folder",
+    ),
+    Case(
+        "generate: --prompts_file is binary",
+        (*GEN, "--ckpt", "lm.pt", "--prompts_file", "bin.txt", "--out", "x.jsonl"),
+        "--prompts_file bin.txt is not UTF-8 text",
+    ),
+    Case(
+        "generate: --config is malformed YAML",
+        ("generate", "--config", "bad.yaml"),
+        "--config bad.yaml is not valid YAML",
+    ),
+    Case(
+        "sample: an option of the wrong type",
+        ("sample", "--ckpt", "den.pt", "--out", "s.pt", "--steps", "abc"),
+        'Parser key "steps"',
+    ),
 ]
 
 
@@ -98,18 +189,46 @@ def make_files(folder: Path) -> Path:
     lm = TinyTransformer(vocab_size=8, d_model=8, n_heads=1, n_layers=1, d_ff=8, block_size=8)
     lm.vocab.copy_(CharTokenizer("abc").to_codes(8))
     save_weights(lm, folder / "lm.pt")
-    save_weights(ConditionalUNet(channels=(8,), time_dim=8, groups=4), folder / "den.pt",
-                 {"noise_schedule": {"num_timesteps": 10, "kind": "linear", "beta_start": 1e-4, "beta_end": 0.02}})
+    save_weights(
+        ConditionalUNet(channels=(8,), time_dim=8, groups=4),
+        folder / "den.pt",
+        {"noise_schedule": {"num_timesteps": 10, "kind": "linear", "beta_start": 1e-4, "beta_end": 0.02}},
+    )
     save_weights(SeedCNN(channels=4), folder / "cnn.pt")
     touch = {"command": f"touch {MARKER}"}
-    torch.save({"format": FORMAT, "class_path": "os.system", "init_args": touch, "state_dict": {}, "meta": {"noise_schedule": {}}}, folder / "evil.pt")
-    torch.save({"format": FORMAT, "class_path": "prefalign.models.LoRA", "init_args": {"base": {"class_path": "os.system", "init_args": touch}},
-                "state_dict": {}, "meta": {}}, folder / "evil_lora.pt")
+    torch.save(
+        {
+            "format": FORMAT,
+            "class_path": "os.system",
+            "init_args": touch,
+            "state_dict": {},
+            "meta": {"noise_schedule": {}},
+        },
+        folder / "evil.pt",
+    )
+    torch.save(
+        {
+            "format": FORMAT,
+            "class_path": "prefalign.models.LoRA",
+            "init_args": {"base": {"class_path": "os.system", "init_args": touch}},
+            "state_dict": {},
+            "meta": {},
+        },
+        folder / "evil_lora.pt",
+    )
     (folder / "plain.pkl").write_bytes(_code_pickle())
     (folder / "torch_code.pt").write_bytes(_torch_code())
     (folder / "data.pkl").write_bytes(pickle.dumps({"state_dict": {}}, protocol=4))
-    torch.save({"pytorch-lightning_version": "2.0.0", "state_dict": {}, "epoch": 0, "global_step": 0,
-                "hyper_parameters": {"backbone": {"class_path": "torch.nn.Identity"}}}, folder / "hparams.ckpt")
+    torch.save(
+        {
+            "pytorch-lightning_version": "2.0.0",
+            "state_dict": {},
+            "epoch": 0,
+            "global_step": 0,
+            "hyper_parameters": {"backbone": {"class_path": "torch.nn.Identity"}},
+        },
+        folder / "hparams.ckpt",
+    )
     (folder / "prompts.txt").write_text("ab\n")
     (folder / "bin.txt").write_bytes(b"\xff\xfe\x00binary")
     (folder / "bad.yaml").write_text("ckpt: [unclosed\n  out: :\n")
@@ -154,8 +273,15 @@ def run_case(case: Case, files: Path) -> Result:
         before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
         env = {k: v for k, v in os.environ.items() if k != "PREFALIGN_DEBUG"}
         env.update(PYTHONPATH=str(REPO), PREFALIGN_WANDB="0", WANDB_MODE="offline", OMP_NUM_THREADS="1")
-        done = subprocess.run([sys.executable, "-m", "prefalign", *case.argv], cwd=folder, env=env, capture_output=True, text=True,
-                              timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "prefalign", *case.argv],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         after = sorted(p.relative_to(folder) for p in folder.rglob("*"))
         errors = [line for line in done.stderr.splitlines() if "error:" in line]
         message = " ".join(errors).replace(str(folder.resolve()), ".").replace(str(folder), ".")
@@ -205,14 +331,24 @@ def out_of_date(text: str) -> list[str]:
     rows = page_rows(text)
     if [t for t, _, _ in rows] != [c.title for c in CASES]:
         return ["the page's titles are not CASES' titles (run python scripts/bad_input_table.py)"]
-    problems = [f"{c.title}: the page shows another command" for c, (_, cmd, _) in zip(CASES, rows) if cmd != command(c)]
-    return problems + [f"{c.title}: the page's message lacks {c.expected!r}" for c, (_, _, m) in zip(CASES, rows) if c.expected not in m]
+    problems = [
+        f"{c.title}: the page shows another command" for c, (_, cmd, _) in zip(CASES, rows) if cmd != command(c)
+    ]
+    return problems + [
+        f"{c.title}: the page's message lacks {c.expected!r}"
+        for c, (_, _, m) in zip(CASES, rows)
+        if c.expected not in m
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="run only the cases whose title contains this text; print, do not write the page")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page is out of date with CASES (runs nothing)")
+    parser.add_argument(
+        "--only", help="run only the cases whose title contains this text; print, do not write the page"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the page is out of date with CASES (runs nothing)"
+    )
     args = parser.parse_args(argv)
     if args.check:
         problems = out_of_date(PAGE.read_text())

@@ -37,7 +37,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules beside this file, also when loaded by path
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # the bench_* modules beside this file, also when loaded by path
 from bench_report import build_rows, markdown, merge_reports, summarise, targets, write_report  # noqa: E402,F401
 from bench_worker import _Clock, _load  # noqa: E402
 from reporting import machine_info  # noqa: E402,F401  (the machine description every report uses)
@@ -49,26 +51,38 @@ def run_worker(spec: dict, tmp: Path, log) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = tmp / "spec.json", tmp / "result.json"
     spec_path.write_text(json.dumps(spec))
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(spec["threads"]),
+        MKL_NUM_THREADS=str(spec["threads"]),
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        WANDB_MODE="offline",
+        PYTHONWARNINGS="ignore",
+    )
     t = _Clock()
     with open(tmp / "output.log", "w") as out:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "bench_worker.py"), str(spec_path), str(out_path)],
-                              cwd=spec.get("workdir", tmp), env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve().parent / "bench_worker.py"), str(spec_path), str(out_path)],
+            cwd=spec.get("workdir", tmp),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     if proc.returncode != 0:
         tail = (tmp / "output.log").read_text()[-3000:]
         raise RuntimeError(f"worker {spec['contender']}/{spec['task']} failed (exit {proc.returncode}):\n{tail}")
     result = json.loads(out_path.read_text())
     result["process_wall"] = time.perf_counter() - t.wall
-    log(f"  {spec['name']:<28} {result['process_wall']:7.1f} s   rss {result['rss_mb']:6.0f} MB   load {result['load_start']} -> {result['load_end']}")
+    log(
+        f"  {spec['name']:<28} {result['process_wall']:7.1f} s   rss {result['rss_mb']:6.0f} MB   load {result['load_start']} -> {result['load_end']}"
+    )
     return result
 
 
 def wait_for_quiet(limit: float, max_wait: float, log) -> list[float]:
     waited = 0.0
     while os.getloadavg()[0] > limit and waited < max_wait:
-        log(f"load average {_load()} > {limit}: waiting 60 s ({waited/60:.0f}/{max_wait/60:.0f} min)")
+        log(f"load average {_load()} > {limit}: waiting 60 s ({waited / 60:.0f}/{max_wait / 60:.0f} min)")
         time.sleep(60)
         waited += 60
     return _load()
@@ -76,28 +90,79 @@ def wait_for_quiet(limit: float, max_wait: float, log) -> list[float]:
 
 def plan(args) -> list[dict]:
     """The measurements of one repeat, in run order (the prefalign pipeline first: the DPO-only runs reuse its reference)."""
-    base = {"threads": args.threads, "source": "synthetic" if args.quick else "mnist",
-            "synthetic_size": [600, 200], "val_size": 100 if args.quick else 5000, "sft_epochs": 2, "dpo_epochs": 5,
-            "dpo_only_batches": None if args.quick else args.dpo_only_batches}
+    base = {
+        "threads": args.threads,
+        "source": "synthetic" if args.quick else "mnist",
+        "synthetic_size": [600, 200],
+        "val_size": 100 if args.quick else 5000,
+        "sft_epochs": 2,
+        "dpo_epochs": 5,
+        "dpo_only_batches": None if args.quick else args.dpo_only_batches,
+    }
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     if args.quick:  # a smoke test: figures (matplotlib, ~1 s per call) would dominate the tiny runs
         base["extra_args"] = ["--model.log_figures=false"]
     specs = []
     for p in precisions:
-        specs.append({**base, "name": f"prefalign pipeline {p}", "contender": "prefalign", "task": "pipeline", "precision": p})
-    specs.append({**base, "name": "notebook pipeline fp32", "contender": "notebook", "task": "pipeline", "precision": "fp32"})
+        specs.append(
+            {**base, "name": f"prefalign pipeline {p}", "contender": "prefalign", "task": "pipeline", "precision": p}
+        )
+    specs.append(
+        {**base, "name": "notebook pipeline fp32", "contender": "notebook", "task": "pipeline", "precision": "fp32"}
+    )
     for p in precisions:
-        short = {} if (args.quick or args.full_plain) else {"sft_epochs": 1, "dpo_epochs": 2, "short": True}  # ~25 min budget
-        specs.append({**base, "name": f"plain pipeline {p}", "contender": "plain", "task": "pipeline", "precision": p,
-                      "mallopt": not args.plain_default_malloc, **short})
+        short = (
+            {} if (args.quick or args.full_plain) else {"sft_epochs": 1, "dpo_epochs": 2, "short": True}
+        )  # ~25 min budget
+        specs.append(
+            {
+                **base,
+                "name": f"plain pipeline {p}",
+                "contender": "plain",
+                "task": "pipeline",
+                "precision": p,
+                "mallopt": not args.plain_default_malloc,
+                **short,
+            }
+        )
     for p in precisions:
-        specs.append({**base, "name": f"prefalign dpo recompute {p}", "contender": "prefalign", "task": "dpo_recompute",
-                      "precision": p, "recompute": True, "dpo_epochs": args.dpo_only_epochs})
+        specs.append(
+            {
+                **base,
+                "name": f"prefalign dpo recompute {p}",
+                "contender": "prefalign",
+                "task": "dpo_recompute",
+                "precision": p,
+                "recompute": True,
+                "dpo_epochs": args.dpo_only_epochs,
+            }
+        )
     for p in precisions if args.compile else []:
-        specs.append({**base, "name": f"prefalign dpo eager {p}", "contender": "prefalign", "task": "dpo_eager",
-                      "precision": p, "recompute": False, "dpo_epochs": args.dpo_only_epochs + 1, "drop_first_epoch": True})
-        specs.append({**base, "name": f"prefalign dpo compile {p}", "contender": "prefalign", "task": "dpo_compile",
-                      "precision": p, "recompute": False, "compile": True, "dpo_epochs": args.dpo_only_epochs + 1, "drop_first_epoch": True})
+        specs.append(
+            {
+                **base,
+                "name": f"prefalign dpo eager {p}",
+                "contender": "prefalign",
+                "task": "dpo_eager",
+                "precision": p,
+                "recompute": False,
+                "dpo_epochs": args.dpo_only_epochs + 1,
+                "drop_first_epoch": True,
+            }
+        )
+        specs.append(
+            {
+                **base,
+                "name": f"prefalign dpo compile {p}",
+                "contender": "prefalign",
+                "task": "dpo_compile",
+                "precision": p,
+                "recompute": False,
+                "compile": True,
+                "dpo_epochs": args.dpo_only_epochs + 1,
+                "drop_first_epoch": True,
+            }
+        )
     if args.only:
         specs = [s for s in specs if any(word in s["name"] for word in args.only)]
     return specs
@@ -106,24 +171,64 @@ def plan(args) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="synthetic data (600/200 images), 1 repeat: a smoke test")
-    ap.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (default 3; 1 with --quick)")
-    ap.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None, help="default both (fp32 with --quick)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="repeats of every measurement (default 3; 1 with --quick)"
+    )
+    ap.add_argument(
+        "--precision", choices=["fp32", "bf16", "both"], default=None, help="default both (fp32 with --quick)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads for every contender (default 1)")
-    ap.add_argument("--dpo-only-epochs", type=int, default=1, help="epochs of the recompute-reference (and compile) DPO runs")
-    ap.add_argument("--dpo-only-batches", type=int, default=150, help="training batches per epoch of those runs (full mode; 0 = all)")
-    ap.add_argument("--full-plain", action="store_true", help="run the plain loop's full pipeline too (default in full mode: "
-                    "1 SFT + 2 DPO epochs, for the epoch rows; saves ~4 min per repeat)")
-    ap.add_argument("--plain-default-malloc", action="store_true", help="run the plain loop with glibc's default malloc "
-                    "thresholds (by default it gets the same ones prefalign's CLI sets, so 'vs plain' measures the framework)")
-    ap.add_argument("--compile", action="store_true", help="also time DPO runs with model.compile=true (compilation excluded from the epoch time)")
-    ap.add_argument("--reference", help="reference weights + --pairs cache dir for the DPO-only runs (default: this repeat's prefalign pipeline's)")
+    ap.add_argument(
+        "--dpo-only-epochs", type=int, default=1, help="epochs of the recompute-reference (and compile) DPO runs"
+    )
+    ap.add_argument(
+        "--dpo-only-batches",
+        type=int,
+        default=150,
+        help="training batches per epoch of those runs (full mode; 0 = all)",
+    )
+    ap.add_argument(
+        "--full-plain",
+        action="store_true",
+        help="run the plain loop's full pipeline too (default in full mode: "
+        "1 SFT + 2 DPO epochs, for the epoch rows; saves ~4 min per repeat)",
+    )
+    ap.add_argument(
+        "--plain-default-malloc",
+        action="store_true",
+        help="run the plain loop with glibc's default malloc "
+        "thresholds (by default it gets the same ones prefalign's CLI sets, so 'vs plain' measures the framework)",
+    )
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time DPO runs with model.compile=true (compilation excluded from the epoch time)",
+    )
+    ap.add_argument(
+        "--reference",
+        help="reference weights + --pairs cache dir for the DPO-only runs (default: this repeat's prefalign pipeline's)",
+    )
     ap.add_argument("--pairs", help="mined-pairs cache folder matching --reference")
     ap.add_argument("--out", default=str(REPO / "benchmarks"), help="folder for latest.json / latest.md")
-    ap.add_argument("--wait-load", type=float, default=None, help="wait until the 1-min load average is below this (default 1.5; off with --quick)")
-    ap.add_argument("--max-wait", type=float, default=1200, help="give up waiting for a quiet machine after this many seconds")
-    ap.add_argument("--only", nargs="+", help="run only the measurements whose name contains one of these words (development)")
-    ap.add_argument("--merge", nargs=2, metavar=("BASE_JSON", "OVERRIDE_JSON"), help="write a report from BASE's raw results "
-                    "with every measurement that OVERRIDE also has taken from OVERRIDE (e.g. a re-run of one contender)")
+    ap.add_argument(
+        "--wait-load",
+        type=float,
+        default=None,
+        help="wait until the 1-min load average is below this (default 1.5; off with --quick)",
+    )
+    ap.add_argument(
+        "--max-wait", type=float, default=1200, help="give up waiting for a quiet machine after this many seconds"
+    )
+    ap.add_argument(
+        "--only", nargs="+", help="run only the measurements whose name contains one of these words (development)"
+    )
+    ap.add_argument(
+        "--merge",
+        nargs=2,
+        metavar=("BASE_JSON", "OVERRIDE_JSON"),
+        help="write a report from BASE's raw results "
+        "with every measurement that OVERRIDE also has taken from OVERRIDE (e.g. a re-run of one contender)",
+    )
     args = ap.parse_args(argv)
     if args.merge:
         return merge_reports(*args.merge, Path(args.out))
@@ -135,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     if wait:
         wait_for_quiet(wait, args.max_wait, log)
     load_start, t0 = _load(), time.perf_counter()
-    log(f"bench: {'quick' if args.quick else 'full'}, {args.repeats} repeat(s), precision {args.precision}, {args.threads} thread(s); load {load_start}")
+    log(
+        f"bench: {'quick' if args.quick else 'full'}, {args.repeats} repeat(s), precision {args.precision}, {args.threads} thread(s); load {load_start}"
+    )
     scratch = Path(tempfile.mkdtemp(prefix="prefalign-bench-"))
     results = []
     try:
@@ -157,11 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     s = summarise(results)
     rows, pipes = build_rows(s, precisions)
-    report = {"command": command, "quick": args.quick,
-              "plain_default_malloc": args.plain_default_malloc, "plain_short": not (args.quick or args.full_plain),
-              "dpo_only_batches": None if args.quick else args.dpo_only_batches, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "machine": machine_info(args.threads), "repeats": args.repeats, "load_start": load_start, "load_end": _load(),
-              "bench_seconds": time.perf_counter() - t0, "rows": rows, "pipelines": pipes, "summary": s, "raw": results}
+    report = {
+        "command": command,
+        "quick": args.quick,
+        "plain_default_malloc": args.plain_default_malloc,
+        "plain_short": not (args.quick or args.full_plain),
+        "dpo_only_batches": None if args.quick else args.dpo_only_batches,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine_info(args.threads),
+        "repeats": args.repeats,
+        "load_start": load_start,
+        "load_end": _load(),
+        "bench_seconds": time.perf_counter() - t0,
+        "rows": rows,
+        "pipelines": pipes,
+        "summary": s,
+        "raw": results,
+    }
     report["targets"] = targets(rows, pipes, precisions)
     return write_report(report, Path(args.out))
 

@@ -59,11 +59,27 @@ def worker_prefalign(steps: int, warmup: int, out: str, config: str = "configs/l
 
     sys.modules["bench_lm_timer"] = type(sys)("bench_lm_timer")
     sys.modules["bench_lm_timer"].Timer = Timer
-    code = main(["fit", "--config", str(REPO / config), "--wandb=false", "--trainer.max_epochs=1",
-                 f"--data.init_args.steps_per_epoch={steps + warmup}", "--trainer.limit_val_batches=0", "--test_after_fit=false",
-                 "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",
-                 "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]", "--model.export_path=null",
-                 "--trainer.callbacks+=bench_lm_timer.Timer", f"--trainer.callbacks.warmup={warmup}", f"--trainer.callbacks.out={out}"])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(REPO / config),
+            "--wandb=false",
+            "--trainer.max_epochs=1",
+            f"--data.init_args.steps_per_epoch={steps + warmup}",
+            "--trainer.limit_val_batches=0",
+            "--test_after_fit=false",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--trainer.logger=false",
+            "--trainer.enable_checkpointing=false",
+            "--trainer.callbacks=[]",
+            "--model.export_path=null",
+            "--trainer.callbacks+=bench_lm_timer.Timer",
+            f"--trainer.callbacks.warmup={warmup}",
+            f"--trainer.callbacks.out={out}",
+        ]
+    )
     if code:
         raise SystemExit(code)
 
@@ -72,16 +88,18 @@ def parameter_counts() -> dict[str, int]:
     """Parameters of the char model and of the same model with GPT-2's vocabulary (the embedding and output layer grow)."""
     from prefalign.models import TinyTransformer
 
-    return {"char": sum(p.numel() for p in TinyTransformer().parameters()),
-            "bpe": sum(p.numel() for p in TinyTransformer(vocab_size=BPE_VOCAB).parameters())}
+    return {
+        "char": sum(p.numel() for p in TinyTransformer().parameters()),
+        "bpe": sum(p.numel() for p in TinyTransformer(vocab_size=BPE_VOCAB).parameters()),
+    }
 
 
 def worker_plain(steps: int, warmup: int, out: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from prefalign.data.text.shakespeare import load_shakespeare
     from prefalign.data.text import CharTokenizer
+    from prefalign.data.text.shakespeare import load_shakespeare
     from prefalign.models import TinyTransformer
 
     text = load_shakespeare()
@@ -129,10 +147,25 @@ def worker_rollout(repeats: int, out: str, prompts: int = 64) -> None:
 
 def run(kind: str, args, tmp: Path) -> dict:
     out = tmp / f"{kind}-{time.monotonic_ns()}.json"
-    cmd = [sys.executable, __file__, "--_worker", kind, str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--bpe-steps", str(args.bpe_steps)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "scripts"), str(REPO), os.environ.get("PYTHONPATH", "")]),
-               PREFALIGN_WANDB="0", PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_worker",
+        kind,
+        str(out),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--bpe-steps",
+        str(args.bpe_steps),
+    ]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO / "scripts"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        PREFALIGN_WANDB="0",
+        PYTHONWARNINGS="ignore",
+    )
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"bench_lm: {kind} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
@@ -144,23 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--bpe-steps", type=int, default=20, help="timed steps of the GPT-2 BPE run, once per repeat (0: skip)")
+    p.add_argument(
+        "--bpe-steps", type=int, default=20, help="timed steps of the GPT-2 BPE run, once per repeat (0: skip)"
+    )
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/performance.md")
     p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._worker:
         kind, out = a._worker
-        {"prefalign": lambda: worker_prefalign(a.steps, a.warmup, out), "plain": lambda: worker_plain(a.steps, a.warmup, out),
-         "bpe": lambda: worker_prefalign(a.bpe_steps, min(a.warmup, 3), out, "configs/lm_pretrain_bpe.yaml"),
-         "rollout": lambda: worker_rollout(5, out)}[kind]()
+        {
+            "prefalign": lambda: worker_prefalign(a.steps, a.warmup, out),
+            "plain": lambda: worker_plain(a.steps, a.warmup, out),
+            "bpe": lambda: worker_prefalign(a.bpe_steps, min(a.warmup, 3), out, "configs/lm_pretrain_bpe.yaml"),
+            "rollout": lambda: worker_rollout(5, out),
+        }[kind]()
         return 0
     import tempfile
-
 
     import torch
 
     machine = reporting.machine_info(torch.get_num_threads())
-    print(f"bench_lm on {machine['cpu']} ({machine['cores']} cores, torch {machine['torch']}, {machine['threads']} threads)", flush=True)
+    print(
+        f"bench_lm on {machine['cpu']} ({machine['cores']} cores, torch {machine['torch']}, {machine['threads']} threads)",
+        flush=True,
+    )
     results: dict[str, list[float]] = {"prefalign": [], "plain": [], "rollout": [], "bpe": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(a.repeats):
@@ -178,23 +218,31 @@ def main(argv: list[str] | None = None) -> int:
     params = parameter_counts()
     ratio = med["plain"] / med["prefalign"]
     words = sys.argv[1:] if argv is None else argv
-    text = (f"Measured by `python scripts/bench_lm.py{' ' + ' '.join(words) if words else ''}` on {time.strftime('%Y-%m-%d')} "
-            f"({machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads, torch {machine['torch']}; median of {a.repeats}, "
-            f"{a.steps} timed steps each after {a.warmup} untimed).\n\n"
-            "| LM training, fp32 | characters/s | time per step vs plain |\n|---|---:|---:|\n"
-            f"| plain PyTorch loop | {med['plain'] / 1e3:.1f}k | 1.00× |\n"
-            f"| prefalign `fit --config configs/lm_pretrain.yaml` | {med['prefalign'] / 1e3:.1f}k | {ratio:.2f}× |\n\n"
-            f"Rollouts (`LanguageFamily.rollout`, 64 prompts × 4 samples × 32 new characters, no KV cache): "
-            f"{med['rollout']:.0f} samples/s.")
+    text = (
+        f"Measured by `python scripts/bench_lm.py{' ' + ' '.join(words) if words else ''}` on {time.strftime('%Y-%m-%d')} "
+        f"({machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads, torch {machine['torch']}; median of {a.repeats}, "
+        f"{a.steps} timed steps each after {a.warmup} untimed).\n\n"
+        "| LM training, fp32 | characters/s | time per step vs plain |\n|---|---:|---:|\n"
+        f"| plain PyTorch loop | {med['plain'] / 1e3:.1f}k | 1.00× |\n"
+        f"| prefalign `fit --config configs/lm_pretrain.yaml` | {med['prefalign'] / 1e3:.1f}k | {ratio:.2f}× |\n\n"
+        f"Rollouts (`LanguageFamily.rollout`, 64 prompts × 4 samples × 32 new characters, no KV cache): "
+        f"{med['rollout']:.0f} samples/s."
+    )
     if "bpe" in med:
         char_step, bpe_step = BATCH * BLOCK / med["prefalign"], BPE_BATCH * BLOCK / med["bpe"]
-        text += (f"\n\nGPT-2 BPE (`fit --config configs/lm_pretrain_bpe.yaml`, batch {BPE_BATCH} × {BLOCK} tokens, {a.bpe_steps} timed steps): "
-                 f"{med['bpe'] / 1e3:.2f}k tokens/s, {bpe_step:.2f} s a step against {char_step:.2f} s for the char model's batch "
-                 f"{BATCH} × {BLOCK}; {params['bpe'] / 1e6:.1f}M parameters against {params['char'] / 1e6:.1f}M (the embedding and "
-                 f"output layer grow to {BPE_VOCAB:,} rows).")
+        text += (
+            f"\n\nGPT-2 BPE (`fit --config configs/lm_pretrain_bpe.yaml`, batch {BPE_BATCH} × {BLOCK} tokens, {a.bpe_steps} timed steps): "
+            f"{med['bpe'] / 1e3:.2f}k tokens/s, {bpe_step:.2f} s a step against {char_step:.2f} s for the char model's batch "
+            f"{BATCH} × {BLOCK}; {params['bpe'] / 1e6:.1f}M parameters against {params['char'] / 1e6:.1f}M (the embedding and "
+            f"output layer grow to {BPE_VOCAB:,} rows)."
+        )
     out = REPO / "benchmarks"
     out.mkdir(exist_ok=True)
-    (out / "lm.json").write_text(json.dumps({"machine": machine, "results": results, "median": med, "ratio": ratio, "parameters": params}, indent=2))
+    (out / "lm.json").write_text(
+        json.dumps(
+            {"machine": machine, "results": results, "median": med, "ratio": ratio, "parameters": params}, indent=2
+        )
+    )
     (out / "lm.md").write_text(text + "\n")
     if not a.no_docs:
         reporting.write_block("benchlm", text, REPO)

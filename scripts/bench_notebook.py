@@ -27,7 +27,9 @@ def _notebook_data(spec: dict) -> dict:
         mod = importlib.util.module_from_spec(mod_spec)
         mod_spec.loader.exec_module(mod)  # torch only
         return {k: v.numpy() for k, v in mod.synthetic_digits(*spec["synthetic_size"], seed=0).items()}
-    root = os.environ.get("PREFALIGN_DATA_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prefalign" / "mnist")
+    root = os.environ.get("PREFALIGN_DATA_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prefalign" / "mnist"
+    )
     out = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = Path(root, f"{prefix}-images-idx3-ubyte").read_bytes()
@@ -35,7 +37,6 @@ def _notebook_data(spec: dict) -> dict:
         out[f"{split}_images"] = np.frombuffer(images, dtype=np.uint8, offset=16).reshape(-1, 28, 28)
         out[f"{split}_labels"] = np.frombuffer(labels, dtype=np.uint8, offset=8).astype(np.int64)
     return out
-
 
 
 def worker_notebook(spec: dict) -> dict:
@@ -57,7 +58,10 @@ def worker_notebook(spec: dict) -> dict:
 
     t = _Clock()
     raw = _notebook_data(spec)
-    (x_train, y_train), (x_test, y_test) = (raw["train_images"], raw["train_labels"]), (raw["test_images"], raw["test_labels"])
+    (x_train, y_train), (x_test, y_test) = (
+        (raw["train_images"], raw["train_labels"]),
+        (raw["test_images"], raw["test_labels"]),
+    )
     x_train = x_train.astype("float32") / 255.0
     x_test = x_test.astype("float32") / 255.0
     noise_factor = 0.5
@@ -98,7 +102,7 @@ def worker_notebook(spec: dict) -> dict:
         for epoch in range(epochs):
             t_epoch = _Clock()
             running_loss = 0.0
-            for inputs, labels in tqdm(loader, desc=f"Epoch {epoch+1}/{epochs}"):
+            for inputs, labels in tqdm(loader, desc=f"Epoch {epoch + 1}/{epochs}"):
                 inputs, labels = inputs.to(device), labels.to(device)
                 optimizer.zero_grad()
                 outputs = model(inputs)
@@ -106,7 +110,7 @@ def worker_notebook(spec: dict) -> dict:
                 loss.backward()
                 optimizer.step()
                 running_loss += loss.item()
-            print(f"Epoch {epoch+1} Loss: {running_loss/len(loader):.4f}")
+            print(f"Epoch {epoch + 1} Loss: {running_loss / len(loader):.4f}")
             _add(phases, "sft_epoch", t_epoch)
 
     train_model(ref_model, train_loader, epochs=spec["sft_epochs"])
@@ -158,7 +162,9 @@ def worker_notebook(spec: dict) -> dict:
         policy_rejected_log_prob = policy_log_probs.gather(1, y_rejected.unsqueeze(1)).squeeze()
         ref_chosen_log_prob = ref_log_probs.gather(1, y_chosen.unsqueeze(1)).squeeze()
         ref_rejected_log_prob = ref_log_probs.gather(1, y_rejected.unsqueeze(1)).squeeze()
-        logits = beta * ((policy_chosen_log_prob - ref_chosen_log_prob) - (policy_rejected_log_prob - ref_rejected_log_prob))
+        logits = beta * (
+            (policy_chosen_log_prob - ref_chosen_log_prob) - (policy_rejected_log_prob - ref_rejected_log_prob)
+        )
         return -F.logsigmoid(logits).mean()
 
     optimizer = optim.Adam(policy_model.parameters(), lr=0.001)
@@ -167,7 +173,7 @@ def worker_notebook(spec: dict) -> dict:
     for epoch in range(spec["dpo_epochs"]):
         t_epoch = _Clock()
         running_loss = 0.0
-        for inputs, y_c, y_r in tqdm(dpo_loader, desc=f"DPO Epoch {epoch+1}"):
+        for inputs, y_c, y_r in tqdm(dpo_loader, desc=f"DPO Epoch {epoch + 1}"):
             inputs, y_c, y_r = inputs.to(device), y_c.to(device), y_r.to(device)
             optimizer.zero_grad()
             policy_logits = policy_model(inputs)
@@ -177,7 +183,7 @@ def worker_notebook(spec: dict) -> dict:
             loss.backward()
             optimizer.step()
             running_loss += loss.item()
-        print(f"Epoch {epoch+1} DPO Loss: {running_loss/max(1, len(dpo_loader)):.4f}")
+        print(f"Epoch {epoch + 1} DPO Loss: {running_loss / max(1, len(dpo_loader)):.4f}")
         _add(phases, "dpo_epoch", t_epoch)
 
     # 6. Results
@@ -207,7 +213,14 @@ def worker_notebook(spec: dict) -> dict:
     # Not part of the notebook (untimed): clean test accuracy, for the accuracy columns.
     clean_loader = DataLoader(TensorDataset(x_test_tensor, y_test_tensor), batch_size=1000)
     return {
-        "wall": wall, "cpu": cpu, "phases": phases, "counts": counts,
-        "acc": {"policy_noisy": pol_noisy, "policy_clean": evaluate(policy_model, clean_loader),
-                "reference_noisy": ref_noisy, "reference_clean": evaluate(ref_model, clean_loader)},
+        "wall": wall,
+        "cpu": cpu,
+        "phases": phases,
+        "counts": counts,
+        "acc": {
+            "policy_noisy": pol_noisy,
+            "policy_clean": evaluate(policy_model, clean_loader),
+            "reference_noisy": ref_noisy,
+            "reference_clean": evaluate(ref_model, clean_loader),
+        },
     }

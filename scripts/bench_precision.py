@@ -49,7 +49,11 @@ def measure(batch: int, sample_batch: int, warmup: int, repeats: int) -> dict[st
         model = ConditionalUNet()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x, t, c = torch.randn(batch, 1, 28, 28), torch.randint(0, 1000, (batch,)), torch.randint(0, 10, (batch,))
-        xs, ts, cs = torch.randn(sample_batch, 1, 28, 28), torch.randint(0, 1000, (sample_batch,)), torch.randint(0, 10, (sample_batch,))
+        xs, ts, cs = (
+            torch.randn(sample_batch, 1, 28, 28),
+            torch.randint(0, 1000, (sample_batch,)),
+            torch.randint(0, 10, (sample_batch,)),
+        )
 
         def train_step() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -63,7 +67,10 @@ def measure(batch: int, sample_batch: int, warmup: int, repeats: int) -> dict[st
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 model(xs, ts, cs)
 
-        results[name] = {"train_step_s": _timed(train_step, warmup, repeats), "forward_s": _timed(forward, warmup, repeats)}
+        results[name] = {
+            "train_step_s": _timed(train_step, warmup, repeats),
+            "forward_s": _timed(forward, warmup, repeats),
+        }
     return results
 
 
@@ -106,12 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     machine = {**reporting.machine_info(args.threads), "bf16_kernels": cpu_has_bf16_kernels()}
     results = measure(args.batch, args.sample_batch, args.warmup, args.repeats)
     ran, _ = resolve_precision("bf16-mixed", "cpu", fallback=True)
-    fallback = "bf16-mixed (this CPU has bf16 kernels)" if ran == "bf16-mixed" else f"{ran} (no bf16 kernels; `--bf16_fallback=false` keeps bf16)"
+    fallback = (
+        "bf16-mixed (this CPU has bf16 kernels)"
+        if ran == "bf16-mixed"
+        else f"{ran} (no bf16 kernels; `--bf16_fallback=false` keeps bf16)"
+    )
     text = report(args, results, machine, fallback)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "precision.json").write_text(json.dumps({"machine": machine, "results": results, "bf16_recipe_runs": ran,
-                                                         "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+    (args.out / "precision.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "results": results,
+                "bf16_recipe_runs": ran,
+                "args": {k: str(v) for k, v in vars(args).items()},
+            },
+            indent=2,
+        )
+    )
     (args.out / "precision.md").write_text(text + "\n")
     if not args.no_docs:
         reporting.write_block("benchprecision", text, REPO)

@@ -95,7 +95,9 @@ def worker_plain(spec: dict) -> dict:
             _add(phases, spec["_phase"], t)
 
     t = _Clock()
-    dm = NoisyMNISTDataModule(source=spec["source"], synthetic_size=tuple(spec["synthetic_size"]), val_size=spec["val_size"])
+    dm = NoisyMNISTDataModule(
+        source=spec["source"], synthetic_size=tuple(spec["synthetic_size"]), val_size=spec["val_size"]
+    )
     dm.setup("fit")
     train = dm.splits["train"]
     _add(phases, "data", t)
@@ -118,7 +120,12 @@ def worker_plain(spec: dict) -> dict:
     reference = model.eval().requires_grad_(False)
     logps = full_log_probs(reference, train["x_noisy"])
     rows = torch.nonzero(logps.argmax(1) != train["y"]).squeeze(1)
-    pairs = {"x": train["x_noisy"][rows], "chosen": train["y"][rows], "rejected": logps.argmax(1)[rows], "ref": logps[rows]}
+    pairs = {
+        "x": train["x_noisy"][rows],
+        "chosen": train["y"][rows],
+        "rejected": logps.argmax(1)[rows],
+        "ref": logps[rows],
+    }
     _add(phases, "mine", t)
     counts["mine_samples"] = len(train["y"])
     counts["pairs"] = len(rows)
@@ -131,7 +138,8 @@ def worker_plain(spec: dict) -> dict:
         lp = log_probs(policy, b["x"])
         ref = b["ref"]
         h = (lp.gather(1, b["chosen"][:, None]) - ref.gather(1, b["chosen"][:, None])) - (
-            lp.gather(1, b["rejected"][:, None]) - ref.gather(1, b["rejected"][:, None]))
+            lp.gather(1, b["rejected"][:, None]) - ref.gather(1, b["rejected"][:, None])
+        )
         loss = -F.logsigmoid(beta * h).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,7 +154,9 @@ def worker_plain(spec: dict) -> dict:
     acc = {}
     with torch.no_grad():
         for view in ("noisy", "clean"):
-            acc[f"policy_{view}"] = (full_log_probs(policy, test[f"x_{view}"]).argmax(1) == test["y"]).float().mean().item()
+            acc[f"policy_{view}"] = (
+                (full_log_probs(policy, test[f"x_{view}"]).argmax(1) == test["y"]).float().mean().item()
+            )
     _add(phases, "test", t)
     wall, cpu = time.perf_counter() - T_START, time.process_time()
     return {"wall": wall, "cpu": cpu, "phases": phases, "counts": counts, "acc": acc}
@@ -241,10 +251,18 @@ def worker_prefalign(spec: dict) -> dict:
     _install_timers(record)
     work = Path(spec["workdir"])
     ref, pairs = str(work / "ref.pt"), str(work / "pairs")
-    common = ["--trainer.enable_progress_bar=false", f"--data.init_args.source={spec['source']}",
-              f"--data.init_args.synthetic_size={json.dumps(spec['synthetic_size'])}", f"--data.init_args.val_size={spec['val_size']}"]
+    common = [
+        "--trainer.enable_progress_bar=false",
+        f"--data.init_args.source={spec['source']}",
+        f"--data.init_args.synthetic_size={json.dumps(spec['synthetic_size'])}",
+        f"--data.init_args.val_size={spec['val_size']}",
+    ]
     # --bf16_fallback=false: a bf16 row measures bf16, also on a CPU without bf16 kernels (where it is slow).
-    overlays = ["--config", str(REPO / "configs/trainer/bf16.yaml"), "--bf16_fallback=false"] if spec["precision"] == "bf16" else []
+    overlays = (
+        ["--config", str(REPO / "configs/trainer/bf16.yaml"), "--bf16_fallback=false"]
+        if spec["precision"] == "bf16"
+        else []
+    )
     overlays += ["--config", str(REPO / "configs/trainer/compile.yaml")] if spec.get("compile") else []
     overlays += spec.get("extra_args", [])
     overlays += ["--wandb=false"]  # the CSV logger only, as the plain loop logs nothing to a service
@@ -256,15 +274,50 @@ def worker_prefalign(spec: dict) -> dict:
     if spec["task"] == "pipeline":
         # Exactly what `fit --config configs/seed_dpo.yaml` does when the reference is missing (cli._ensure_reference),
         # as two explicit CLI calls so that the precision overlay applies to the reference recipe as well.
-        run(["fit", "--config", str(REPO / "configs/sft.yaml"), *overlays, f"--model.export_path={ref}",
-                  "--test_after_fit=false", "--seed_everything=0", *common])
-        run(["fit", "--config", str(REPO / "configs/seed_dpo.yaml"), *overlays, f"--model.reference_ckpt={ref}",
-                  f"--data.init_args.cache_dir={pairs}", f"--reference_recipe={REPO / 'configs/sft.yaml'}", *common])
+        run(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/sft.yaml"),
+                *overlays,
+                f"--model.export_path={ref}",
+                "--test_after_fit=false",
+                "--seed_everything=0",
+                *common,
+            ]
+        )
+        run(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/seed_dpo.yaml"),
+                *overlays,
+                f"--model.reference_ckpt={ref}",
+                f"--data.init_args.cache_dir={pairs}",
+                f"--reference_recipe={REPO / 'configs/sft.yaml'}",
+                *common,
+            ]
+        )
     else:  # dpo epochs only, on the reference and pairs of an earlier pipeline run
-        run(["fit", "--config", str(REPO / "configs/seed_dpo.yaml"), *overlays, f"--model.reference_ckpt={spec['reference']}",
-                  f"--data.init_args.cache_dir={spec['pairs']}", f"--trainer.max_epochs={spec['dpo_epochs']}", "--test_after_fit=false",
-                  *([f"--trainer.limit_train_batches={spec['dpo_only_batches']}"] if spec.get("dpo_only_batches") else []),
-                  f"--model.recompute_reference={str(spec['recompute']).lower()}", *common])
+        run(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/seed_dpo.yaml"),
+                *overlays,
+                f"--model.reference_ckpt={spec['reference']}",
+                f"--data.init_args.cache_dir={spec['pairs']}",
+                f"--trainer.max_epochs={spec['dpo_epochs']}",
+                "--test_after_fit=false",
+                *(
+                    [f"--trainer.limit_train_batches={spec['dpo_only_batches']}"]
+                    if spec.get("dpo_only_batches")
+                    else []
+                ),
+                f"--model.recompute_reference={str(spec['recompute']).lower()}",
+                *common,
+            ]
+        )
     wall, cpu = time.perf_counter() - T_START, time.process_time()
     phases = dict(record["phases"])
     counts: dict = {}
@@ -273,7 +326,12 @@ def worker_prefalign(spec: dict) -> dict:
         if kind is None:
             continue
         skip = 1 if spec.get("drop_first_epoch") else 0  # compile runs: the first epoch includes compilation
-        for name, key in (("train", f"{kind}_epoch"), ("epoch", f"{kind}_epoch_with_val"), ("val", "val"), ("test", "test")):
+        for name, key in (
+            ("train", f"{kind}_epoch"),
+            ("epoch", f"{kind}_epoch_with_val"),
+            ("val", "val"),
+            ("test", "test"),
+        ):
             for suffix in ("", "@cpu"):
                 values = run["phases"].get(name + suffix, [])
                 phases.setdefault(key + suffix, []).extend(values[skip:] if name in ("train", "epoch") else values)
@@ -288,8 +346,12 @@ def worker_prefalign(spec: dict) -> dict:
     results = sorted(work.glob("runs/seed_dpo/*/results_test.json"))
     if results:
         m = json.loads(results[-1].read_text())["metrics"]
-        acc = {"policy_noisy": m.get("test/acc_noisy"), "policy_clean": m.get("test/acc_clean"),
-               "reference_noisy": m.get("test/reference/acc_noisy"), "reference_clean": m.get("test/reference/acc_clean")}
+        acc = {
+            "policy_noisy": m.get("test/acc_noisy"),
+            "policy_clean": m.get("test/acc_clean"),
+            "reference_noisy": m.get("test/reference/acc_noisy"),
+            "reference_clean": m.get("test/reference/acc_clean"),
+        }
     return {"wall": wall, "cpu": cpu, "phases": phases, "counts": counts, "acc": acc}
 
 
@@ -307,5 +369,7 @@ def worker_main(spec_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("bench_worker", sys.modules["__main__"])  # bench_notebook's import sees this module, one T_START
+    sys.modules.setdefault(
+        "bench_worker", sys.modules["__main__"]
+    )  # bench_notebook's import sees this module, one T_START
     worker_main(*sys.argv[1:3])

@@ -39,21 +39,41 @@ def objective(class_path: str, **init_args) -> list[str]:
 
 
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "seed_dpo": ("the DPO-on-noisy-MNIST notebook's recipe: DPO β=0.1 on the reference's mistakes (fixed noise)", ["--config", str(CFG / "seed_dpo.yaml")]),
-    "sft_noisy": ("supervised fine-tuning on noisy images (ceiling to beat)", ["--config", str(CFG / "sft_noisy.yaml")]),
-    "sft_both": ("supervised fine-tuning on noisy + clean images", ["--config", str(CFG / "sft_noisy.yaml"), "--data.init_args.train_on=both"]),
+    "seed_dpo": (
+        "the DPO-on-noisy-MNIST notebook's recipe: DPO β=0.1 on the reference's mistakes (fixed noise)",
+        ["--config", str(CFG / "seed_dpo.yaml")],
+    ),
+    "sft_noisy": (
+        "supervised fine-tuning on noisy images (ceiling to beat)",
+        ["--config", str(CFG / "sft_noisy.yaml")],
+    ),
+    "sft_both": (
+        "supervised fine-tuning on noisy + clean images",
+        ["--config", str(CFG / "sft_noisy.yaml"), "--data.init_args.train_on=both"],
+    ),
     "dpo": ("DPO (sigmoid) β=0.1", PAIRS + objective("prefalign.objectives.DPO", beta=0.1)),
-    "cdpo": ("conservative DPO, label smoothing 0.1", PAIRS + objective("prefalign.objectives.DPO", beta=0.1, label_smoothing=0.1)),
-    "robust_dpo": ("robust DPO, ε=0.1", PAIRS + objective("prefalign.objectives.RobustDPO", beta=0.1, label_smoothing=0.1)),
+    "cdpo": (
+        "conservative DPO, label smoothing 0.1",
+        PAIRS + objective("prefalign.objectives.DPO", beta=0.1, label_smoothing=0.1),
+    ),
+    "robust_dpo": (
+        "robust DPO, ε=0.1",
+        PAIRS + objective("prefalign.objectives.RobustDPO", beta=0.1, label_smoothing=0.1),
+    ),
     "ipo": ("IPO τ=0.1", PAIRS + objective("prefalign.objectives.IPO", tau=0.1)),
     "hinge": ("hinge (SLiC) β=0.1", PAIRS + objective("prefalign.objectives.Hinge", beta=0.1)),
     "rpo": ("RPO: DPO + NLL (configs/dpo.yaml)", PAIRS),
-    "simpo": ("SimPO β=2, γ=0.5 (reference-free)", PAIRS + objective("prefalign.objectives.SimPO", beta=2.0, gamma=0.5)),
+    "simpo": (
+        "SimPO β=2, γ=0.5 (reference-free)",
+        PAIRS + objective("prefalign.objectives.SimPO", beta=2.0, gamma=0.5),
+    ),
     "kto": ("KTO β=0.1", PAIRS + objective("prefalign.objectives.KTO", beta=0.1)),
     "orpo": ("ORPO λ=0.1 (reference-free)", PAIRS + objective("prefalign.objectives.ORPO", lam=0.1)),
     "ppo": ("PPO-lite (GRPO-style, k=8, correct-label reward)", ["--config", str(CFG / "ppo.yaml")]),
-    "rpo_iterative": ("RPO, pairs re-mined by the current policy after every epoch (iterative DPO)",
-                      PAIRS + ["--trainer.callbacks+=prefalign.callbacks.IterativeMining", "--trainer.callbacks.every_n_epochs=1"]),
+    "rpo_iterative": (
+        "RPO, pairs re-mined by the current policy after every epoch (iterative DPO)",
+        PAIRS + ["--trainer.callbacks+=prefalign.callbacks.IterativeMining", "--trainer.callbacks.every_n_epochs=1"],
+    ),
     "exo": ("EXO β=0.1, ε=1e-3", PAIRS + objective("prefalign.objectives.EXO", beta=0.1, label_smoothing=0.001)),
     "nca": ("NCA β=0.1", PAIRS + objective("prefalign.objectives.NCA", beta=0.1)),
     "bco": ("BCO β=0.1 (running reward shift)", PAIRS + objective("prefalign.objectives.BCO", beta=0.1)),
@@ -64,37 +84,88 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "apo_down": ("APO-down β=0.1", PAIRS + objective("prefalign.objectives.APODown", beta=0.1)),
     "discopop": ("DiscoPOP β=0.1, τ=0.05", PAIRS + objective("prefalign.objectives.DiscoPOP", beta=0.1, tau=0.05)),
     "cpo": ("CPO β=0.1, α=1 (reference-free)", PAIRS + objective("prefalign.objectives.CPO", beta=0.1, alpha=1.0)),
-    "dpo_js": ("f-DPO, Jensen–Shannon, β=0.1", PAIRS + ["--model.objective=prefalign.objectives.FDivergence",
-                "--model.objective.init_args.objective=prefalign.objectives.DPO", "--model.objective.init_args.divergence=js_divergence"]),
-    "dpo_wpo": ("WPO-weighted DPO β=0.1", PAIRS + ["--model.objective=prefalign.objectives.WPO",
-                 "--model.objective.init_args.objective=prefalign.objectives.DPO"]),
-    "dpo_reference_free": ("DPO β=0.1, reference-free", PAIRS + ["--model.objective=prefalign.objectives.ReferenceFree",
-                            "--model.objective.init_args.objective=prefalign.objectives.DPO"]),
-    "mpo": ("weighted sum: 0.8·RPO + 0.2·BCO (MPO style)", PAIRS + ["--model.objective=prefalign.objectives.WeightedSum",
-             '--model.objective.init_args.objectives=[{"class_path": "prefalign.objectives.RPO"}, {"class_path": "prefalign.objectives.BCO"}]',
-             "--model.objective.init_args.weights=[0.8, 0.2]"]),
-    "tr_dpo": ("TR-DPO: RPO, reference ← 0.6·policy + 0.4·reference every 512 steps",
-               PAIRS + ["--trainer.callbacks+=prefalign.callbacks.ReferenceUpdate", "--trainer.callbacks.alpha=0.6", "--trainer.callbacks.every_n_steps=512"]),
-    "kto_unpaired": ("KTO β=0.1 on unpaired responses", PAIRS + objective("prefalign.objectives.KTO", beta=0.1) + ["--data.init_args.unpaired=true"]),
+    "dpo_js": (
+        "f-DPO, Jensen–Shannon, β=0.1",
+        PAIRS
+        + [
+            "--model.objective=prefalign.objectives.FDivergence",
+            "--model.objective.init_args.objective=prefalign.objectives.DPO",
+            "--model.objective.init_args.divergence=js_divergence",
+        ],
+    ),
+    "dpo_wpo": (
+        "WPO-weighted DPO β=0.1",
+        PAIRS
+        + [
+            "--model.objective=prefalign.objectives.WPO",
+            "--model.objective.init_args.objective=prefalign.objectives.DPO",
+        ],
+    ),
+    "dpo_reference_free": (
+        "DPO β=0.1, reference-free",
+        PAIRS
+        + [
+            "--model.objective=prefalign.objectives.ReferenceFree",
+            "--model.objective.init_args.objective=prefalign.objectives.DPO",
+        ],
+    ),
+    "mpo": (
+        "weighted sum: 0.8·RPO + 0.2·BCO (MPO style)",
+        PAIRS
+        + [
+            "--model.objective=prefalign.objectives.WeightedSum",
+            '--model.objective.init_args.objectives=[{"class_path": "prefalign.objectives.RPO"}, {"class_path": "prefalign.objectives.BCO"}]',
+            "--model.objective.init_args.weights=[0.8, 0.2]",
+        ],
+    ),
+    "tr_dpo": (
+        "TR-DPO: RPO, reference ← 0.6·policy + 0.4·reference every 512 steps",
+        PAIRS
+        + [
+            "--trainer.callbacks+=prefalign.callbacks.ReferenceUpdate",
+            "--trainer.callbacks.alpha=0.6",
+            "--trainer.callbacks.every_n_steps=512",
+        ],
+    ),
+    "kto_unpaired": (
+        "KTO β=0.1 on unpaired responses",
+        PAIRS + objective("prefalign.objectives.KTO", beta=0.1) + ["--data.init_args.unpaired=true"],
+    ),
 }
 
 QUICK = [
-    "--data.init_args.source=synthetic", "--data.init_args.synthetic_size=[600, 200]", "--data.init_args.val_size=100",
-    "--trainer.max_epochs=1", "--model.backbone.channels=4",
+    "--data.init_args.source=synthetic",
+    "--data.init_args.synthetic_size=[600, 200]",
+    "--data.init_args.val_size=100",
+    "--trainer.max_epochs=1",
+    "--model.backbone.channels=4",
 ]
 
 
 def run_row(name: str, args: list[str], out_root: Path, extra: list[str], env: dict) -> dict:
-    cmd = [sys.executable, "-m", "prefalign", "fit", *args, *extra, "--wandb=false",
-           f"--trainer.logger.init_args.save_dir={out_root}", f"--trainer.logger.init_args.name={name}",
-           "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefalign",
+        "fit",
+        *args,
+        *extra,
+        "--wandb=false",
+        f"--trainer.logger.init_args.save_dir={out_root}",
+        f"--trainer.logger.init_args.name={name}",
+        "--trainer.logger.init_args.version=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     run_dir = out_root / name / "version_0"
     (out_root / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise RuntimeError(f"row {name} failed (exit {proc.returncode}); see {out_root / (name + '.log')}:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"row {name} failed (exit {proc.returncode}); see {out_root / (name + '.log')}:\n{proc.stderr[-2000:]}"
+        )
     metrics = json.loads((run_dir / "results_test.json").read_text())["metrics"]
     train_logps = {}
     with open(run_dir / "metrics.csv") as f:
@@ -109,10 +180,13 @@ def run_row(name: str, args: list[str], out_root: Path, extra: list[str], env: d
 
 
 def table(results: list[dict], reference: dict, header: str) -> str:
-    lines = [header, "",
-             "| run | noisy acc | clean acc | KL(π‖ref) noisy | changed vs ref (noisy) | logπ(chosen) at end | wall (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|",
-             f"| reference (SFT on clean, 2 epochs) | {reference['noisy']:.4f} | {reference['clean']:.4f} | 0 | 0 | — | — |"]
+    lines = [
+        header,
+        "",
+        "| run | noisy acc | clean acc | KL(π‖ref) noisy | changed vs ref (noisy) | logπ(chosen) at end | wall (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| reference (SFT on clean, 2 epochs) | {reference['noisy']:.4f} | {reference['clean']:.4f} | 0 | 0 | — | — |",
+    ]
     for r in results:
         desc = ROWS[r["name"]][0]
         logp = r.get("train/logps/chosen")
@@ -141,13 +215,21 @@ def plot(results: list[dict], reference: dict, path: Path) -> None:
             ax.text(max(v, low), i, f" {v:.3f}" + ("  (off scale)" if v < low else ""), va="center", fontsize=7)
         ax.axvline(reference[view], color="black", lw=1, ls=":", label=f"reference {reference[view]:.3f}")
         if baseline is not None:
-            ax.axvline(baseline[f"test/acc_{view}"], color="tab:orange", lw=1, ls="--", label=f"SFT noisy+clean {baseline[f'test/acc_{view}']:.3f}")
+            ax.axvline(
+                baseline[f"test/acc_{view}"],
+                color="tab:orange",
+                lw=1,
+                ls="--",
+                label=f"SFT noisy+clean {baseline[f'test/acc_{view}']:.3f}",
+            )
         ax.set_xlim(low, 1.0)
         ax.set_title(f"{view} test accuracy (axis from {low})", fontsize=9)
         ax.legend(loc="lower right", fontsize=7)
     axes[0].set_yticks(range(len(rows)), names, fontsize=8)
     fig.suptitle("Objectives from the same reference, same pairs, same budget (sorted by noisy accuracy)", fontsize=10)
-    fig.subplots_adjust(left=0.16, right=0.98, wspace=0.08, top=1 - 0.9 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
+    fig.subplots_adjust(
+        left=0.16, right=0.98, wspace=0.08, top=1 - 0.9 / fig.get_figheight(), bottom=0.5 / fig.get_figheight()
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
@@ -164,8 +246,10 @@ def merge_saved(path: Path, results: list[dict], ref_sha: str, run: dict) -> tup
     """This run's rows plus the saved rows it did not redo; refuses rows measured from other reference weights."""
     saved = json.loads(path.read_text())
     if saved.get("reference_sha256") != ref_sha:
-        raise SystemExit(f"{path} was measured from other reference weights ({saved.get('reference_sha256', 'unknown')[:12]} vs {ref_sha[:12]}): "
-                         "rerun every row instead of --merge.")
+        raise SystemExit(
+            f"{path} was measured from other reference weights ({saved.get('reference_sha256', 'unknown')[:12]} vs {ref_sha[:12]}): "
+            "rerun every row instead of --merge."
+        )
     mine = {r["name"] for r in results}
     kept = [r for r in saved["rows"] if r["name"] not in mine and r["name"] in ROWS]
     runs = [{**old, "rows": [n for n in old["rows"] if n not in mine]} for old in saved.get("runs", [])]
@@ -175,17 +259,27 @@ def merge_saved(path: Path, results: list[dict], ref_sha: str, run: dict) -> tup
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
-    p.add_argument("--precision", default="bf16-mixed",
-                   help="trainer precision for every row (bf16-mixed: the fast path on a CPU with bf16 kernels; where there are none, "
-                   "prefalign runs it as 32-true and the table says so)")
+    p.add_argument(
+        "--precision",
+        default="bf16-mixed",
+        help="trainer precision for every row (bf16-mixed: the fast path on a CPU with bf16 kernels; where there are none, "
+        "prefalign runs it as 32-true and the table says so)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="rows run at once; each gets cores/jobs threads")
     p.add_argument("--quick", action="store_true", help="synthetic data, 1 epoch: checks the script, not the science")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/families/classifier.md")
-    p.add_argument("--replot", action="store_true", help="no runs: redraw the figure and rewrite the table (and the page's block) from <docs>/results.json")
-    p.add_argument("--merge", action="store_true",
-                   help="keep the rows of <docs>/results.json that this run does not redo (only if they used the same reference weights)")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="no runs: redraw the figure and rewrite the table (and the page's block) from <docs>/results.json",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of <docs>/results.json that this run does not redo (only if they used the same reference weights)",
+    )
     a = p.parse_args(argv)
     if a.replot:
         saved = json.loads((a.docs / "results.json").read_text())
@@ -196,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
     from prefalign.precision import resolve_precision
 
-    ran_precision = resolve_precision(a.precision, "auto", fallback=True)[0]  # what prefalign's CLI will run (accelerator auto)
+    ran_precision = resolve_precision(a.precision, "auto", fallback=True)[
+        0
+    ]  # what prefalign's CLI will run (accelerator auto)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     extra = [f"--trainer.precision={a.precision}", "--model.log_figures=false"] + (QUICK if a.quick else [])
     if a.quick:  # a small reference of its own, never the real one in artifacts/
@@ -204,28 +300,56 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     # Train (or reuse) the reference and mine the shared pairs once, before the parallel rows start, so no
     # two rows race to build them (max_epochs=0: setup only).
-    subprocess.run([sys.executable, "-m", "prefalign", "fit", *PAIRS, *extra, "--trainer.max_epochs=0", "--test_after_fit=false", "--wandb=false",
-                    f"--trainer.logger.init_args.save_dir={a.out / 'warmup'}"], cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefalign",
+            "fit",
+            *PAIRS,
+            *extra,
+            "--trainer.max_epochs=0",
+            "--test_after_fit=false",
+            "--wandb=false",
+            f"--trainer.logger.init_args.save_dir={a.out / 'warmup'}",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     start = time.time()
     with ThreadPoolExecutor(a.jobs) as pool:
         results = list(pool.map(lambda n: run_row(n, ROWS[n][1], a.out, extra, env), a.rows))
     anyref = next(r for r in results if "test/reference/acc_noisy" in r)
     reference = {"noisy": anyref["test/reference/acc_noisy"], "clean": anyref["test/reference/acc_clean"]}
     ref_sha = reference_sha256(a)
-    run = {"date": time.strftime("%Y-%m-%d"), "rows": [r["name"] for r in results], "total_s": round(time.time() - start)}
+    run = {
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": [r["name"] for r in results],
+        "total_s": round(time.time() - start),
+    }
     runs = [run]
     if a.merge:
         results, runs = merge_saved(a.docs / "results.json", results, ref_sha, run)
     results.sort(key=lambda r: list(ROWS).index(r["name"]) if r["name"] in ROWS else len(ROWS))
     header = (
         f"Measured by `python scripts/compare_objectives.py{' --quick' if a.quick else ''}` "
-        + "; ".join(f"on {r['date']} ({len(r['rows'])} rows, {r['total_s']} s{', with --merge' if i else ''})" for i, r in enumerate(runs))
+        + "; ".join(
+            f"on {r['date']} ({len(r['rows'])} rows, {r['total_s']} s{', with --merge' if i else ''})"
+            for i, r in enumerate(runs)
+        )
         + f" ({reporting.describe_machine()}, precision {ran_precision}, {a.jobs} runs at a time with "
         f"{threads} thread(s) each). Same reference (sha256 {ref_sha[:12]}), same seed, 5 epochs; preference rows share "
         "configs/dpo.yaml's pairs, optimiser and schedule. Wall time includes data setup and the final test."
     )
     a.docs.mkdir(parents=True, exist_ok=True)
-    (a.docs / "results.json").write_text(json.dumps({"reference": reference, "reference_sha256": ref_sha, "header": header, "runs": runs, "rows": results}, indent=2))
+    (a.docs / "results.json").write_text(
+        json.dumps(
+            {"reference": reference, "reference_sha256": ref_sha, "header": header, "runs": runs, "rows": results},
+            indent=2,
+        )
+    )
     plot(results, reference, a.docs / "figures" / "objectives.png")
     write_table(a, table(results, reference, header))
     return 0

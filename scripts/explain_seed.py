@@ -19,7 +19,13 @@ import reporting  # noqa: E402
 
 REPO = reporting.REPO
 
-TRAIN = ("train/logps/chosen", "train/logps/rejected", "train/rewards/margins", "train/rewards/accuracies", "train/kl_ref")
+TRAIN = (
+    "train/logps/chosen",
+    "train/logps/rejected",
+    "train/rewards/margins",
+    "train/rewards/accuracies",
+    "train/kl_ref",
+)
 VAL = ("val/acc_noisy", "val/acc_clean", "val/entropy_clean", "val/kl_ref_clean")
 
 
@@ -44,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in picks:
         lines.append(f"| {r['step']} | " + " | ".join(f"{float(r[k]):.3f}" for k in TRAIN) + " |")
-    lines += ["", "| after epoch | val noisy acc | val clean acc | entropy (clean) | KL(π‖ref) clean |", "|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| after epoch | val noisy acc | val clean acc | entropy (clean) | KL(π‖ref) clean |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for r in val:
         lines.append(f"| {int(r['epoch']) + 1} | " + " | ".join(f"{float(r[k]):.3f}" for k in VAL) + " |")
-    lines += ["", f"Test: noisy {test['test/acc_noisy']:.4f} (reference {test['test/reference/acc_noisy']:.4f}), "
-              f"clean {test['test/acc_clean']:.4f} (reference {test['test/reference/acc_clean']:.4f}); "
-              f"{test['test/changed_vs_ref_clean']:.1%} of clean test predictions changed."]
+    lines += [
+        "",
+        f"Test: noisy {test['test/acc_noisy']:.4f} (reference {test['test/reference/acc_noisy']:.4f}), "
+        f"clean {test['test/acc_clean']:.4f} (reference {test['test/reference/acc_clean']:.4f}); "
+        f"{test['test/changed_vs_ref_clean']:.1%} of clean test predictions changed.",
+    ]
     text = "\n".join(lines)
     if not a.no_docs:
         reporting.write_block("seed", text, REPO)

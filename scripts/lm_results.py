@@ -30,12 +30,25 @@ import reporting  # noqa: E402
 REPO = reporting.REPO
 sys.path.insert(0, str(REPO))  # prefalign, when run as python scripts/lm_results.py without an installed package
 
-RUNS = {"seed_pg": "lm_seed_pg", "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3", "ppo": "lm_ppo", "dpo_plain": "lm_dpo_plain", "dpo": "lm_dpo",
-        "spin_plain": "lm_spin_plain", "spin": "lm_spin"}
-LABELS = {"reference": "reference (configs/lm_pretrain.yaml)", "seed_pg": "the tiny-transformer notebook's loop (configs/lm_seed_pg.yaml)",
-          "seed_pg_lr1e-3": "the notebook's loop at lr 1e-3 (100× the notebook's)", "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)",
-          "dpo_plain": "plain DPO β=0.1, lr 1e-4, best-of-2 pairs (no NLL anchor)", "dpo": "RPO, best-of-2 pairs (configs/lm_dpo.yaml)",
-          "spin_plain": "plain DPO β=0.1, lr 1e-4, SPIN pairs", "spin": "RPO, SPIN pairs (lm_dpo.yaml, pair_strategy=spin)"}
+RUNS = {
+    "seed_pg": "lm_seed_pg",
+    "seed_pg_lr1e-3": "lm_seed_pg_lr1e-3",
+    "ppo": "lm_ppo",
+    "dpo_plain": "lm_dpo_plain",
+    "dpo": "lm_dpo",
+    "spin_plain": "lm_spin_plain",
+    "spin": "lm_spin",
+}
+LABELS = {
+    "reference": "reference (configs/lm_pretrain.yaml)",
+    "seed_pg": "the tiny-transformer notebook's loop (configs/lm_seed_pg.yaml)",
+    "seed_pg_lr1e-3": "the notebook's loop at lr 1e-3 (100× the notebook's)",
+    "ppo": "PPO-lite, lexical validity (configs/lm_ppo.yaml)",
+    "dpo_plain": "plain DPO β=0.1, lr 1e-4, best-of-2 pairs (no NLL anchor)",
+    "dpo": "RPO, best-of-2 pairs (configs/lm_dpo.yaml)",
+    "spin_plain": "plain DPO β=0.1, lr 1e-4, SPIN pairs",
+    "spin": "RPO, SPIN pairs (lm_dpo.yaml, pair_strategy=spin)",
+}
 missing = set(RUNS) - set(LABELS)
 assert not missing, f"no label for {missing}"
 
@@ -52,11 +65,19 @@ def row_from_run(name: str, run: Path) -> dict:
     ref_words = m["test/valid_words"] if own else m["test/reference/valid_words"]
     real = m["test/real/valid_words"]
     gap = real - ref_words
-    return {"name": name, "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
-            "val_loss": m["test/loss"], "kl_ref": 0.0 if own else m["test/kl_ref"], "entropy": m["test/entropy"],
-            "valid_words": m["test/valid_words"], "real_valid_words": real, "reference_loss": ref_loss,
-            "reference_valid_words": ref_words, "val_loss_vs_reference": m["test/loss"] / ref_loss - 1,
-            "gap_closed": (m["test/valid_words"] - ref_words) / gap if gap > 0 else float("nan")}
+    return {
+        "name": name,
+        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
+        "val_loss": m["test/loss"],
+        "kl_ref": 0.0 if own else m["test/kl_ref"],
+        "entropy": m["test/entropy"],
+        "valid_words": m["test/valid_words"],
+        "real_valid_words": real,
+        "reference_loss": ref_loss,
+        "reference_valid_words": ref_words,
+        "val_loss_vs_reference": m["test/loss"] / ref_loss - 1,
+        "gap_closed": (m["test/valid_words"] - ref_words) / gap if gap > 0 else float("nan"),
+    }
 
 
 def data_settings(run: Path) -> dict:
@@ -89,16 +110,20 @@ def baselines_on_test_windows(run: Path) -> tuple[dict[str, float], int]:
 
 
 def pretrain_block(reference_row: dict, baselines: dict, characters: int, run: Path) -> str:
-    lines = [f"Pretraining (`configs/lm_pretrain.yaml`): test loss **{reference_row['val_loss']:.4f}** nats/char "
-             f"({reference_row['val_loss'] / 0.6931471805599453:.3f} bits/char) over {characters:,} characters of the validation split; "
-             f"baselines on the same characters: unigram {baselines['unigram']:.4f}, bigram {baselines['bigram']:.4f} (add-one smoothed counts of the training split)."]
+    lines = [
+        f"Pretraining (`configs/lm_pretrain.yaml`): test loss **{reference_row['val_loss']:.4f}** nats/char "
+        f"({reference_row['val_loss'] / 0.6931471805599453:.3f} bits/char) over {characters:,} characters of the validation split; "
+        f"baselines on the same characters: unigram {baselines['unigram']:.4f}, bigram {baselines['bigram']:.4f} (add-one smoothed counts of the training split)."
+    ]
     results = test_results(run)
     settings = data_settings(run)
     tokens = results["global_step"] * settings["batch_size"] * settings["block_size"]
     seconds = results.get("fit_seconds")
     if seconds:
-        lines.append(f"Training took {seconds / 60:.1f} minutes of `fit` ({results['global_step']} steps, {tokens / 1e6:.1f}M training "
-                     f"characters, {tokens / seconds / 1e3:.0f}k characters/s including validation) in `{run.relative_to(REPO)}`.")
+        lines.append(
+            f"Training took {seconds / 60:.1f} minutes of `fit` ({results['global_step']} steps, {tokens / 1e6:.1f}M training "
+            f"characters, {tokens / seconds / 1e3:.0f}k characters/s including validation) in `{run.relative_to(REPO)}`."
+        )
     return "\n".join(lines)
 
 
@@ -135,11 +160,18 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def table(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| run | loss (nats/char) | vs reference | entropy | KL to reference | valid-word rate | gap closed |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        header,
+        "",
+        "| run | loss (nats/char) | vs reference | entropy | KL to reference | valid-word rate | gap closed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {LABELS[r['name']]} | {r['val_loss']:.4f} | {r['val_loss_vs_reference']:+.1%} | {r['entropy']:.4f} | {r['kl_ref']:.4f} | {r['valid_words']:.3f} | "
-                     + ("—" if r["name"] == "reference" else f"{r['gap_closed']:.0%}") + " |")
+        lines.append(
+            f"| {LABELS[r['name']]} | {r['val_loss']:.4f} | {r['val_loss_vs_reference']:+.1%} | {r['entropy']:.4f} | {r['kl_ref']:.4f} | {r['valid_words']:.3f} | "
+            + ("—" if r["name"] == "reference" else f"{r['gap_closed']:.0%}")
+            + " |"
+        )
     return "\n".join(lines) + f"\n\n![reward against KL]({reporting.link('docs/figures/lm_frontier.png', 'lm', REPO)})"
 
 
@@ -147,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/families/language.md")
-    p.add_argument("--replot", action="store_true", help="no runs: redraw the figure and rewrite the table from <docs>/lm_results.json")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="no runs: redraw the figure and rewrite the table from <docs>/lm_results.json",
+    )
     a = p.parse_args(argv)
     if a.replot:
         saved = json.loads((a.docs / "lm_results.json").read_text())
@@ -167,15 +203,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append(row_from_run(name, run))
     prompts = sorted({data_settings(REPO / r["run"]).get("eval_prompts", 64) for r in rows})
-    header = (f"Read by `python scripts/lm_results.py` on {time.strftime('%Y-%m-%d')} from each run's logged test metrics "
-              f"({reporting.describe_machine()}): loss, entropy and exact KL over the same validation windows; valid-word rate of 2 seeded "
-              f"samples (temperature 1) from each of {' or '.join(map(str, prompts))} validation prompts, the same for every model; real "
-              f"continuations score {rows[0]['real_valid_words']:.3f}. *vs reference* and *gap closed* compare each run with its own reference.")
+    header = (
+        f"Read by `python scripts/lm_results.py` on {time.strftime('%Y-%m-%d')} from each run's logged test metrics "
+        f"({reporting.describe_machine()}): loss, entropy and exact KL over the same validation windows; valid-word rate of 2 seeded "
+        f"samples (temperature 1) from each of {' or '.join(map(str, prompts))} validation prompts, the same for every model; real "
+        f"continuations score {rows[0]['real_valid_words']:.3f}. *vs reference* and *gap closed* compare each run with its own reference."
+    )
     text = table(rows, header)
     baselines, characters = baselines_on_test_windows(pretrain)
     pre = pretrain_block(rows[0], baselines, characters, pretrain)
     a.docs.mkdir(parents=True, exist_ok=True)
-    (a.docs / "lm_results.json").write_text(json.dumps({"header": header, "rows": rows, "baselines": baselines}, indent=2))
+    (a.docs / "lm_results.json").write_text(
+        json.dumps({"header": header, "rows": rows, "baselines": baselines}, indent=2)
+    )
     (a.docs / "lm_results.md").write_text(pre + "\n\n" + text + "\n")
     plot(rows, a.docs / "figures" / "lm_frontier.png")
     if not a.no_docs:

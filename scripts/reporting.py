@@ -23,16 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: generated block name → the page that holds it, relative to the repository root
 BLOCKS: dict[str, str] = {
-    "objectives": "docs/objectives.md",            # scripts/objective_table.py
-    "seed": "docs/families/classifier.md",         # scripts/explain_seed.py
-    "results": "docs/families/classifier.md",      # scripts/compare_objectives.py
-    "lmpretrain": "docs/families/language.md",     # scripts/lm_results.py
-    "lm": "docs/families/language.md",             # scripts/lm_results.py
-    "diffusion": "docs/families/diffusion.md",     # scripts/diffusion_results.py
-    "bench": "docs/performance.md",                # scripts/update_docs.py (from benchmarks/latest.md)
-    "benchlm": "docs/performance.md",              # scripts/bench_lm.py
-    "benchprecision": "docs/performance.md",       # scripts/bench_precision.py
-    "families": "README.md",                       # update_family_table(), from the three results files
+    "objectives": "docs/objectives.md",  # scripts/objective_table.py
+    "seed": "docs/families/classifier.md",  # scripts/explain_seed.py
+    "results": "docs/families/classifier.md",  # scripts/compare_objectives.py
+    "lmpretrain": "docs/families/language.md",  # scripts/lm_results.py
+    "lm": "docs/families/language.md",  # scripts/lm_results.py
+    "diffusion": "docs/families/diffusion.md",  # scripts/diffusion_results.py
+    "bench": "docs/performance.md",  # scripts/update_docs.py (from benchmarks/latest.md)
+    "benchlm": "docs/performance.md",  # scripts/bench_lm.py
+    "benchprecision": "docs/performance.md",  # scripts/bench_precision.py
+    "families": "README.md",  # update_family_table(), from the three results files
 }
 
 
@@ -80,7 +80,9 @@ def link(target: str, name: str, root: Path = REPO) -> str:
 
 def latest_run(name: str, needs: str = "results_test.json", root: Path = REPO) -> Path | None:
     """The newest ``runs/<name>/version_<n>`` folder (highest n) that holds the file ``needs``, or None."""
-    found = sorted((Path(root) / "runs" / name).glob(f"version_*/{needs}"), key=lambda p: int(p.parent.name.split("_")[1]))
+    found = sorted(
+        (Path(root) / "runs" / name).glob(f"version_*/{needs}"), key=lambda p: int(p.parent.name.split("_")[1])
+    )
     return found[-1].parent if found else None
 
 
@@ -110,10 +112,17 @@ def machine_info(threads: int | None = None) -> dict:
     except ImportError:  # pragma: no cover - prefalign depends on it
         lightning_version = None
     return {
-        "cpu": model, "cores": os.cpu_count(), "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")},
-        "torch": torch.__version__, "lightning": lightning_version, "python": platform.python_version(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": threads if threads is not None else torch.get_num_threads(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "flags": {
+            f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+        },
+        "torch": torch.__version__,
+        "lightning": lightning_version,
+        "python": platform.python_version(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
     }
 
@@ -125,6 +134,7 @@ def describe_machine(machine: dict | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- the README's family table
+
 
 def _row(rows: list[dict], name: str) -> dict:
     return next(r for r in rows if r["name"] == name)
@@ -139,8 +149,10 @@ def _classifier(root: Path) -> str:
 def _language(root: Path) -> str:
     rows = json.loads((Path(root) / "docs/lm_results.json").read_text())["rows"]
     ref, ppo = _row(rows, "reference"), _row(rows, "ppo")
-    return (f"valid-word rate of samples {ref['valid_words']:.3f} → {ppo['valid_words']:.3f} (PPO-lite; "
-            f"loss {ppo['val_loss_vs_reference']:+.1%})")
+    return (
+        f"valid-word rate of samples {ref['valid_words']:.3f} → {ppo['valid_words']:.3f} (PPO-lite; "
+        f"loss {ppo['val_loss_vs_reference']:+.1%})"
+    )
 
 
 def _diffusion(root: Path) -> str:
@@ -150,10 +162,30 @@ def _diffusion(root: Path) -> str:
 
 #: the README's model families: (name, page, command, headline from the page's saved results)
 FAMILIES = [
-    ("Classifier on noisy MNIST", "docs/families/classifier.md", "python -m prefalign fit --config configs/dpo.yaml", _classifier),
-    ("Character-level transformer on Shakespeare", "docs/families/language.md", "python -m prefalign fit --config configs/lm_ppo.yaml", _language),
-    ("Class-conditional diffusion UNet on MNIST", "docs/families/diffusion.md", "python -m prefalign fit --config configs/diffusion_dpo.yaml", _diffusion),
-    ("Hugging Face causal LMs, TRL-format data", "docs/huggingface.md", "python -m prefalign fit --config configs/hf_dpo.yaml --model_name_or_path DIR --dataset_name FILE", None),
+    (
+        "Classifier on noisy MNIST",
+        "docs/families/classifier.md",
+        "python -m prefalign fit --config configs/dpo.yaml",
+        _classifier,
+    ),
+    (
+        "Character-level transformer on Shakespeare",
+        "docs/families/language.md",
+        "python -m prefalign fit --config configs/lm_ppo.yaml",
+        _language,
+    ),
+    (
+        "Class-conditional diffusion UNet on MNIST",
+        "docs/families/diffusion.md",
+        "python -m prefalign fit --config configs/diffusion_dpo.yaml",
+        _diffusion,
+    ),
+    (
+        "Hugging Face causal LMs, TRL-format data",
+        "docs/huggingface.md",
+        "python -m prefalign fit --config configs/hf_dpo.yaml --model_name_or_path DIR --dataset_name FILE",
+        None,
+    ),
 ]
 
 

@@ -16,7 +16,9 @@ REPO = reporting.REPO
 def main() -> int:
     report = (REPO / "benchmarks" / "latest.md").read_text().strip()
     body = report.split("\n", 1)[1].strip() if report.startswith("# ") else report  # drop its own title
-    reporting.write_block("bench", body + "\n\n(Inserted by `python scripts/update_docs.py` from `benchmarks/latest.md`.)", REPO)
+    reporting.write_block(
+        "bench", body + "\n\n(Inserted by `python scripts/update_docs.py` from `benchmarks/latest.md`.)", REPO
+    )
     reporting.update_family_table(REPO)
     return 0
 

@@ -49,9 +49,16 @@ class IterativeMining(Callback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch + 1
-        last_epoch = trainer.max_epochs not in (None, -1) and epoch >= trainer.max_epochs  # -1: bounded by max_steps only
+        last_epoch = (
+            trainer.max_epochs not in (None, -1) and epoch >= trainer.max_epochs
+        )  # -1: bounded by max_steps only
         last_step = trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
-        if epoch % self.every_n_epochs or last_epoch or last_step or (self.max_rounds is not None and self.rounds >= self.max_rounds):
+        if (
+            epoch % self.every_n_epochs
+            or last_epoch
+            or last_step
+            or (self.max_rounds is not None and self.rounds >= self.max_rounds)
+        ):
             return
         from prefalign.loggers import run_dir
 

@@ -36,8 +36,10 @@ class EpochProgress(Callback):
             return
         done = trainer.current_epoch + 1
         elapsed = time.monotonic() - self._start
-        parts = [f"epoch {done}/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else f"epoch {done}",
-                 f"step {trainer.global_step}"]
+        parts = [
+            f"epoch {done}/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else f"epoch {done}",
+            f"step {trainer.global_step}",
+        ]
         metrics = trainer.callback_metrics
         for key in ("train/loss", getattr(pl_module, "main_metric", None)):
             if key and key in metrics:

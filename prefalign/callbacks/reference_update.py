@@ -59,8 +59,10 @@ class ReferenceUpdate(Callback):
             rank_zero_info(f"ReferenceUpdate: resumed with the reference as it was after {self.updates} updates.")
             self._restored_reference = None
         if not pl_module.recompute_reference:
-            rank_zero_info("ReferenceUpdate: the reference changes during training, so its log-probs are recomputed every batch "
-                           "(model.recompute_reference turned on).")
+            rank_zero_info(
+                "ReferenceUpdate: the reference changes during training, so its log-probs are recomputed every batch "
+                "(model.recompute_reference turned on)."
+            )
             pl_module.recompute_reference = True
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

@@ -12,11 +12,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from prefalign.checkpoint import CheckpointError, save_weights
-
-from prefalign.models.loading import load_into, load_model
 from prefalign.core.rl import ppo_step
 from prefalign.data.preference_data import PreferenceData
 from prefalign.families.base import ModelFamily, check_capabilities
+from prefalign.models.loading import load_into, load_model
 from prefalign.models.lora import AdaptersOffReference, LoRA, check_adapters_reference
 from prefalign.models.registry import register_architecture
 from prefalign.objectives import SFT, Objective, PPOLite
@@ -95,7 +94,12 @@ class AlignmentModule(L.LightningModule):
         # A backbone that brings its own reference (a pretrained HF model: a frozen copy of itself, or itself with its
         # peft adapters off) needs no weights file: see ``load_reference`` in :mod:`prefalign.models.hf`.
         self.own_reference = reference_ckpt is None and hasattr(backbone, "load_reference")
-        if self.objective.needs_reference and reference_ckpt is None and not self.own_reference and getattr(self.objective, "kl_coef", 1) != 0:
+        if (
+            self.objective.needs_reference
+            and reference_ckpt is None
+            and not self.own_reference
+            and getattr(self.objective, "kl_coef", 1) != 0
+        ):
             raise ValueError(
                 f"objective {type(self.objective).__name__} needs a frozen reference: set model.reference_ckpt to a weights file "
                 "(train one with the recipe's reference config, e.g. `python -m prefalign fit --config configs/sft.yaml`)."
@@ -103,7 +107,9 @@ class AlignmentModule(L.LightningModule):
         if reference_from_adapters:
             check_adapters_reference(self.policy)
             if reference_ckpt is None:
-                raise ValueError("model.reference_from_adapters=true needs model.reference_ckpt: the base weights the adapters start from.")
+                raise ValueError(
+                    "model.reference_from_adapters=true needs model.reference_ckpt: the base weights the adapters start from."
+                )
         if nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
         self.reference_ckpt = reference_ckpt
@@ -174,7 +180,12 @@ class AlignmentModule(L.LightningModule):
                     load_into(self.policy, self.reference_ckpt)
         self._policy_initialised = True
         datamodule = self.datamodule
-        if datamodule is not None and stage == "fit" and self.objective.needs_pairs and not isinstance(datamodule, PreferenceData):
+        if (
+            datamodule is not None
+            and stage == "fit"
+            and self.objective.needs_pairs
+            and not isinstance(datamodule, PreferenceData)
+        ):
             raise ValueError(
                 f"objective {type(self.objective).__name__} trains on preference pairs, but {type(datamodule).__name__} has none: "
                 "use a preference data module (e.g. data.class_path: prefalign.data.PreferenceDataModule)."
@@ -192,8 +203,15 @@ class AlignmentModule(L.LightningModule):
         reference = self.reference if self.objective.needs_reference else None
         # LD-DPO's ld_alpha re-weights the sequence log-probs themselves, so it goes to the family (capability token_lengths).
         extra = {"ld_alpha": self.objective.ld_alpha} if getattr(self.objective, "ld_alpha", None) is not None else {}
-        pair = self.family.pair_logps(self._forward, reference, batch, self.recompute_reference, self.objective.length_normalized,
-                                      wpo_weights="wpo_weights" in self.objective.requires, **extra)
+        pair = self.family.pair_logps(
+            self._forward,
+            reference,
+            batch,
+            self.recompute_reference,
+            self.objective.length_normalized,
+            wpo_weights="wpo_weights" in self.objective.requires,
+            **extra,
+        )
         out = self.objective(pair)
         loss = self.guard(out.loss)
         if loss is None:
@@ -254,7 +272,10 @@ class AlignmentModule(L.LightningModule):
         optimizer = self.optimizer_factory([p for p in self.policy.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
 
     # ------------------------------------------------------------------ evaluation (the family's)
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -308,9 +329,15 @@ class AlignmentModule(L.LightningModule):
         run_dir = _run_dir(self.trainer)  # a broadcast under DDP: every rank asks, before the rank-zero check
         if not self.trainer.is_global_zero:
             return
-        meta = {"reference_ckpt": self.reference_ckpt or "", "objective": type(self.objective).__name__, "global_step": self.global_step,
-                **self.family.weights_meta()}
-        if hasattr(self.policy, "save_pretrained"):  # a Hugging Face model: a directory transformers/peft load unchanged
+        meta = {
+            "reference_ckpt": self.reference_ckpt or "",
+            "objective": type(self.objective).__name__,
+            "global_step": self.global_step,
+            **self.family.weights_meta(),
+        }
+        if hasattr(
+            self.policy, "save_pretrained"
+        ):  # a Hugging Face model: a directory transformers/peft load unchanged
             paths = [run_dir / "policy"] + ([Path(self.export_path)] if self.export_path else [])
             for path in paths:
                 self.policy.save_pretrained(path)

@@ -34,7 +34,15 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
     for _ in range(objective.ppo_epochs):
         new = family.response_logps(module.policy_forward, rollout)
         kl = exact_kl(new.dist, ref.dist) if exact else None
-        out = objective.loss(new.tokens, rollout.old_logps, advantages, rollout.mask, ref.tokens if ref is not None else None, kl, num_tokens)
+        out = objective.loss(
+            new.tokens,
+            rollout.old_logps,
+            advantages,
+            rollout.mask,
+            ref.tokens if ref is not None else None,
+            kl,
+            num_tokens,
+        )
         loss = module.guard(out.loss)
         if loss is None:
             continue

@@ -99,8 +99,15 @@ class ModelFamily(nn.Module):
         return {}
 
     # ------------------------------------------------------------------ preference training
-    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
-                   length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:
+    def pair_logps(
+        self,
+        policy: Forward,
+        reference: nn.Module | None,
+        batch: dict[str, Tensor],
+        recompute_reference: bool = False,
+        length_normalized: bool = False,
+        wpo_weights: bool = False,
+    ) -> PairLogps:
         """Per-example log-probs of the batch's chosen (and, if present, rejected) responses.
 
         ``reference`` is None when the objective needs no reference; the family then still uses reference
@@ -159,7 +166,11 @@ def check_capabilities(objective: nn.Module, family: ModelFamily) -> None:
         raise ValueError(
             f"objective {type(objective).__name__} cannot train a {type(family).__name__} model: it needs {reasons}, "
             f"which this family does not provide (it provides: {', '.join(sorted(family.capabilities)) or 'none of them'}). "
-            + (f"The registered families that can run it: {', '.join(able)}." if able else "No registered family can run it.")
+            + (
+                f"The registered families that can run it: {', '.join(able)}."
+                if able
+                else "No registered family can run it."
+            )
         )
 
 

@@ -51,7 +51,9 @@ def split_sums(tokens: Tensor, mask: Tensor, shared: Tensor | None) -> tuple[Ten
     return (values * head).sum(-1), (values * ~head).sum(-1)
 
 
-def reduce_sequences(head: Tensor, tail: Tensor, lengths: Tensor, length_normalized: bool = False, ld_alpha: float | None = None) -> Tensor:
+def reduce_sequences(
+    head: Tensor, tail: Tensor, lengths: Tensor, length_normalized: bool = False, ld_alpha: float | None = None
+) -> Tensor:
     """A response's log-prob from its split sums: the sum (``head + tail``), the mean token log-prob
     (``length_normalized``), or LD-DPO's ``head + ld_alpha * tail``."""
     if ld_alpha is not None:

@@ -15,7 +15,17 @@ from prefalign.models.seed_cnn import SeedCNN
 from prefalign.models.transformer import TinyTransformer
 from prefalign.models.unet import ConditionalUNet
 
-__all__ = ["SeedCNN", "MLP", "LeNet", "BinaryCNN", "TinyTransformer", "LoRA", "ConditionalUNet", "HFCausalLM", "first_conv"]
+__all__ = [
+    "SeedCNN",
+    "MLP",
+    "LeNet",
+    "BinaryCNN",
+    "TinyTransformer",
+    "LoRA",
+    "ConditionalUNet",
+    "HFCausalLM",
+    "first_conv",
+]
 
 
 def first_conv(model):

@@ -12,7 +12,10 @@ class BinaryCNN(nn.Module):
 
     def __init__(self, filters: int = 8, num_classes: int = 2) -> None:
         super().__init__()
-        self.init_args = {"filters": filters, "num_classes": num_classes}  # what a checkpoint needs to rebuild this backbone
+        self.init_args = {
+            "filters": filters,
+            "num_classes": num_classes,
+        }  # what a checkpoint needs to rebuild this backbone
         self.conv1 = nn.Conv2d(1, filters, kernel_size=3, padding=1)
         self.fc = nn.Linear(filters * 4 * 4, num_classes)
 

@@ -10,8 +10,16 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def sample(model: Callable[[Tensor], Tensor], prompts: Tensor, max_new_tokens: int, n_vocab: int, block_size: int,
-           temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+def sample(
+    model: Callable[[Tensor], Tensor],
+    prompts: Tensor,
+    max_new_tokens: int,
+    n_vocab: int,
+    block_size: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Continue each row of ``prompts [N, P]`` by ``max_new_tokens`` sampled ids; returns ``[N, max_new_tokens]``.
 
     The context is cropped to the last ``block_size`` ids, so generation may run past the block (the seed's

@@ -34,8 +34,10 @@ def require(package: str, what: str) -> Any:
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise MissingExtraError(f"{what} needs the '{package}' package, which is not installed: pip install -e \".[hf]\" "
-                          "(transformers, peft and datasets, pinned in constraints.txt).") from None
+        raise MissingExtraError(
+            f"{what} needs the '{package}' package, which is not installed: pip install -e \".[hf]\" "
+            "(transformers, peft and datasets, pinned in constraints.txt)."
+        ) from None
     quiet_progress(package)
     return module
 
@@ -68,7 +70,12 @@ def resolve_model_dir(model_name_or_path: str) -> Path | None:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model_name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.tiktoken", "*.txt", "*.jinja"]))
+        return Path(
+            snapshot_download(
+                model_name_or_path,
+                allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.tiktoken", "*.txt", "*.jinja"],
+            )
+        )
     except Exception:  # not on the hub, no network, or offline without a cached copy
         return None
 
@@ -88,7 +95,11 @@ def model_files_digest(folder: Path) -> str:
     """sha256 over the model's config, weights and tokenizer files (names and bytes): what cached reference log-probs
     are keyed by, so a changed model never reuses them."""
     h = hashlib.sha256()
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model", ".tiktoken", ".jinja", ".txt")):
+    for file in sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model", ".tiktoken", ".jinja", ".txt")
+    ):
         h.update(file.name.encode())
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -120,14 +131,22 @@ class HFCausalLM(nn.Module):
             the reference's log-probs of the same sequence then agree at step 0.
     """
 
-    def __init__(self, model_name_or_path: str, peft: Any = None, dtype: str = "float32", gradient_checkpointing: bool = False,
-                 disable_dropout: bool = True) -> None:
+    def __init__(
+        self,
+        model_name_or_path: str,
+        peft: Any = None,
+        dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+        disable_dropout: bool = True,
+    ) -> None:
         super().__init__()
         transformers = require("transformers", "HFCausalLM")
         self.model_name_or_path = model_name_or_path
         self.folder = check_model_dir(model_name_or_path)
         self.dtype_name = dtype
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(self.folder), dtype=getattr(torch, dtype), trust_remote_code=False)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(self.folder), dtype=getattr(torch, dtype), trust_remote_code=False
+        )
         model.train()  # from_pretrained returns eval mode; Lightning switches modes from here
         if disable_dropout:
             for m in model.modules():
@@ -178,7 +197,9 @@ class HFCausalLM(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(folder))
         self.load_tokenizer().save_pretrained(str(folder))
-        (folder / "prefalign.json").write_text(json.dumps({"base_model": self.model_name_or_path, "peft": self.uses_peft}, indent=2))
+        (folder / "prefalign.json").write_text(
+            json.dumps({"base_model": self.model_name_or_path, "peft": self.uses_peft}, indent=2)
+        )
         return folder
 
     @contextmanager

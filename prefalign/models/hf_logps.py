@@ -33,19 +33,24 @@ def logit_transform(model: nn.Module) -> tuple[float, float | None]:
     return (1.0 if scale is None else float(scale)), softcap
 
 
-def _chunk_logps(hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None, scale: float, softcap: float | None) -> Tensor:
+def _chunk_logps(
+    hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None, scale: float, softcap: float | None
+) -> Tensor:
     logits = F.linear(hidden, weight, bias).float() * scale
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
     return -F.cross_entropy(logits, targets, reduction="none")
 
 
-def completion_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor,
-                           chunk_rows: int = CHUNK_ROWS) -> Tensor:
+def completion_token_logps(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, chunk_rows: int = CHUNK_ROWS
+) -> Tensor:
     """``[N, T-1]`` fp32: log p(input_ids[:, t+1] | input_ids[:, :t+1]) where ``completion_mask[:, t+1]``, else 0.
 
     ``model`` is a transformers ``*ForCausalLM`` (a peft model's base, adapters included)."""
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, :-1]
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[
+        :, :-1
+    ]
     mask = completion_mask[:, 1:].bool()
     head = model.get_output_embeddings()
     rows, targets = hidden[mask].to(head.weight.device), input_ids[:, 1:][mask].to(head.weight.device)
@@ -53,7 +58,14 @@ def completion_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: 
     grad = torch.is_grad_enabled()
     pieces = []
     for start in range(0, len(rows), chunk_rows):  # a few chunks per batch, not one step per sample
-        args = (rows[start : start + chunk_rows], targets[start : start + chunk_rows], head.weight, head.bias, scale, softcap)
+        args = (
+            rows[start : start + chunk_rows],
+            targets[start : start + chunk_rows],
+            head.weight,
+            head.bias,
+            scale,
+            softcap,
+        )
         pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if grad else _chunk_logps(*args))
     values = torch.cat(pieces) if pieces else rows.new_zeros(0, dtype=torch.float32)
     # masked_scatter keeps the result connected to the graph even when a batch has no completion token

@@ -14,6 +14,7 @@ from torch import nn
 
 from prefalign.checkpoint import CheckpointError, UnsafeFileError, class_path_of, load_weights
 
+
 def _plain(value: Any) -> bool:
     """Builtins only (what a constructor argument in a weights file may be): no tensors, no objects."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -46,14 +47,20 @@ def instantiate(class_path: str, init_args: dict, source: str = "a weights file"
     string, and nothing is imported or called unless it names an allowed ``nn.Module``; ``init_args`` must be plain data."""
     cls = allowed_class(class_path, source)
     if not isinstance(init_args, dict) or not _plain(init_args):
-        raise CheckpointError(f"refusing {source}: the init_args of {class_path} are not plain data (numbers, strings, lists, dicts). "
-                              "Re-export the model with prefalign.")
+        raise CheckpointError(
+            f"refusing {source}: the init_args of {class_path} are not plain data (numbers, strings, lists, dicts). "
+            "Re-export the model with prefalign."
+        )
     try:
         return cls(**init_args)
-    except UnsafeFileError as e:  # a nested class path (a LoRA's base), refused by a constructor that does not know the file
+    except (
+        UnsafeFileError
+    ) as e:  # a nested class path (a LoRA's base), refused by a constructor that does not know the file
         raise UnsafeFileError(str(e).replace("refusing a weights file", f"refusing {source}", 1)) from None
     except TypeError as e:  # arguments the class does not take: a damaged or hand-made file
-        raise CheckpointError(f"{source} records init_args that {class_path} does not take ({e}). Re-export the model with prefalign.") from e
+        raise CheckpointError(
+            f"{source} records init_args that {class_path} does not take ({e}). Re-export the model with prefalign."
+        ) from e
 
 
 def build_model(payload: dict, source: str = "a weights file") -> nn.Module:
@@ -79,7 +86,9 @@ def check_architecture(model: nn.Module, path: str | os.PathLike) -> dict:
     payload = load_weights(path)
     expected = class_path_of(model)
     if payload["class_path"] != expected:
-        allowed_class(payload["class_path"], f"weights file {path}")  # a file naming code says so, not "another architecture"
+        allowed_class(
+            payload["class_path"], f"weights file {path}"
+        )  # a file naming code says so, not "another architecture"
     mine = dict(getattr(model, "init_args", {}))
     if payload["class_path"] != expected or payload["init_args"] != mine:
         raise CheckpointError(

@@ -31,7 +31,6 @@ import torch
 from torch import Tensor, nn
 
 from prefalign.checkpoint import CheckpointError, class_path_of, load_weights
-
 from prefalign.models.loading import instantiate
 
 # Exact types, not isinstance: subclasses such as nn.MultiheadAttention's out_proj (NonDynamicallyQuantizableLinear)
@@ -75,7 +74,12 @@ class LoRALinear(LoRALayer):
 
     def __init__(self, base: nn.Linear, rank: int, scale: float) -> None:
         kw = {"device": base.weight.device, "dtype": base.weight.dtype}
-        super().__init__(base, nn.Linear(base.in_features, rank, bias=False, **kw), nn.Linear(rank, base.out_features, bias=False, **kw), scale)
+        super().__init__(
+            base,
+            nn.Linear(base.in_features, rank, bias=False, **kw),
+            nn.Linear(rank, base.out_features, bias=False, **kw),
+            scale,
+        )
 
     def delta_weight(self) -> Tensor:
         return self.scale * (self.lora_B.weight @ self.lora_A.weight)
@@ -89,8 +93,17 @@ class LoRAConv2d(LoRALayer):
         if base.groups != 1:
             raise ValueError(f"LoRAConv2d adapts convolutions with groups=1 only, got groups={base.groups}.")
         kw = {"device": base.weight.device, "dtype": base.weight.dtype}
-        lora_A = nn.Conv2d(base.in_channels, rank, base.kernel_size, stride=base.stride, padding=base.padding,
-                           dilation=base.dilation, bias=False, padding_mode=base.padding_mode, **kw)
+        lora_A = nn.Conv2d(
+            base.in_channels,
+            rank,
+            base.kernel_size,
+            stride=base.stride,
+            padding=base.padding,
+            dilation=base.dilation,
+            bias=False,
+            padding_mode=base.padding_mode,
+            **kw,
+        )
         lora_B = nn.Conv2d(rank, base.out_channels, 1, bias=False, **kw)
         super().__init__(base, lora_A, lora_B, scale)
 
@@ -139,15 +152,24 @@ class LoRA(nn.Module):
         targets: layer types to adapt, by name: ``"Linear"``, ``"Conv2d"``.
     """
 
-    def __init__(self, base: nn.Module | dict, rank: int = 8, alpha: float | None = None,
-                 targets: tuple[str, ...] = ("Linear", "Conv2d")) -> None:
+    def __init__(
+        self,
+        base: nn.Module | dict,
+        rank: int = 8,
+        alpha: float | None = None,
+        targets: tuple[str, ...] = ("Linear", "Conv2d"),
+    ) -> None:
         super().__init__()
         if isinstance(base, dict):
             base = instantiate(base["class_path"], dict(base.get("init_args") or {}))
         if isinstance(base, LoRA):
-            raise ValueError("LoRA(base=LoRA(...)): adapters on adapters are not supported; merge the inner one first (LoRA.merged()).")
+            raise ValueError(
+                "LoRA(base=LoRA(...)): adapters on adapters are not supported; merge the inner one first (LoRA.merged())."
+            )
         if getattr(base, "init_args", None) is None:
-            raise ValueError(f"{type(base).__name__} has no `init_args`; backbones must record their constructor arguments to be adapted and saved.")
+            raise ValueError(
+                f"{type(base).__name__} has no `init_args`; backbones must record their constructor arguments to be adapted and saved."
+            )
         if not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive integer, got {rank!r}.")
         if alpha is not None and not alpha > 0:
@@ -156,8 +178,12 @@ class LoRA(nn.Module):
         if unknown:
             raise ValueError(f"unknown LoRA targets {unknown}; choose from {sorted(TARGETS)}.")
         # Plain builtins only, so a weights file's copy compares equal after torch.save / load (check_architecture).
-        self.init_args = {"base": {"class_path": class_path_of(base), "init_args": dict(base.init_args)},
-                          "rank": rank, "alpha": alpha, "targets": list(targets)}
+        self.init_args = {
+            "base": {"class_path": class_path_of(base), "init_args": dict(base.init_args)},
+            "rank": rank,
+            "alpha": alpha,
+            "targets": list(targets),
+        }
         self.scale = (alpha if alpha is not None else rank) / rank
         base.requires_grad_(False)  # before wrapping: the new adapters stay trainable
         self.model = base
@@ -300,7 +326,11 @@ def check_adapters_reference(policy: nn.Module) -> None:
             "e.g. backbone: {class_path: prefalign.models.LoRA, init_args: {base: <your backbone>, rank: 8}}, "
             "or set model.reference_from_adapters=false (a frozen copy loaded from model.reference_ckpt)."
         )
-    running = [n for n, m in policy.model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    running = [
+        n
+        for n, m in policy.model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if running:
         raise ValueError(
             f"model.reference_from_adapters=true with BatchNorm layers ({running[:3]}): their running statistics update while "

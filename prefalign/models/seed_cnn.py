@@ -11,7 +11,10 @@ class SeedCNN(nn.Module):
 
     def __init__(self, channels: int = 64, num_classes: int = 10) -> None:
         super().__init__()
-        self.init_args = {"channels": channels, "num_classes": num_classes}  # what a checkpoint needs to rebuild this backbone
+        self.init_args = {
+            "channels": channels,
+            "num_classes": num_classes,
+        }  # what a checkpoint needs to rebuild this backbone
         self.conv1 = nn.Conv2d(1, channels, kernel_size=3, padding=1)
         self.relu1 = nn.ReLU()
         self.flatten = nn.Flatten()

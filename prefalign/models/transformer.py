@@ -64,15 +64,33 @@ class TinyTransformer(nn.Module):
         tokenizer: ``char`` or ``gpt2``.
     """
 
-    def __init__(self, vocab_size: int = 96, d_model: int = 128, n_heads: int = 4, n_layers: int = 2, d_ff: int = 256,
-                 block_size: int = 64, dropout: float = 0.0, norm_first: bool = True, tokenizer: Literal["char", "gpt2"] = "char") -> None:
+    def __init__(
+        self,
+        vocab_size: int = 96,
+        d_model: int = 128,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        d_ff: int = 256,
+        block_size: int = 64,
+        dropout: float = 0.0,
+        norm_first: bool = True,
+        tokenizer: Literal["char", "gpt2"] = "char",
+    ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
         if tokenizer not in ("char", "gpt2"):
             raise ValueError(f"tokenizer must be char or gpt2, got {tokenizer!r}")
-        self.init_args = dict(vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_layers=n_layers, d_ff=d_ff,
-                              block_size=block_size, dropout=dropout, norm_first=norm_first)
+        self.init_args = dict(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            n_heads=n_heads,
+            n_layers=n_layers,
+            d_ff=d_ff,
+            block_size=block_size,
+            dropout=dropout,
+            norm_first=norm_first,
+        )
         if tokenizer != "char":
             # Recorded only when not the default: a char model's init_args (and so its weights file, and the
             # architecture check against older references, which have no such key) stay exactly as before.

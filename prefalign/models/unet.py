@@ -57,7 +57,10 @@ class ConditionalUNet(nn.Module):
         super().__init__()
         # Plain builtins only: this dict is saved in weights files and compared after a torch.save/load round trip.
         self.init_args = {
-            "channels": list(channels), "num_classes": num_classes, "time_dim": time_dim, "groups": groups,
+            "channels": list(channels),
+            "num_classes": num_classes,
+            "time_dim": time_dim,
+            "groups": groups,
             "in_channels": in_channels,
         }
         self.time_dim = time_dim

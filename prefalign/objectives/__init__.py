@@ -6,7 +6,15 @@ sample / reward / loss methods. Select one in YAML with ``class_path: prefalign.
 
 from prefalign.objectives.aot import AOT, AOTPair, aot_loss, aot_pair_loss
 from prefalign.objectives.apo import APODown, APOZero, apo_down_loss, apo_zero_loss
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, logratio_diff, preference_metrics, unpaired_metrics, validate_logps
+from prefalign.objectives.base import (
+    Objective,
+    ObjectiveOutput,
+    PairLogps,
+    logratio_diff,
+    preference_metrics,
+    unpaired_metrics,
+    validate_logps,
+)
 from prefalign.objectives.bco import BCO, bco_pair_loss, bco_unpaired_loss
 from prefalign.objectives.cpo import CPO, cpo_loss
 from prefalign.objectives.discopop import DiscoPOP, discopop_loss
@@ -15,8 +23,8 @@ from prefalign.objectives.exo import EXO, exo_pair_loss
 from prefalign.objectives.f_divergence import FDivergence, f_divergence_score
 from prefalign.objectives.hinge import Hinge, hinge_loss
 from prefalign.objectives.ipo import IPO, ipo_loss
-from prefalign.objectives.length_dpo import LDDPO, SigmoidNorm
 from prefalign.objectives.kto import KTO, kto_loss, kto_reference_point, kto_unpaired_loss
+from prefalign.objectives.length_dpo import LDDPO, SigmoidNorm
 from prefalign.objectives.nca import NCA, nca_pair_loss
 from prefalign.objectives.orpo import ORPO, log1mexp, log_odds, orpo_loss
 from prefalign.objectives.ppo import (

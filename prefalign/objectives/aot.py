@@ -10,8 +10,14 @@ from prefalign.objectives.dpo import dpo_rewards, smoothed_logistic_loss
 from prefalign.validation import check_in_range
 
 
-def aot_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,
-             beta: float = 0.1, label_smoothing: float = 0.0) -> Tensor:
+def aot_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> Tensor:
     r"""AOT (paired), ``[B]`` in sorted order: the smoothed logistic loss of
     :math:`\mathrm{sort}(\log\pi_\theta(y_w) - \log\pi_\theta(y_l)) - \mathrm{sort}(\log\pi_{ref}(y_w) - \log\pi_{ref}(y_l))`."""
     policy, _ = torch.sort(policy_chosen.float() - policy_rejected.float())
@@ -19,8 +25,14 @@ def aot_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: T
     return smoothed_logistic_loss(policy - reference, beta, label_smoothing)
 
 
-def aot_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,
-                  beta: float = 0.1, label_smoothing: float = 0.0) -> Tensor:
+def aot_pair_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> Tensor:
     r"""AOT (unpaired), ``[B]`` in sorted order: the smoothed logistic loss of
     :math:`\mathrm{sort}(r_w) - \mathrm{sort}(r_l)`, :math:`r = \log\frac{\pi_\theta}{\pi_{ref}}`."""
     chosen, _ = torch.sort(policy_chosen.float() - reference_chosen.float())
@@ -42,8 +54,17 @@ class _AOT(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = self.loss_fn(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.label_smoothing)
-        return ObjectiveOutput(losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses)
+        losses = self.loss_fn(
+            lp.policy_chosen,
+            lp.policy_rejected,
+            lp.reference_chosen,
+            lp.reference_rejected,
+            self.beta,
+            self.label_smoothing,
+        )
+        return ObjectiveOutput(
+            losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses
+        )
 
 
 class AOT(_AOT):

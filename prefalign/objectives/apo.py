@@ -8,14 +8,26 @@ from torch import Tensor
 from prefalign.objectives.beta_pair import BetaPairObjective
 
 
-def apo_zero_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
+def apo_zero_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+) -> Tensor:
     r"""Per-example APO-zero loss, ``[B]``: :math:`1 - \sigma(\beta r_w) + \sigma(\beta r_l)`."""
     chosen = beta * (policy_chosen.float() - reference_chosen.float())
     rejected = beta * (policy_rejected.float() - reference_rejected.float())
     return 1 - torch.sigmoid(chosen) + torch.sigmoid(rejected)
 
 
-def apo_down_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
+def apo_down_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+) -> Tensor:
     r"""Per-example APO-down loss, ``[B]``: :math:`\sigma(\beta r_w) + 1 - \sigma(\beta(r_w - r_l))`."""
     chosen = beta * (policy_chosen.float() - reference_chosen.float())
     rejected = beta * (policy_rejected.float() - reference_rejected.float())

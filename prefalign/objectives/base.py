@@ -40,8 +40,14 @@ class PairLogps:
 
     def float(self) -> PairLogps:
         # Objectives do their math in fp32 even when the backbone runs in bf16/fp16.
-        return replace(self, **{f.name: getattr(self, f.name).float() for f in fields(self)
-                                if getattr(self, f.name) is not None and f.name != "desirable"})
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).float()
+                for f in fields(self)
+                if getattr(self, f.name) is not None and f.name != "desirable"
+            },
+        )
 
     @property
     def unpaired(self) -> bool:
@@ -84,7 +90,16 @@ class Objective(nn.Module):
 
     def take_flags_of(self, objective: Objective) -> None:
         """For modifiers that wrap an objective: start from its needs and properties (then override what differs)."""
-        for name in ("needs_reference", "needs_pairs", "accepts_unpaired", "requires", "length_normalized", "logratio_only", "sorted_within_batch", "ld_alpha"):
+        for name in (
+            "needs_reference",
+            "needs_pairs",
+            "accepts_unpaired",
+            "requires",
+            "length_normalized",
+            "logratio_only",
+            "sorted_within_batch",
+            "ld_alpha",
+        ):
             setattr(self, name, getattr(objective, name))
 
     def check(self, logps: PairLogps) -> PairLogps:
@@ -110,15 +125,21 @@ def validate_logps(logps: PairLogps, name: str, needs_reference: bool, needs_pai
         )
     pc = logps.policy_chosen
     if pc.dim() != 1:
-        raise ValueError(f"objective {name}: policy_chosen must be [B] (one log-prob per example), got shape {tuple(pc.shape)}.")
+        raise ValueError(
+            f"objective {name}: policy_chosen must be [B] (one log-prob per example), got shape {tuple(pc.shape)}."
+        )
     for f in fields(logps):
         t = getattr(logps, f.name)
         if t is not None and t.shape != pc.shape:
-            raise ValueError(f"objective {name}: {f.name} has shape {tuple(t.shape)} but policy_chosen has {tuple(pc.shape)}; all fields must be [B].")
+            raise ValueError(
+                f"objective {name}: {f.name} has shape {tuple(t.shape)} but policy_chosen has {tuple(pc.shape)}; all fields must be [B]."
+            )
     return logps.float()
 
 
-def logratio_diff(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor) -> Tensor:
+def logratio_diff(
+    policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor
+) -> Tensor:
     r""":math:`h = (\log\pi_\theta(y_w) - \log\pi_{ref}(y_w)) - (\log\pi_\theta(y_l) - \log\pi_{ref}(y_l))`, ``[B]`` (TRL's ``logits``)."""
     return (policy_chosen.float() - reference_chosen.float()) - (policy_rejected.float() - reference_rejected.float())
 
@@ -167,10 +188,23 @@ def unpaired_metrics(rewards: Tensor, logps: Tensor, desirable: Tensor) -> dict[
     def mean(x: Tensor, m: Tensor) -> Tensor:
         return (x * m).sum() / m.sum().clamp(min=1)
 
-    m = {"logps/chosen": mean(logps, d), "logps/rejected": mean(logps, u),
-         "rewards/chosen": mean(rewards, d), "rewards/rejected": mean(rewards, u)}
+    m = {
+        "logps/chosen": mean(logps, d),
+        "logps/rejected": mean(logps, u),
+        "rewards/chosen": mean(rewards, d),
+        "rewards/rejected": mean(rewards, u),
+    }
     m["rewards/margins"] = m["rewards/chosen"] - m["rewards/rejected"]
     return m
 
 
-__all__ = ["PairLogps", "ObjectiveOutput", "Objective", "validate_logps", "logratio_diff", "per_token_logratios", "preference_metrics", "unpaired_metrics"]
+__all__ = [
+    "PairLogps",
+    "ObjectiveOutput",
+    "Objective",
+    "validate_logps",
+    "logratio_diff",
+    "per_token_logratios",
+    "preference_metrics",
+    "unpaired_metrics",
+]

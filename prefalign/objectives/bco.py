@@ -11,15 +11,23 @@ from prefalign.objectives.dpo import dpo_rewards
 from prefalign.validation import check_in_range
 
 
-def bco_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,
-                  beta: float = 0.1, shift: Tensor | float = 0.0) -> Tensor:
+def bco_pair_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+    shift: Tensor | float = 0.0,
+) -> Tensor:
     r"""Per-example BCO loss, ``[B]``: :math:`-\log\sigma(\beta r_w - \delta) - \log\sigma(-(\beta r_l - \delta))`, :math:`r = \log\frac{\pi_\theta}{\pi_{ref}}`."""
     chosen = beta * (policy_chosen.float() - reference_chosen.float())
     rejected = beta * (policy_rejected.float() - reference_rejected.float())
     return -F.logsigmoid(chosen - shift) - F.logsigmoid(-(rejected - shift))
 
 
-def bco_unpaired_loss(policy: Tensor, reference: Tensor, desirable: Tensor, beta: float = 0.1, shift: Tensor | float = 0.0) -> Tensor:
+def bco_unpaired_loss(
+    policy: Tensor, reference: Tensor, desirable: Tensor, beta: float = 0.1, shift: Tensor | float = 0.0
+) -> Tensor:
     r"""Per-response BCO loss, ``[B]``: :math:`-\log\sigma(\beta r - \delta)` if desirable, else :math:`-\log\sigma(-(\beta r - \delta))`."""
     z = beta * (policy.float() - reference.float()) - shift
     return -F.logsigmoid(torch.where(desirable.bool(), z, -z))
@@ -60,7 +68,10 @@ class BCO(Objective):
 
     @torch.no_grad()
     def _update_shift(self, rewards: Tensor) -> None:
-        total, count = rewards.detach().float().sum().double(), torch.tensor(float(rewards.numel()), dtype=torch.float64, device=rewards.device)
+        total, count = (
+            rewards.detach().float().sum().double(),
+            torch.tensor(float(rewards.numel()), dtype=torch.float64, device=rewards.device),
+        )
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             both = torch.stack([total, count])
             torch.distributed.all_reduce(both)
@@ -75,13 +86,22 @@ class BCO(Objective):
             rewards = self.beta * (lp.policy_chosen - lp.reference_chosen)
             if self.training:
                 self._update_shift(rewards)
-            losses = bco_unpaired_loss(lp.policy_chosen, lp.reference_chosen, lp.desirable, self.beta, self.reward_shift)
+            losses = bco_unpaired_loss(
+                lp.policy_chosen, lp.reference_chosen, lp.desirable, self.beta, self.reward_shift
+            )
             metrics = unpaired_metrics(rewards, lp.policy_chosen, lp.desirable)
         else:
             chosen, rejected = dpo_rewards(lp, self.beta)
             if self.training:
                 self._update_shift(torch.cat([chosen, rejected]))
-            losses = bco_pair_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.reward_shift)
+            losses = bco_pair_loss(
+                lp.policy_chosen,
+                lp.policy_rejected,
+                lp.reference_chosen,
+                lp.reference_rejected,
+                self.beta,
+                self.reward_shift,
+            )
             metrics = preference_metrics(chosen, rejected, lp.policy_chosen, lp.policy_rejected)
         metrics["reward_shift"] = self.reward_shift.detach().clone()
         return ObjectiveOutput(losses.mean(), metrics, losses)

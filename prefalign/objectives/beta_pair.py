@@ -31,5 +31,9 @@ class BetaPairObjective(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = type(self).loss_fn(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta)
-        return ObjectiveOutput(losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses)
+        losses = type(self).loss_fn(
+            lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta
+        )
+        return ObjectiveOutput(
+            losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses
+        )

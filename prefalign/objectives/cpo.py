@@ -9,10 +9,15 @@ from prefalign.objectives.dpo import smoothed_logistic_loss
 from prefalign.validation import check_in_range
 
 
-def cpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, beta: float = 0.1, alpha: float = 1.0, label_smoothing: float = 0.0) -> Tensor:
+def cpo_loss(
+    policy_chosen: Tensor, policy_rejected: Tensor, beta: float = 0.1, alpha: float = 1.0, label_smoothing: float = 0.0
+) -> Tensor:
     r"""Per-example CPO loss, ``[B]``: :math:`-(1-\epsilon)\log\sigma(\beta d) - \epsilon\log\sigma(-\beta d) - \alpha\log\pi_\theta(y_w)`,
     :math:`d = \log\pi_\theta(y_w) - \log\pi_\theta(y_l)`."""
-    return smoothed_logistic_loss(policy_chosen.float() - policy_rejected.float(), beta, label_smoothing) - alpha * policy_chosen.float()
+    return (
+        smoothed_logistic_loss(policy_chosen.float() - policy_rejected.float(), beta, label_smoothing)
+        - alpha * policy_chosen.float()
+    )
 
 
 class CPO(Objective):
@@ -50,6 +55,8 @@ class CPO(Objective):
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
         losses = cpo_loss(lp.policy_chosen, lp.policy_rejected, self.beta, self.alpha, self.label_smoothing)
-        metrics = preference_metrics(self.beta * lp.policy_chosen, self.beta * lp.policy_rejected, lp.policy_chosen, lp.policy_rejected)
+        metrics = preference_metrics(
+            self.beta * lp.policy_chosen, self.beta * lp.policy_rejected, lp.policy_chosen, lp.policy_rejected
+        )
         metrics["nll"] = -lp.policy_chosen.detach().mean()
         return ObjectiveOutput(losses.mean(), metrics, losses)

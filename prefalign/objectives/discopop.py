@@ -11,8 +11,14 @@ from prefalign.objectives.dpo import dpo_rewards
 from prefalign.validation import check_in_range
 
 
-def discopop_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,
-                  beta: float = 0.1, tau: float = 0.05) -> Tensor:
+def discopop_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+    tau: float = 0.05,
+) -> Tensor:
     r"""Per-example DiscoPOP loss, ``[B]``: :math:`(1 - \sigma(\beta h/\tau))(-\log\sigma(\beta h)) + \sigma(\beta h/\tau)e^{-\beta h}`."""
     z = beta * logratio_diff(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
     # m * e^{-z} as exp(log m - z): for a very negative margin m underflows to 0 while e^{-z} overflows to inf,
@@ -52,5 +58,9 @@ class DiscoPOP(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = discopop_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.tau)
-        return ObjectiveOutput(losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses)
+        losses = discopop_loss(
+            lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.tau
+        )
+        return ObjectiveOutput(
+            losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses
+        )

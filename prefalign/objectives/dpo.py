@@ -31,7 +31,9 @@ def smoothed_logistic_loss(margin: Tensor, beta: float, label_smoothing: float =
 
 def dpo_rewards(logps: PairLogps, beta: float) -> tuple[Tensor, Tensor]:
     r"""TRL's implicit rewards :math:`\beta(\log\pi_\theta(y|x) - \log\pi_{ref}(y|x))` for chosen and rejected."""
-    return beta * (logps.policy_chosen - logps.reference_chosen), beta * (logps.policy_rejected - logps.reference_rejected)
+    return beta * (logps.policy_chosen - logps.reference_chosen), beta * (
+        logps.policy_rejected - logps.reference_rejected
+    )
 
 
 class DPO(Objective):
@@ -65,6 +67,13 @@ class DPO(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = dpo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.label_smoothing)
+        losses = dpo_loss(
+            lp.policy_chosen,
+            lp.policy_rejected,
+            lp.reference_chosen,
+            lp.reference_rejected,
+            self.beta,
+            self.label_smoothing,
+        )
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
         return ObjectiveOutput(losses.mean(), metrics, losses)

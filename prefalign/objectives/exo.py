@@ -13,12 +13,19 @@ from prefalign.objectives.dpo import dpo_rewards
 from prefalign.validation import check_in_range
 
 
-def exo_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor,
-                  beta: float = 0.1, label_smoothing: float = 1e-3) -> Tensor:
+def exo_pair_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 1e-3,
+) -> Tensor:
     r"""Per-example EXO loss, ``[B]``: :math:`\sigma(\beta h)(\log\sigma(\beta h) - \log(1-\epsilon)) + \sigma(-\beta h)(\log\sigma(-\beta h) - \log\epsilon)`."""
     h = beta * logratio_diff(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
-    return (torch.sigmoid(h) * (F.logsigmoid(h) - math.log1p(-label_smoothing))
-            + torch.sigmoid(-h) * (F.logsigmoid(-h) - math.log(label_smoothing)))
+    return torch.sigmoid(h) * (F.logsigmoid(h) - math.log1p(-label_smoothing)) + torch.sigmoid(-h) * (
+        F.logsigmoid(-h) - math.log(label_smoothing)
+    )
 
 
 class EXO(Objective):
@@ -53,5 +60,14 @@ class EXO(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = exo_pair_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.label_smoothing)
-        return ObjectiveOutput(losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses)
+        losses = exo_pair_loss(
+            lp.policy_chosen,
+            lp.policy_rejected,
+            lp.reference_chosen,
+            lp.reference_rejected,
+            self.beta,
+            self.label_smoothing,
+        )
+        return ObjectiveOutput(
+            losses.mean(), preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected), losses
+        )

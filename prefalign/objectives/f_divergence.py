@@ -33,7 +33,9 @@ def f_divergence_score(logratio: Tensor, divergence: Divergence = "reverse_kl", 
             return r
         # Clamped so exp() stays finite in fp32 whatever the log-ratio (TRL does the same).
         return torch.exp(((alpha - 1.0) * r).clamp(max=80.0)) / (alpha - 1.0)
-    raise ValueError(f"unknown divergence {divergence!r}; expected reverse_kl, forward_kl, js_divergence or alpha_divergence")
+    raise ValueError(
+        f"unknown divergence {divergence!r}; expected reverse_kl, forward_kl, js_divergence or alpha_divergence"
+    )
 
 
 class FDivergence(Objective):
@@ -79,9 +81,13 @@ class FDivergence(Objective):
             return None if policy is None else f_divergence_score(policy - reference, self.divergence, self.alpha)
 
         zero = torch.zeros_like(lp.policy_chosen)
-        scored = replace(lp, policy_chosen=score(lp.policy_chosen, lp.reference_chosen), reference_chosen=zero,
-                         policy_rejected=score(lp.policy_rejected, lp.reference_rejected),
-                         reference_rejected=None if lp.policy_rejected is None else zero)
+        scored = replace(
+            lp,
+            policy_chosen=score(lp.policy_chosen, lp.reference_chosen),
+            reference_chosen=zero,
+            policy_rejected=score(lp.policy_rejected, lp.reference_rejected),
+            reference_rejected=None if lp.policy_rejected is None else zero,
+        )
         out = self.objective(scored)
         out.metrics["logps/chosen"] = lp.policy_chosen.detach().mean()
         if lp.policy_rejected is not None:

@@ -9,7 +9,13 @@ from prefalign.objectives.base import logratio_diff
 from prefalign.objectives.beta_pair import BetaPairObjective
 
 
-def hinge_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
+def hinge_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+) -> Tensor:
     r"""Per-example hinge loss :math:`\max(0, 1 - \beta h)`, ``[B]``."""
     h = logratio_diff(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
     return torch.relu(1 - beta * h)

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, logratio_diff, per_token_logratios, preference_metrics
+from prefalign.objectives.base import (
+    Objective,
+    ObjectiveOutput,
+    PairLogps,
+    logratio_diff,
+    per_token_logratios,
+    preference_metrics,
+)
 from prefalign.objectives.dpo import dpo_rewards
 from prefalign.validation import check_in_range
 
 
-def ipo_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, tau: float = 0.1) -> Tensor:
+def ipo_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    tau: float = 0.1,
+) -> Tensor:
     r"""Per-example IPO loss :math:`(h - \frac{1}{2\tau})^2`, ``[B]``."""
     h = logratio_diff(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
     return (h - 1 / (2 * tau)) ** 2

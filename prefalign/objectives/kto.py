@@ -29,7 +29,9 @@ def kto_reference_point(
     if kl is not None:
         z0 = kl.float().mean()
     else:
-        z0 = ((policy_chosen.float() - reference_chosen.float()) + (policy_rejected.float() - reference_rejected.float())).mean() / 2
+        z0 = (
+            (policy_chosen.float() - reference_chosen.float()) + (policy_rejected.float() - reference_rejected.float())
+        ).mean() / 2
     return z0.clamp(min=0).detach()
 
 
@@ -110,16 +112,34 @@ class KTO(Objective):
         # KTO's native data: each response alone, flagged desirable or undesirable (the paper's setting; TRL's KTOTrainer).
         logratios = lp.policy_chosen - lp.reference_chosen
         z0 = (lp.kl.mean() if lp.kl is not None else logratios.mean()).clamp(min=0).detach()
-        losses = kto_unpaired_loss(lp.policy_chosen, lp.reference_chosen, lp.desirable, z0, self.beta, self.desirable_weight, self.undesirable_weight)
+        losses = kto_unpaired_loss(
+            lp.policy_chosen,
+            lp.reference_chosen,
+            lp.desirable,
+            z0,
+            self.beta,
+            self.desirable_weight,
+            self.undesirable_weight,
+        )
         metrics = unpaired_metrics(self.beta * logratios, lp.policy_chosen, lp.desirable)
         metrics["kl"] = z0
         return ObjectiveOutput(losses.mean(), metrics, losses)
 
 
-def kto_unpaired_loss(policy: Tensor, reference: Tensor, desirable: Tensor, z0: Tensor | float, beta: float = 0.1,
-                      desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Tensor:
+def kto_unpaired_loss(
+    policy: Tensor,
+    reference: Tensor,
+    desirable: Tensor,
+    z0: Tensor | float,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> Tensor:
     r"""Per-response KTO loss, ``[B]``: :math:`\lambda_D(1-\sigma(\beta(r - z_0)))` for a desirable response,
     :math:`\lambda_U(1-\sigma(\beta(z_0 - r)))` for an undesirable one, :math:`r = \log\frac{\pi_\theta}{\pi_{ref}}`."""
     r = policy.float() - reference.float()
-    return torch.where(desirable.bool(), desirable_weight * (1 - torch.sigmoid(beta * (r - z0))),
-                       undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r))))
+    return torch.where(
+        desirable.bool(),
+        desirable_weight * (1 - torch.sigmoid(beta * (r - z0))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r))),
+    )

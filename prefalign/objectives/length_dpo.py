@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, per_token_logratios, preference_metrics
-
-from prefalign.validation import check_in_range
 from prefalign.objectives.dpo import DPO, dpo_rewards
+from prefalign.validation import check_in_range
 
 
 class SigmoidNorm(Objective):

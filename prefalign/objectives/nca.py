@@ -8,7 +8,13 @@ from torch import Tensor
 from prefalign.objectives.beta_pair import BetaPairObjective
 
 
-def nca_pair_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
+def nca_pair_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+) -> Tensor:
     r"""Per-example NCA loss, ``[B]``: :math:`-\log\sigma(\beta r_w) - \tfrac12\log\sigma(-\beta r_w) - \tfrac12\log\sigma(-\beta r_l)`."""
     chosen = beta * (policy_chosen.float() - reference_chosen.float())
     rejected = beta * (policy_rejected.float() - reference_rejected.float())

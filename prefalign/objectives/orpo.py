@@ -72,7 +72,9 @@ class ORPO(Objective):
         lp = self.check(logps)
         losses = orpo_loss(lp.policy_chosen, lp.policy_rejected, self.lam)
         ratio = (log_odds(lp.policy_chosen) - log_odds(lp.policy_rejected)).detach()
-        metrics = preference_metrics(self.lam * lp.policy_chosen, self.lam * lp.policy_rejected, lp.policy_chosen, lp.policy_rejected)
+        metrics = preference_metrics(
+            self.lam * lp.policy_chosen, self.lam * lp.policy_rejected, lp.policy_chosen, lp.policy_rejected
+        )
         metrics["nll"] = -lp.policy_chosen.detach().mean()
         metrics["log_odds_ratio"] = F.logsigmoid(ratio).mean()
         metrics["log_odds_chosen"] = ratio.mean()

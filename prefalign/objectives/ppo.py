@@ -55,7 +55,9 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
     return r - (r.sum(dim=1, keepdim=True) - r) / (k - 1)
 
 
-def clipped_surrogate(logps_new: Tensor, logps_old: Tensor, advantages: Tensor, clip_eps: float = 0.2) -> tuple[Tensor, Tensor]:
+def clipped_surrogate(
+    logps_new: Tensor, logps_old: Tensor, advantages: Tensor, clip_eps: float = 0.2
+) -> tuple[Tensor, Tensor]:
     r"""Elementwise PPO objective :math:`\min(\rho A,\ \mathrm{clip}(\rho, 1-\epsilon, 1+\epsilon) A)`, :math:`\rho = e^{\log\pi_{new} - \log\pi_{old}}`.
 
     Returns ``(surrogate, clipped)`` of the broadcast shape; ``clipped`` (bool, detached) marks :math:`|\rho - 1| > \epsilon`.
@@ -68,7 +70,9 @@ def clipped_surrogate(logps_new: Tensor, logps_old: Tensor, advantages: Tensor, 
     return surrogate, (ratio.detach() - 1).abs() > clip_eps
 
 
-def ppo_clip_loss(logps_new: Tensor, logps_old: Tensor, advantages: Tensor, clip_eps: float = 0.2) -> tuple[Tensor, Tensor]:
+def ppo_clip_loss(
+    logps_new: Tensor, logps_old: Tensor, advantages: Tensor, clip_eps: float = 0.2
+) -> tuple[Tensor, Tensor]:
     r"""PPO clipped surrogate (Schulman et al., 2017, arXiv:1707.06347) for one-token responses, inputs ``[B, k]``.
 
     .. math:: \mathcal{L} = -\mathrm{mean}\left[\min(\rho A,\ \mathrm{clip}(\rho, 1-\epsilon, 1+\epsilon) A)\right]
@@ -79,7 +83,9 @@ def ppo_clip_loss(logps_new: Tensor, logps_old: Tensor, advantages: Tensor, clip
     return -surrogate.mean(), clipped.float().mean()
 
 
-def aggregate_token_loss(per_token: Tensor, mask: Tensor, loss_type: LossType = "grpo", num_tokens: Tensor | None = None) -> Tensor:
+def aggregate_token_loss(
+    per_token: Tensor, mask: Tensor, loss_type: LossType = "grpo", num_tokens: Tensor | None = None
+) -> Tensor:
     r"""Reduce a ``[B, k, T]`` per-token loss to a scalar, the way each RL recipe does (TRL's ``loss_type``).
 
     * ``grpo`` (Shao et al., 2024): mean over a response's tokens, then over responses — every response weighs
@@ -178,7 +184,11 @@ class PPOLite(nn.Module):
         check_in_range("clip_eps", clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         check_in_range("ppo_epochs", ppo_epochs, 1)
         check_in_range("kl_coef", kl_coef, 0.0)
-        for name, value, allowed in (("loss_type", loss_type, LossType), ("baseline", baseline, Baseline), ("kl_estimator", kl_estimator, KLEstimator)):
+        for name, value, allowed in (
+            ("loss_type", loss_type, LossType),
+            ("baseline", baseline, Baseline),
+            ("kl_estimator", kl_estimator, KLEstimator),
+        ):
             if value not in allowed.__args__:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed.__args__)}.")
         self.k = k
@@ -198,7 +208,9 @@ class PPOLite(nn.Module):
 
     def wants_exact_kl(self, family_has_exact_kl: bool) -> bool:
         if self.kl_estimator == "exact" and not family_has_exact_kl:
-            raise ValueError("PPOLite(kl_estimator='exact') needs a model family with exact KL; use kl_estimator: k3 (or auto).")
+            raise ValueError(
+                "PPOLite(kl_estimator='exact') needs a model family with exact KL; use kl_estimator: k3 (or auto)."
+            )
         return self.kl_coef > 0 and self.kl_estimator in ("auto", "exact") and family_has_exact_kl
 
     def loss(
@@ -217,9 +229,13 @@ class PPOLite(nn.Module):
         ``kl_exact``: per-token exact KL broadcastable to ``[B, k, T]`` (used instead of an estimate when given).
         """
         if logps_new.dim() != 3 or logps_old.shape != logps_new.shape:
-            raise ValueError(f"PPOLite.loss expects logps_new and logps_old of shape [B, k, T], got {tuple(logps_new.shape)} and {tuple(logps_old.shape)}.")
+            raise ValueError(
+                f"PPOLite.loss expects logps_new and logps_old of shape [B, k, T], got {tuple(logps_new.shape)} and {tuple(logps_old.shape)}."
+            )
         if advantages.shape != logps_new.shape[:2]:
-            raise ValueError(f"PPOLite.loss: advantages {tuple(advantages.shape)} must be [B, k] = {tuple(logps_new.shape[:2])}.")
+            raise ValueError(
+                f"PPOLite.loss: advantages {tuple(advantages.shape)} must be [B, k] = {tuple(logps_new.shape[:2])}."
+            )
         mask = torch.ones_like(logps_new, dtype=torch.bool) if mask is None else mask.bool()
         m = mask.float()
         surrogate, clipped = clipped_surrogate(logps_new, logps_old, advantages.unsqueeze(-1), self.clip_eps)
@@ -234,11 +250,13 @@ class PPOLite(nn.Module):
             kl = kl_exact.float().expand_as(logps_new)
         elif reference_logps is not None:
             if reference_logps.shape != logps_new.shape:
-                raise ValueError(f"PPOLite.loss: reference_logps {tuple(reference_logps.shape)} must match logps_new {tuple(logps_new.shape)}.")
+                raise ValueError(
+                    f"PPOLite.loss: reference_logps {tuple(reference_logps.shape)} must match logps_new {tuple(logps_new.shape)}."
+                )
             kl = estimated_kl(logps_new, reference_logps, "k1" if self.kl_estimator == "k1" else "k3")
         if kl is not None:
             per_token = per_token + self.kl_coef * kl
-            metrics["ppo/kl"] = ((kl.detach() * m).sum() / tokens)
+            metrics["ppo/kl"] = (kl.detach() * m).sum() / tokens
         elif self.kl_coef > 0:
             raise ValueError(
                 f"objective PPOLite (kl_coef={self.kl_coef}) needs reference log-probs; set model.reference_ckpt to a "

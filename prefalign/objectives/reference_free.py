@@ -25,7 +25,9 @@ class ReferenceFree(Objective):
     def __init__(self, objective: Objective) -> None:
         super().__init__()
         if not objective.needs_reference:
-            raise ValueError(f"ReferenceFree wraps objectives that use a reference; {type(objective).__name__} already needs none.")
+            raise ValueError(
+                f"ReferenceFree wraps objectives that use a reference; {type(objective).__name__} already needs none."
+            )
         self.objective = objective
         self.take_flags_of(objective)
         self.needs_reference = False
@@ -33,4 +35,6 @@ class ReferenceFree(Objective):
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
         zero = torch.zeros_like(lp.policy_chosen)
-        return self.objective(replace(lp, reference_chosen=zero, reference_rejected=None if lp.policy_rejected is None else zero))
+        return self.objective(
+            replace(lp, reference_chosen=zero, reference_rejected=None if lp.policy_rejected is None else zero)
+        )

@@ -20,7 +20,9 @@ def robust_dpo_loss(
 ) -> Tensor:
     r"""Per-example rDPO loss :math:`[-(1-\epsilon)\log\sigma(\beta h) + \epsilon\log\sigma(-\beta h)] / (1-2\epsilon)`, ``[B]``."""
     if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"robust DPO needs label_smoothing in [0, 0.5) (the 1/(1-2*eps) correction blows up at 0.5), got {label_smoothing}.")
+        raise ValueError(
+            f"robust DPO needs label_smoothing in [0, 0.5) (the 1/(1-2*eps) correction blows up at 0.5), got {label_smoothing}."
+        )
     h = logratio_diff(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
     eps = label_smoothing
     return (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
@@ -57,6 +59,13 @@ class RobustDPO(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = robust_dpo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.label_smoothing)
+        losses = robust_dpo_loss(
+            lp.policy_chosen,
+            lp.policy_rejected,
+            lp.reference_chosen,
+            lp.reference_rejected,
+            self.beta,
+            self.label_smoothing,
+        )
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
         return ObjectiveOutput(losses.mean(), metrics, losses)

@@ -18,7 +18,10 @@ def rpo_loss(
     alpha: float = 1.0,
 ) -> Tensor:
     r"""Per-example RPO loss :math:`-\log\sigma(\beta h) - \alpha\log\pi_\theta(y_w|x)`, ``[B]``."""
-    return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta) - alpha * policy_chosen.float()
+    return (
+        dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
+        - alpha * policy_chosen.float()
+    )
 
 
 class RPO(Objective):
@@ -48,7 +51,9 @@ class RPO(Objective):
 
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
-        losses = rpo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.alpha)
+        losses = rpo_loss(
+            lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta, self.alpha
+        )
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
         metrics["nll"] = -lp.policy_chosen.detach().mean()
         return ObjectiveOutput(losses.mean(), metrics, losses)

@@ -45,5 +45,7 @@ class SimPO(Objective):
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
         losses = simpo_loss(lp.policy_chosen, lp.policy_rejected, self.beta, self.gamma)
-        metrics = preference_metrics(self.beta * lp.policy_chosen, self.beta * lp.policy_rejected, lp.policy_chosen, lp.policy_rejected)
+        metrics = preference_metrics(
+            self.beta * lp.policy_chosen, self.beta * lp.policy_rejected, lp.policy_chosen, lp.policy_rejected
+        )
         return ObjectiveOutput(losses.mean(), metrics, losses)

@@ -7,7 +7,13 @@ from torch import Tensor
 from prefalign.objectives.beta_pair import BetaPairObjective
 
 
-def sppo_hard_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float = 0.1) -> Tensor:
+def sppo_hard_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+) -> Tensor:
     r"""Per-example SPPO loss, ``[B]``: :math:`(r_w - \frac{1}{2\beta})^2 + (r_l + \frac{1}{2\beta})^2`, :math:`r = \log\frac{\pi_\theta}{\pi_{ref}}`."""
     chosen = policy_chosen.float() - reference_chosen.float()
     rejected = policy_rejected.float() - reference_rejected.float()

@@ -27,15 +27,21 @@ class WeightedSum(Objective):
             raise ValueError("WeightedSum needs at least one objective.")
         weights = [1.0] * len(objectives) if weights is None else list(weights)
         if len(weights) != len(objectives):
-            raise ValueError(f"WeightedSum: {len(objectives)} objectives but {len(weights)} weights; give one weight per objective.")
+            raise ValueError(
+                f"WeightedSum: {len(objectives)} objectives but {len(weights)} weights; give one weight per objective."
+            )
         if any(w < 0 or w != w for w in weights):
             raise ValueError(f"WeightedSum: weights must be ≥ 0, got {weights}.")
         if len({o.length_normalized for o in objectives}) > 1:
             names = ", ".join(f"{type(o).__name__}={o.length_normalized}" for o in objectives)
-            raise ValueError(f"WeightedSum: the parts disagree on length_normalized ({names}): one forward pass cannot give both.")
+            raise ValueError(
+                f"WeightedSum: the parts disagree on length_normalized ({names}): one forward pass cannot give both."
+            )
         if len({o.ld_alpha for o in objectives}) > 1:
             names = ", ".join(f"{type(o).__name__}={o.ld_alpha}" for o in objectives)
-            raise ValueError(f"WeightedSum: the parts disagree on ld_alpha ({names}): one forward pass cannot give both.")
+            raise ValueError(
+                f"WeightedSum: the parts disagree on ld_alpha ({names}): one forward pass cannot give both."
+            )
         if any(not isinstance(o, Objective) for o in objectives):
             raise ValueError("WeightedSum combines preference objectives; PPO-lite runs on its own.")
         self.parts = nn.ModuleList(objectives)

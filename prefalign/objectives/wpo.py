@@ -30,10 +30,14 @@ class WPO(Objective):
     def __init__(self, objective: Objective) -> None:
         super().__init__()
         if objective.sorted_within_batch:
-            raise ValueError(f"WPO cannot wrap {type(objective).__name__}: its per-example losses are sorted within the batch, "
-                             "so a weight per pair would land on the wrong example.")
+            raise ValueError(
+                f"WPO cannot wrap {type(objective).__name__}: its per-example losses are sorted within the batch, "
+                "so a weight per pair would land on the wrong example."
+            )
         if not objective.needs_pairs:
-            raise ValueError(f"WPO weights preference pairs (chosen × rejected weight); {type(objective).__name__} does not train on pairs.")
+            raise ValueError(
+                f"WPO weights preference pairs (chosen × rejected weight); {type(objective).__name__} does not train on pairs."
+            )
         self.objective = objective
         self.take_flags_of(objective)
         self.accepts_unpaired = False  # a pair weight needs a pair
@@ -42,7 +46,9 @@ class WPO(Objective):
     def forward(self, logps: PairLogps) -> ObjectiveOutput:
         lp = self.check(logps)
         if lp.chosen_wpo_logweight is None or lp.rejected_wpo_logweight is None:
-            raise ValueError("WPO needs the pair's WPO weights, but the model family did not fill chosen/rejected_wpo_logweight.")
+            raise ValueError(
+                "WPO needs the pair's WPO weights, but the model family did not fill chosen/rejected_wpo_logweight."
+            )
         out = self.objective(lp)
         if out.losses is None:
             raise ValueError(f"WPO needs per-example losses, and {type(self.objective).__name__} does not return them.")

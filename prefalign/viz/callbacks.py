@@ -21,7 +21,10 @@ def policy_of(pl_module: nn.Module) -> nn.Module:
 
 def parameter_table(model: nn.Module) -> str:
     """A per-parameter table (name, shape, count, trainable) and the totals, like seed 004's printout."""
-    rows = [(name, "×".join(map(str, p.shape)) or "scalar", p.numel(), p.requires_grad) for name, p in model.named_parameters()]
+    rows = [
+        (name, "×".join(map(str, p.shape)) or "scalar", p.numel(), p.requires_grad)
+        for name, p in model.named_parameters()
+    ]
     total = sum(r[2] for r in rows)
     trainable = sum(r[2] for r in rows if r[3])
     w_name = max([len("parameter"), *(len(r[0]) for r in rows)])

@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from prefalign.models.loading import load_model
 from prefalign.commands import resolve_device, run_command
+from prefalign.models.loading import load_model
 from prefalign.output_paths import check_outputs
 from prefalign.viz.dream_outputs import comparison_figure, dream_titles, save_dream_outputs, sweep_figure
 from prefalign.viz.dreams import DEFAULT_L2_VALUES, DreamResult, dream, hybrid_targets, initial_noise
@@ -21,8 +21,9 @@ def _num_classes(model: nn.Module) -> int:
         return int(model.eval()(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device)).shape[-1])
 
 
-def planned_outputs(out_dir: str, sweep_l2: bool, l2_values: list[float], hybrid: list[str],
-                    compare_ckpt: str | None) -> dict[str, Path]:
+def planned_outputs(
+    out_dir: str, sweep_l2: bool, l2_values: list[float], hybrid: list[str], compare_ckpt: str | None
+) -> dict[str, Path]:
     """Every file a dream run may write (the names :func:`save_dream_outputs` gives), by the setting that causes it."""
     out = Path(out_dir)
     prefixes = {"--out_dir": "dream"}
@@ -32,8 +33,11 @@ def planned_outputs(out_dir: str, sweep_l2: bool, l2_values: list[float], hybrid
         prefixes["--hybrid"] = "hybrid"
     if compare_ckpt is not None:
         prefixes["--compare_ckpt"] = "reference"
-    files = {f"{setting} ({prefix}{suffix})": out / f"{prefix}{suffix}" for setting, prefix in prefixes.items()
-             for suffix in ("_grid.png", "_confidence.png", ".gif", ".mp4")}  # .mp4 only with ffmpeg: checked anyway
+    files = {
+        f"{setting} ({prefix}{suffix})": out / f"{prefix}{suffix}"
+        for setting, prefix in prefixes.items()
+        for suffix in ("_grid.png", "_confidence.png", ".gif", ".mp4")
+    }  # .mp4 only with ffmpeg: checked anyway
     if sweep_l2:
         files["--sweep_l2 (l2_sweep.png)"] = out / "l2_sweep.png"
     if compare_ckpt is not None:
@@ -101,8 +105,10 @@ def dream_command(
     device = resolve_device(device)
     if Path(out_dir).is_file():
         raise ValueError(f"--out_dir {out_dir} is a file; give a folder (it is created if needed).")
-    check_outputs(planned_outputs(out_dir, sweep_l2, l2_values, hybrid, compare_ckpt),
-                  {"--ckpt": ckpt, "--compare_ckpt": compare_ckpt})
+    check_outputs(
+        planned_outputs(out_dir, sweep_l2, l2_values, hybrid, compare_ckpt),
+        {"--ckpt": ckpt, "--compare_ckpt": compare_ckpt},
+    )
     model = load_model(ckpt).to(device)
     # Both files before any work: a refused reference must not cost a finished dream.
     reference = load_model(compare_ckpt).to(device) if compare_ckpt is not None else None
@@ -114,7 +120,9 @@ def dream_command(
     if not targets:
         raise ValueError("--targets is empty; give at least one class id")
     if reference is not None and _num_classes(reference) != num_classes:
-        raise ValueError(f"--compare_ckpt {compare_ckpt} has {_num_classes(reference)} classes but {ckpt} has {num_classes}; compare models of the same task.")
+        raise ValueError(
+            f"--compare_ckpt {compare_ckpt} has {_num_classes(reference)} classes but {ckpt} has {num_classes}; compare models of the same task."
+        )
     clamp = None if clamp_min is None and clamp_max is None else (clamp_min, clamp_max)
     common = dict(steps=steps, lr=lr, optimizer=optimizer, clamp=clamp, record_every=record_every)
     out = Path(out_dir)

@@ -19,7 +19,14 @@ from prefalign.viz.dreams import DreamResult
 from prefalign.viz.figures import image_grid_figure, new_figure
 from prefalign.viz.images import save_figure
 
-__all__ = ["comparison_figure", "sweep_figure", "confidence_figure", "dream_titles", "render_frame", "save_dream_outputs"]
+__all__ = [
+    "comparison_figure",
+    "sweep_figure",
+    "confidence_figure",
+    "dream_titles",
+    "render_frame",
+    "save_dream_outputs",
+]
 
 
 def _target_classes(result: DreamResult, i: int) -> list[int]:
@@ -52,8 +59,9 @@ def _display_range(result: DreamResult) -> tuple[float, float]:
     return (min(lo, 0.0), max(hi, 1.0))
 
 
-def confidence_figure(result: DreamResult, title: str = "Target confidence during the dream",
-                      class_names: Sequence[str] | None = None) -> Figure:
+def confidence_figure(
+    result: DreamResult, title: str = "Target confidence during the dream", class_names: Sequence[str] | None = None
+) -> Figure:
     """Target confidence over optimisation steps, one line per image."""
     name = (lambda c: class_names[c]) if class_names is not None else str
     fig = new_figure(6.5, 3.8)
@@ -72,8 +80,9 @@ def confidence_figure(result: DreamResult, title: str = "Target confidence durin
     return fig
 
 
-def _rows_figure(rows: Sequence[tuple[str, DreamResult]], suptitle: str,
-                 class_names: Sequence[str] | None = None) -> Figure:
+def _rows_figure(
+    rows: Sequence[tuple[str, DreamResult]], suptitle: str, class_names: Sequence[str] | None = None
+) -> Figure:
     """One labelled row of final dreams per result, each image titled with its target confidence."""
     n = max(len(res.targets) for _, res in rows)
     fig = new_figure(1.35 * n + 0.6, 1.6 * len(rows) + 0.4)
@@ -95,12 +104,18 @@ def _rows_figure(rows: Sequence[tuple[str, DreamResult]], suptitle: str,
     return fig
 
 
-def comparison_figure(res_policy: DreamResult, res_reference: DreamResult,
-                      labels: tuple[str, str] = ("policy", "reference"),
-                      class_names: Sequence[str] | None = None) -> Figure:
+def comparison_figure(
+    res_policy: DreamResult,
+    res_reference: DreamResult,
+    labels: tuple[str, str] = ("policy", "reference"),
+    class_names: Sequence[str] | None = None,
+) -> Figure:
     """Two rows (policy, reference) of final dreams, each image titled with its target confidence."""
-    return _rows_figure(list(zip(labels, (res_policy, res_reference))),
-                        f"Dreams from the same start: {labels[0]} (top) vs {labels[1]} (bottom)", class_names)
+    return _rows_figure(
+        list(zip(labels, (res_policy, res_reference))),
+        f"Dreams from the same start: {labels[0]} (top) vs {labels[1]} (bottom)",
+        class_names,
+    )
 
 
 def sweep_figure(results: Mapping[float, DreamResult], class_names: Sequence[str] | None = None) -> Figure:
@@ -124,8 +139,15 @@ def _font(size: int):
     return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
 
-def render_frame(images: Tensor, titles: Sequence[str], header: str = "", ncols: int = 5, scale: int = 3,
-                 vmin: float = 0.0, vmax: float = 1.0):
+def render_frame(
+    images: Tensor,
+    titles: Sequence[str],
+    header: str = "",
+    ncols: int = 5,
+    scale: int = 3,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+):
     """One animation frame as a grayscale ``PIL.Image``: images ``[N,1,H,W]`` upscaled ``scale``× in a grid,
     each with its title above and ``header`` on top.
 
@@ -159,7 +181,9 @@ def _write_gif(frames: list, path: Path, fps: int) -> Path:
     """Looping GIF, written to a temporary name then renamed (same atomic-ish rule as PNGs)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=max(1, round(1000 / fps)), loop=0)
+        frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=max(1, round(1000 / fps)), loop=0
+        )
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -170,9 +194,29 @@ def _write_gif(frames: list, path: Path, fps: int) -> Path:
 def _write_mp4(frames: list, path: Path, fps: int, ffmpeg: str) -> Path:
     """H.264 MP4 through the ffmpeg binary, fed raw RGB frames on stdin."""
     w, h = frames[0].size
-    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-           "-r", str(fps), "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2:color=white",  # yuv420p needs even sizes
-           "-pix_fmt", "yuv420p", "-vcodec", "libx264", str(path)]
+    cmd = [
+        ffmpeg,
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+        "-vf",
+        "pad=ceil(iw/2)*2:ceil(ih/2)*2:color=white",  # yuv420p needs even sizes
+        "-pix_fmt",
+        "yuv420p",
+        "-vcodec",
+        "libx264",
+        str(path),
+    ]
     data = b"".join(f.convert("RGB").tobytes() for f in frames)
     subprocess.run(cmd, input=data, check=True, capture_output=True)
     return path
@@ -198,13 +242,25 @@ def save_dream_outputs(
     lam = f"  (λ={result.lambda_l2:g})" if result.lambda_l2 else ""
     lo, hi = _display_range(result)
     ncols = _ncols(len(result.targets))
-    grid = image_grid_figure(result.images, dream_titles(result, class_names=class_names), ncols=ncols,
-                             suptitle=f"Dreams after {int(result.steps[-1])} steps{lam}", vmin=lo, vmax=hi)
+    grid = image_grid_figure(
+        result.images,
+        dream_titles(result, class_names=class_names),
+        ncols=ncols,
+        suptitle=f"Dreams after {int(result.steps[-1])} steps{lam}",
+        vmin=lo,
+        vmax=hi,
+    )
     paths = [save_figure(grid, out / f"{prefix}_grid.png")]
     paths.append(save_figure(confidence_figure(result, class_names=class_names), out / f"{prefix}_confidence.png"))
     frames = [
-        render_frame(result.frames[t], dream_titles(result, t, class_names), f"step {int(result.steps[t])}{lam}",
-                     ncols=ncols, vmin=lo, vmax=hi)
+        render_frame(
+            result.frames[t],
+            dream_titles(result, t, class_names),
+            f"step {int(result.steps[t])}{lam}",
+            ncols=ncols,
+            vmin=lo,
+            vmax=hi,
+        )
         for t in _frame_indices(len(result.frames), max_frames)
     ]
     paths.append(_write_gif(frames, out / f"{prefix}.gif", fps))

@@ -234,7 +234,9 @@ def l2_sweep(
     """One dream per L2 coefficient, all from the same initial noise (as the seed's single ``initial_dream``),
     so differences between results come from the penalty alone. Extra kwargs go to :func:`dream`."""
     x0 = initial_noise(len(targets), seed, init_mean, init_std, clamp)
-    return {float(lam): dream(model, targets, lambda_l2=float(lam), clamp=clamp, init=x0, **dream_kwargs) for lam in lambdas}
+    return {
+        float(lam): dream(model, targets, lambda_l2=float(lam), clamp=clamp, init=x0, **dream_kwargs) for lam in lambdas
+    }
 
 
 def parse_hybrid(spec: str | Sequence | Mapping) -> dict[int, float]:

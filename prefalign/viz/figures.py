@@ -115,7 +115,9 @@ def confusion_matrix_figure(
     for i in range(c):
         for j in range(c):
             text = f"{counts[i, j]:.0f}" if float(counts[i, j]).is_integer() else f"{counts[i, j]:.2g}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if norm[i, j] > 0.5 else "black"
+            )
     return fig
 
 
@@ -152,8 +154,17 @@ def calibration_figure(
     ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.bar(centers[filled], acc.numpy()[filled], width=width, edgecolor="black", color="tab:blue", label="accuracy")
     gap = (mean_conf - acc).numpy()
-    ax.bar(centers[filled], gap[filled], bottom=acc.numpy()[filled], width=width, color="tab:red", alpha=0.3,
-           edgecolor="tab:red", hatch="//", label="gap to confidence")
+    ax.bar(
+        centers[filled],
+        gap[filled],
+        bottom=acc.numpy()[filled],
+        width=width,
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        hatch="//",
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -196,8 +207,15 @@ def filters_figure(weight: Tensor, title: str = "First-layer filters", max_filte
         ax.set_title(labels[k], fontsize=9)
         if annotate:
             for (r, c), v in np.ndenumerate(flat[k].numpy()):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if abs(v) > 0.6 * vmax else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if abs(v) > 0.6 * vmax else "black",
+                )
     fig.colorbar(im, ax=axes, fraction=0.03, label="weight")
     fig.suptitle(f"{title} ({out_ch}×{in_ch}×{w.shape[2]}×{w.shape[3]})")
     return fig

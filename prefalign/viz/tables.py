@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-def log_table(trainer: Any, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> list[str]:
+def log_table(
+    trainer: Any, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None
+) -> list[str]:
     """Send a table to every W&B logger and write ``<run>/tables/<key>_step<step>.csv``; returns what was written.
 
     Rank zero only; the CSV goes through a temporary file and a rename, so readers never see half a table.
@@ -29,7 +31,10 @@ def log_table(trainer: Any, key: str, columns: Sequence[str], rows: Sequence[Seq
         if type(logger).__name__ == "WandbLogger":  # by name: wandb need not be importable for CSV runs
             logger.log_table(key=key, columns=list(columns), data=rows, step=step)
             written.append("WandbLogger")
-    folder = next((getattr(lg, "log_dir", None) for lg in loggers if getattr(lg, "log_dir", None)), None) or trainer.default_root_dir
+    folder = (
+        next((getattr(lg, "log_dir", None) for lg in loggers if getattr(lg, "log_dir", None)), None)
+        or trainer.default_root_dir
+    )
     path = Path(folder) / "tables" / f"{key.replace('/', '_')}_step{step}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

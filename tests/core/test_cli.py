@@ -7,8 +7,12 @@ import yaml
 from prefalign.cli import main
 from tests.conftest import CONFIGS, SYNTHETIC_ARGS
 
-FAST = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        "--model.log_figures=false"]
+FAST = [
+    "--trainer.max_epochs=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--model.log_figures=false",
+]
 
 
 def _help(capsys, *words: str) -> str:
@@ -38,7 +42,9 @@ def test_subcommand_help_is_short_and_says_where_the_class_options_are(subcomman
     from prefalign.cli import SUBCOMMAND_HELP
 
     out = _help(capsys, subcommand)
-    assert out.startswith(f"usage: python -m prefalign {subcommand} [--config RECIPE] [options]") and "__main__" not in out
+    assert (
+        out.startswith(f"usage: python -m prefalign {subcommand} [--config RECIPE] [options]") and "__main__" not in out
+    )
     assert SUBCOMMAND_HELP[subcommand] in out
     assert "--data.help CLASS" in out and "--data.help prefalign.data.PreferenceDataModule" in out
     assert "known subclasses" not in out  # for --model.backbone alone, every torch module: 700 lines
@@ -70,21 +76,42 @@ def test_seed_config_is_the_seed_recipe(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), "--print_config"])
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["model"]["objective"] == {"class_path": "prefalign.objectives.DPO", "init_args": {"beta": 0.1, "label_smoothing": 0.0}}
+    assert cfg["model"]["objective"] == {
+        "class_path": "prefalign.objectives.DPO",
+        "init_args": {"beta": 0.1, "label_smoothing": 0.0},
+    }
     assert cfg["model"]["optimizer"]["init_args"]["lr"] == 0.001 and cfg["trainer"]["max_epochs"] == 5
     assert cfg["data"]["init_args"]["strategy"] == "mistakes" and cfg["data"]["init_args"]["batch_size"] == 64
     assert cfg["data"]["init_args"]["corruption"]["init_args"] == {"factor": 0.5, "seed": 0}
 
 
 def test_fast_dev_run_fit_through_main(in_tmp, capsys):
-    main(["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, *FAST, "--trainer.fast_dev_run=true", "--model.backbone.channels=4",
-          "--model.export_path=null"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "sft.yaml"),
+            *SYNTHETIC_ARGS,
+            *FAST,
+            "--trainer.fast_dev_run=true",
+            "--model.backbone.channels=4",
+            "--model.export_path=null",
+        ]
+    )
     assert "test results (SFT)" in capsys.readouterr().out
 
 
 def test_alignment_run_trains_missing_reference_first_then_aligns_and_tests(in_tmp, capsys):
-    args = ["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), f"--reference_recipe={CONFIGS / 'sft.yaml'}",
-            "--model.backbone=prefalign.models.SeedCNN", "--model.backbone.channels=4", *SYNTHETIC_ARGS, *FAST]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "seed_dpo.yaml"),
+        f"--reference_recipe={CONFIGS / 'sft.yaml'}",
+        "--model.backbone=prefalign.models.SeedCNN",
+        "--model.backbone.channels=4",
+        *SYNTHETIC_ARGS,
+        *FAST,
+    ]
     main(args)
     out = capsys.readouterr().out
     ref = in_tmp / "artifacts/reference/seed_cnn.pt"
@@ -97,8 +124,15 @@ def test_alignment_run_trains_missing_reference_first_then_aligns_and_tests(in_t
     assert (in_tmp / "runs/seed_dpo/version_0/config.yaml").is_file()
     assert (in_tmp / "runs/seed_dpo/version_0/policy.pt").is_file()
     # The saved config reproduces the run: test the saved checkpoint with it.
-    main(["test", "--config", str(in_tmp / "runs/seed_dpo/version_0/config.yaml"),
-          "--ckpt_path", str(in_tmp / "runs/seed_dpo/version_0/checkpoints/last.ckpt")])
+    main(
+        [
+            "test",
+            "--config",
+            str(in_tmp / "runs/seed_dpo/version_0/config.yaml"),
+            "--ckpt_path",
+            str(in_tmp / "runs/seed_dpo/version_0/checkpoints/last.ckpt"),
+        ]
+    )
     again = json.loads((in_tmp / "runs/seed_dpo/version_1/results_test.json").read_text())
     assert again["metrics"]["test/acc_noisy"] == pytest.approx(results["metrics"]["test/acc_noisy"])
 
@@ -123,8 +157,17 @@ def test_trainer_gets_safe_checkpoint_io_and_no_progress_bar_off_a_terminal(in_t
     from prefalign.checkpoint import SafeCheckpointIO
     from prefalign.cli import run_cli
 
-    base = ["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, "--trainer.fast_dev_run=true", "--model.export_path=null",
-            "--test_after_fit=false", "--model.log_figures=false", "--model.backbone.channels=4"]
+    base = [
+        "fit",
+        "--config",
+        str(CONFIGS / "sft.yaml"),
+        *SYNTHETIC_ARGS,
+        "--trainer.fast_dev_run=true",
+        "--model.export_path=null",
+        "--test_after_fit=false",
+        "--model.log_figures=false",
+        "--model.backbone.channels=4",
+    ]
     cli = run_cli(base)
     assert isinstance(cli.trainer.strategy.checkpoint_io, SafeCheckpointIO)
     assert cli.trainer.progress_bar_callback is None  # pytest's stderr is not a terminal
@@ -133,8 +176,14 @@ def test_trainer_gets_safe_checkpoint_io_and_no_progress_bar_off_a_terminal(in_t
 
 
 def test_validate_and_predict_subcommands_on_a_saved_run(in_tmp, capsys, tiny_reference):
-    base = ["--config", str(CONFIGS / "seed_dpo.yaml"), f"--model.reference_ckpt={tiny_reference}",
-            "--model.backbone=prefalign.models.SeedCNN", "--model.backbone.channels=4", *SYNTHETIC_ARGS]
+    base = [
+        "--config",
+        str(CONFIGS / "seed_dpo.yaml"),
+        f"--model.reference_ckpt={tiny_reference}",
+        "--model.backbone=prefalign.models.SeedCNN",
+        "--model.backbone.channels=4",
+        *SYNTHETIC_ARGS,
+    ]
     main(["fit", *base, *FAST, "--test_after_fit=false"])
     ckpt = in_tmp / "runs/seed_dpo/version_0/checkpoints/last.ckpt"
     main(["validate", *base, f"--ckpt_path={ckpt}"])
@@ -153,11 +202,16 @@ def test_every_recipe_writes_last_ckpt_for_ckpt_path_last(config, capsys):
         main(["fit", "--config", str(CONFIGS / config), "--print_config"])
     callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"] or []
     saves_last = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint") and c["init_args"]["save_last"]]
-    assert saves_last, f"{config}: no ModelCheckpoint with save_last: true, so --ckpt_path last has no last.ckpt to resume"
+    assert saves_last, (
+        f"{config}: no ModelCheckpoint with save_last: true, so --ckpt_path last has no last.ckpt to resume"
+    )
 
 
 def test_an_extra_subcommand_after_lightning_options_is_refused_with_the_way_to_call_it(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PREFALIGN_DEBUG")
     (tmp_path / "empty.yaml").write_text("{}\n")
     assert main(["-c", str(tmp_path / "empty.yaml"), "generate"]) == 2
-    assert "prefalign: error: generate takes its own options, first: python -m prefalign generate --help." in capsys.readouterr().err
+    assert (
+        "prefalign: error: generate takes its own options, first: python -m prefalign generate --help."
+        in capsys.readouterr().err
+    )

@@ -9,8 +9,14 @@ from prefalign.callbacks import EpochProgress
 
 
 def _trainer(epoch, max_epochs, metrics, rank_zero=True):
-    return SimpleNamespace(is_global_zero=rank_zero, sanity_checking=False, current_epoch=epoch, max_epochs=max_epochs,
-                           global_step=100 * (epoch + 1), callback_metrics=metrics)
+    return SimpleNamespace(
+        is_global_zero=rank_zero,
+        sanity_checking=False,
+        current_epoch=epoch,
+        max_epochs=max_epochs,
+        global_step=100 * (epoch + 1),
+        callback_metrics=metrics,
+    )
 
 
 def test_one_line_per_epoch_with_metrics_elapsed_and_eta(monkeypatch):

@@ -3,15 +3,23 @@ import pytest
 import torch
 
 from prefalign.checkpoint import CheckpointError
+from prefalign.core.module import AlignmentModule
 from prefalign.data import NoisyMNISTDataModule, PreferenceDataModule
 from prefalign.models import LeNet, SeedCNN
-from prefalign.core.module import AlignmentModule
 from prefalign.objectives import DPO, SFT, PPOLite
 
 
 def _trainer(tmp_path, **kw):
-    kw = {"max_epochs": 1, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-          "enable_model_summary": False, "default_root_dir": tmp_path, "num_sanity_val_steps": 0, **kw}
+    kw = {
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+        "num_sanity_val_steps": 0,
+        **kw,
+    }
     return L.Trainer(**kw)
 
 
@@ -34,7 +42,9 @@ def test_sft_learns_on_synthetic_data(tmp_path):
 
 def test_dpo_starts_from_reference_keeps_it_frozen_and_moves_the_policy(tiny_reference, tmp_path):
     L.seed_everything(0)
-    model = AlignmentModule(backbone=SeedCNN(channels=4), objective=DPO(beta=0.1), reference_ckpt=str(tiny_reference), log_figures=False)
+    model = AlignmentModule(
+        backbone=SeedCNN(channels=4), objective=DPO(beta=0.1), reference_ckpt=str(tiny_reference), log_figures=False
+    )
     dm = _synthetic(PreferenceDataModule, strategy="hard_negative", cache_dir=str(tmp_path))
     trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(model, dm)
@@ -44,8 +54,12 @@ def test_dpo_starts_from_reference_keeps_it_frozen_and_moves_the_policy(tiny_ref
     ref = model._reference
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), original.state_dict().values()))
     assert not any(p.requires_grad for p in ref.parameters()) and not ref.training
-    assert "_reference" not in dict(model.named_modules()) and not any(k.startswith("_reference") for k in model.state_dict())
-    changed = any(not torch.equal(a, b) for a, b in zip(model.policy.state_dict().values(), original.state_dict().values()))
+    assert "_reference" not in dict(model.named_modules()) and not any(
+        k.startswith("_reference") for k in model.state_dict()
+    )
+    changed = any(
+        not torch.equal(a, b) for a, b in zip(model.policy.state_dict().values(), original.state_dict().values())
+    )
     assert changed
     metrics = trainer.test(model, dm, verbose=False)[0]
     assert {"test/kl_ref_noisy", "test/changed_vs_ref_noisy", "test/reference/acc_noisy"} <= set(metrics)
@@ -53,7 +67,9 @@ def test_dpo_starts_from_reference_keeps_it_frozen_and_moves_the_policy(tiny_ref
 
 
 def test_policy_is_an_exact_copy_of_the_reference_before_training(tiny_reference, tmp_path):
-    model = AlignmentModule(backbone=SeedCNN(channels=4), objective=DPO(), reference_ckpt=str(tiny_reference), log_figures=False)
+    model = AlignmentModule(
+        backbone=SeedCNN(channels=4), objective=DPO(), reference_ckpt=str(tiny_reference), log_figures=False
+    )
     dm = _synthetic(PreferenceDataModule, cache_dir=str(tmp_path))
     metrics = _trainer(tmp_path).test(model, dm, verbose=False)[0]
     assert metrics["test/kl_ref_noisy"] == pytest.approx(0.0, abs=1e-6)
@@ -65,17 +81,28 @@ def test_cached_and_recomputed_reference_give_the_same_training(tiny_reference, 
     results = []
     for recompute in (False, True):
         L.seed_everything(0)
-        model = AlignmentModule(backbone=SeedCNN(channels=4), objective=DPO(), reference_ckpt=str(tiny_reference),
-                                recompute_reference=recompute, log_figures=False)
-        _trainer(tmp_path, max_steps=5, limit_val_batches=0).fit(model, _synthetic(PreferenceDataModule, strategy="hard_negative", cache_dir=str(tmp_path)))
+        model = AlignmentModule(
+            backbone=SeedCNN(channels=4),
+            objective=DPO(),
+            reference_ckpt=str(tiny_reference),
+            recompute_reference=recompute,
+            log_figures=False,
+        )
+        _trainer(tmp_path, max_steps=5, limit_val_batches=0).fit(
+            model, _synthetic(PreferenceDataModule, strategy="hard_negative", cache_dir=str(tmp_path))
+        )
         results.append(torch.cat([p.detach().flatten() for p in model.policy.parameters()]))
     torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-4)
 
 
 def test_ppo_lite_improves_reward(tiny_reference, tmp_path):
     L.seed_everything(0)
-    model = AlignmentModule(backbone=SeedCNN(channels=4), objective=PPOLite(k=4, ppo_epochs=2), reference_ckpt=str(tiny_reference),
-                            log_figures=False)
+    model = AlignmentModule(
+        backbone=SeedCNN(channels=4),
+        objective=PPOLite(k=4, ppo_epochs=2),
+        reference_ckpt=str(tiny_reference),
+        log_figures=False,
+    )
     dm = _synthetic(train_on="noisy")
     trainer = _trainer(tmp_path, max_epochs=3, log_every_n_steps=1, logger=L.pytorch.loggers.CSVLogger(tmp_path))
     trainer.fit(model, dm)

@@ -85,8 +85,19 @@ FAST = ["--trainer.fast_dev_run=true", "--test_after_fit=false", "--model.log_fi
 
 
 def _cli(*extra: str) -> PrefAlignCLI:
-    return PrefAlignCLI(args=["fit", "--config", str(CONFIGS / "sft.yaml"), *SYNTHETIC_ARGS, *FAST,
-                              "--model.export_path=null", "--model.backbone.channels=4", "--trainer.accelerator=cpu", *extra])
+    return PrefAlignCLI(
+        args=[
+            "fit",
+            "--config",
+            str(CONFIGS / "sft.yaml"),
+            *SYNTHETIC_ARGS,
+            *FAST,
+            "--model.export_path=null",
+            "--model.backbone.channels=4",
+            "--trainer.accelerator=cpu",
+            *extra,
+        ]
+    )
 
 
 def test_cli_runs_a_bf16_recipe_as_fp32_without_kernels_and_the_config_records_it(in_tmp, no_bf16_kernels):
@@ -114,9 +125,19 @@ def test_reference_recipe_gets_the_same_bf16_choice(in_tmp, tiny_reference, monk
         shutil.copy(tiny_reference, in_tmp / "ref.pt")
 
     monkeypatch.setattr(cli_module, "run_cli", fake_run_cli)
-    PrefAlignCLI(args=["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), f"--reference_recipe={CONFIGS / 'sft.yaml'}",
-                       f"--model.reference_ckpt={in_tmp / 'ref.pt'}", "--model.backbone.channels=4",
-                       *SYNTHETIC_ARGS, *FAST, "--bf16_fallback=false"])
+    PrefAlignCLI(
+        args=[
+            "fit",
+            "--config",
+            str(CONFIGS / "seed_dpo.yaml"),
+            f"--reference_recipe={CONFIGS / 'sft.yaml'}",
+            f"--model.reference_ckpt={in_tmp / 'ref.pt'}",
+            "--model.backbone.channels=4",
+            *SYNTHETIC_ARGS,
+            *FAST,
+            "--bf16_fallback=false",
+        ]
+    )
     assert len(calls) == 1 and "--bf16_fallback=false" in calls[0]
 
 

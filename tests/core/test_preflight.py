@@ -25,32 +25,64 @@ def _bad_yaml(folder):
 
 # (title, argv builder given (tmp folder, a valid reference), message); the docs table lists the same cases.
 CASES = [
-    ("reference path is a folder", lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={d}"],
-     "--model.reference_ckpt={d} is a folder; give a file path such as {d}/weights.pt."),
-    ("reference to train in an unwritable folder", lambda d, ref: QUICKSTART + ["--model.reference_ckpt=/proc/prefalign/reference.pt"],
-     "--model.reference_ckpt=/proc/prefalign/reference.pt cannot be written: cannot create files in /proc (No such file or directory). "
-     "Set --model.reference_ckpt to a file in a writable folder."),
-    ("pair cache in a read-only folder", lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", "--data.init_args.cache_dir=/sys/pairs"],
-     "--data.init_args.cache_dir=/sys/pairs cannot be written: cannot create files in /sys (Permission denied). "
-     "Set --data.init_args.cache_dir to a writable folder."),
-    ("pair cache in an unwritable folder", lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", "--data.init_args.cache_dir=/proc/pairs"],
-     "--data.init_args.cache_dir=/proc/pairs cannot be written: cannot create files in /proc (No such file or directory)."),
-    ("pair cache under a file", lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", f"--data.init_args.cache_dir={_file(d)}/pairs"],
-     "--data.init_args.cache_dir={d}/a_file/pairs cannot be written: {d}/a_file is a file, not a folder."),
-    ("run folder unwritable", lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", "--trainer.logger.init_args.save_dir=/proc/runs"],
-     "--trainer.logger.init_args.save_dir=/proc/runs cannot be written: cannot create files in /proc (No such file or directory). "
-     "Set --trainer.logger.init_args.save_dir to a writable folder."),
-    ("run folder unwritable, no logger", lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", "--trainer.logger=false",
-     "--trainer.default_root_dir=/proc/runs"], "--trainer.default_root_dir=/proc/runs cannot be written"),
-    ("export path is a folder", lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", f"--model.export_path={d}"],
-     "--model.export_path={d} is a folder; give a file path such as {d}/weights.pt."),
-    ("config file that is not YAML", lambda d, ref: ["fit", "--config", str(_bad_yaml(d))],
-     "--config {d}/bad.yaml is not valid YAML: expected ',' or ']', but got ':' at line 4, column 6."),
+    (
+        "reference path is a folder",
+        lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={d}"],
+        "--model.reference_ckpt={d} is a folder; give a file path such as {d}/weights.pt.",
+    ),
+    (
+        "reference to train in an unwritable folder",
+        lambda d, ref: QUICKSTART + ["--model.reference_ckpt=/proc/prefalign/reference.pt"],
+        "--model.reference_ckpt=/proc/prefalign/reference.pt cannot be written: cannot create files in /proc (No such file or directory). "
+        "Set --model.reference_ckpt to a file in a writable folder.",
+    ),
+    (
+        "pair cache in a read-only folder",
+        lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", "--data.init_args.cache_dir=/sys/pairs"],
+        "--data.init_args.cache_dir=/sys/pairs cannot be written: cannot create files in /sys (Permission denied). "
+        "Set --data.init_args.cache_dir to a writable folder.",
+    ),
+    (
+        "pair cache in an unwritable folder",
+        lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", "--data.init_args.cache_dir=/proc/pairs"],
+        "--data.init_args.cache_dir=/proc/pairs cannot be written: cannot create files in /proc (No such file or directory).",
+    ),
+    (
+        "pair cache under a file",
+        lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", f"--data.init_args.cache_dir={_file(d)}/pairs"],
+        "--data.init_args.cache_dir={d}/a_file/pairs cannot be written: {d}/a_file is a file, not a folder.",
+    ),
+    (
+        "run folder unwritable",
+        lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", "--trainer.logger.init_args.save_dir=/proc/runs"],
+        "--trainer.logger.init_args.save_dir=/proc/runs cannot be written: cannot create files in /proc (No such file or directory). "
+        "Set --trainer.logger.init_args.save_dir to a writable folder.",
+    ),
+    (
+        "run folder unwritable, no logger",
+        lambda d, ref: (
+            QUICKSTART
+            + [f"--model.reference_ckpt={ref}", "--trainer.logger=false", "--trainer.default_root_dir=/proc/runs"]
+        ),
+        "--trainer.default_root_dir=/proc/runs cannot be written",
+    ),
+    (
+        "export path is a folder",
+        lambda d, ref: QUICKSTART + [f"--model.reference_ckpt={ref}", f"--model.export_path={d}"],
+        "--model.export_path={d} is a folder; give a file path such as {d}/weights.pt.",
+    ),
+    (
+        "config file that is not YAML",
+        lambda d, ref: ["fit", "--config", str(_bad_yaml(d))],
+        "--config {d}/bad.yaml is not valid YAML: expected ',' or ']', but got ':' at line 4, column 6.",
+    ),
 ]
 
 
 @pytest.mark.parametrize("make_args,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_unwritable_path_or_bad_config_file_is_one_line_before_any_work(make_args, message, in_tmp, tiny_reference, capsys, monkeypatch):
+def test_unwritable_path_or_bad_config_file_is_one_line_before_any_work(
+    make_args, message, in_tmp, tiny_reference, capsys, monkeypatch
+):
     monkeypatch.delenv("PREFALIGN_DEBUG")
     inputs = in_tmp / "inputs"
     inputs.mkdir()

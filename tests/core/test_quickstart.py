@@ -13,7 +13,9 @@ from prefalign.cli import main
 from tests.conftest import CONFIGS
 
 
-def test_quickstart_runs_the_whole_pipeline_and_logs_to_an_offline_wandb_run(in_tmp, no_wandb_account, monkeypatch, capsys):
+def test_quickstart_runs_the_whole_pipeline_and_logs_to_an_offline_wandb_run(
+    in_tmp, no_wandb_account, monkeypatch, capsys
+):
     pytest.importorskip("wandb")
     from tests.scale.wandb_records import read_run
 
@@ -28,13 +30,17 @@ def test_quickstart_runs_the_whole_pipeline_and_logs_to_an_offline_wandb_run(in_
     results = json.loads((folder / "results_test.json").read_text())
     assert results["metrics"]["test/acc_noisy"] > results["metrics"]["test/reference/acc_noisy"]
     # Off a terminal: one progress line per epoch, with the validation metric and an ETA before the last.
-    assert re.search(r"^epoch 1/2  step \d+  train/loss [\d.]+  val/acc_noisy [\d.]+  elapsed \dm\d\ds  eta \dm\d\ds$", out, re.M), out
+    assert re.search(
+        r"^epoch 1/2  step \d+  train/loss [\d.]+  val/acc_noisy [\d.]+  elapsed \dm\d\ds  eta \dm\d\ds$", out, re.M
+    ), out
     assert re.search(r"^epoch 2/2  step \d+  .*elapsed \dm\d\ds$", out, re.M), out
     # The CSV side is still there for scripts: metrics and the per-class table.
     with open(folder / "metrics.csv") as f:
         assert "test/acc_noisy" in next(csv.reader(f))
     table = next((folder / "tables").glob("test_per_class_accuracy_step*.csv"))
-    assert table.read_text().splitlines()[0] == "class,acc_clean,acc_noisy" and len(table.read_text().splitlines()) == 11
+    assert (
+        table.read_text().splitlines()[0] == "class,acc_clean,acc_noisy" and len(table.read_text().splitlines()) == 11
+    )
 
     # And W&B: one offline run for the reference, one for the alignment, each with the config, metrics, a table
     # and images, as `wandb sync` would upload them.

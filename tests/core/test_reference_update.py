@@ -43,17 +43,32 @@ def test_hard_copy():
     assert all(torch.all(p == 2.0) for p in module.reference.parameters())
 
 
-@pytest.mark.parametrize("kwargs,message", [({"alpha": 0.0}, "alpha=0.0 is out of range"), ({"every_n_steps": 0}, "every_n_steps=0 is out of range")])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [({"alpha": 0.0}, "alpha=0.0 is out of range"), ({"every_n_steps": 0}, "every_n_steps=0 is out of range")],
+)
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ReferenceUpdate(**kwargs)
 
 
 def test_trdpo_run_checkpoints_the_moved_reference(tiny_reference, in_tmp):
-    main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, f"--model.reference_ckpt={tiny_reference}",
-          "--model.backbone.channels=4", "--trainer.max_epochs=1", "--model.log_figures=false",
-          "--trainer.callbacks+=prefalign.callbacks.ReferenceUpdate", "--trainer.callbacks.alpha=1.0", "--trainer.callbacks.every_n_steps=1",
-          "--test_after_fit=true"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "seed_dpo.yaml"),
+            *SYNTHETIC_ARGS,
+            f"--model.reference_ckpt={tiny_reference}",
+            "--model.backbone.channels=4",
+            "--trainer.max_epochs=1",
+            "--model.log_figures=false",
+            "--trainer.callbacks+=prefalign.callbacks.ReferenceUpdate",
+            "--trainer.callbacks.alpha=1.0",
+            "--trainer.callbacks.every_n_steps=1",
+            "--test_after_fit=true",
+        ]
+    )
     ckpt = torch.load(in_tmp / "runs/seed_dpo/version_0/checkpoints/last.ckpt", weights_only=True)
     state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ReferenceUpdate"))
     assert state["updates"] == ckpt["global_step"] > 0

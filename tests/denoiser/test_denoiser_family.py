@@ -33,7 +33,11 @@ class Recorder(nn.Module):
 
 def pair_batch(n: int = 3) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"chosen": torch.rand(n, 1, 28, 28, generator=g), "rejected": torch.rand(n, 1, 28, 28, generator=g), "y": torch.tensor([1, 4, 7][:n])}
+    return {
+        "chosen": torch.rand(n, 1, 28, 28, generator=g),
+        "rejected": torch.rand(n, 1, 28, 28, generator=g),
+        "y": torch.tensor([1, 4, 7][:n]),
+    }
 
 
 def test_winner_and_loser_share_t_and_noise_and_policy_and_reference_see_the_same_inputs():
@@ -41,8 +45,8 @@ def test_winner_and_loser_share_t_and_noise_and_policy_and_reference_see_the_sam
     policy, reference = Recorder(0.3), Recorder(0.1)
     batch = pair_batch()
     family.pair_logps(policy, reference, batch)
-    (x_t, t, y), = policy.calls
-    (rx_t, rt, ry), = reference.calls
+    ((x_t, t, y),) = policy.calls
+    ((rx_t, rt, ry),) = reference.calls
     assert torch.equal(x_t, rx_t) and torch.equal(t, rt) and torch.equal(y, ry)
     n = 3
     assert torch.equal(t[:n], t[n:]) and torch.equal(y[:n], batch["y"]) and torch.equal(y[n:], batch["y"])
@@ -58,7 +62,7 @@ def test_dpo_loss_matches_diffusers_formula_by_hand():
     policy, reference = Recorder(0.3), Recorder(0.1)
     beta = 500.0
     out = DPO(beta=beta)(family.pair_logps(policy, reference, pair_batch()))
-    (x_t, t, _), = policy.calls
+    ((x_t, t, _),) = policy.calls
     ab = family.noise_schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
     batch = pair_batch()
     x0 = torch.cat([batch["chosen"], batch["rejected"]]) * 2 - 1
@@ -66,7 +70,9 @@ def test_dpo_loss_matches_diffusers_formula_by_hand():
     mse = lambda scale: (noise - scale * x_t).square().mean(dim=(1, 2, 3))  # noqa: E731
     model_diff = mse(0.3)[:3] - mse(0.3)[3:]
     ref_diff = mse(0.1)[:3] - mse(0.1)[3:]
-    expected = -torch.nn.functional.logsigmoid(-0.5 * beta * (model_diff - ref_diff)).mean()  # diffusers' train_diffusion_dpo.py
+    expected = -torch.nn.functional.logsigmoid(
+        -0.5 * beta * (model_diff - ref_diff)
+    ).mean()  # diffusers' train_diffusion_dpo.py
     torch.testing.assert_close(out.loss, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -101,7 +107,7 @@ def test_sft_is_half_the_ddpm_mse_and_label_dropout_uses_the_null_class():
     for rate, expect_null in ((0.0, 0), (1.0, 64)):
         model = Recorder(0.2)
         lp = DenoiserFamily(num_timesteps=50, label_dropout=rate).pair_logps(model, None, batch)
-        (x_t, t, y), = model.calls
+        ((x_t, t, y),) = model.calls
         assert int((y == 10).sum()) == expect_null
         assert lp.policy_rejected is None and lp.reference_chosen is None
         loss = SFT()(lp).loss
@@ -160,7 +166,9 @@ def test_within_class_diversity_and_win_rate_by_hand():
     features = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [1.0, 1.0], [9.0, 9.0]])
     labels = torch.tensor([0, 0, 1, 1, 2])  # class 0: distance 5; class 1: 0; class 2: one sample, skipped
     assert within_class_diversity(features, labels) == pytest.approx(2.5)
-    assert win_rate(torch.tensor([0.9, 0.2, 0.5, 0.7]), torch.tensor([0.1, 0.3, 0.5, 0.7])) == pytest.approx((1 + 0 + 0.5 + 0.5) / 4)
+    assert win_rate(torch.tensor([0.9, 0.2, 0.5, 0.7]), torch.tensor([0.1, 0.3, 0.5, 0.7])) == pytest.approx(
+        (1 + 0 + 0.5 + 0.5) / 4
+    )
     with pytest.raises(ValueError):
         win_rate(torch.ones(2), torch.ones(3))
 
@@ -180,8 +188,16 @@ def test_sample_summary_separates_the_diversity_of_right_samples():
     # class 0: distances 5, 50, 45 → mean 100/3; class 1: 1 → diversity (100/3 + 1)/2; right samples only: (5 + 1)/2
     assert summary["diversity"] == pytest.approx((100 / 3 + 1) / 2)
     assert summary["diversity_correct"] == pytest.approx(3.0)
-    lone = SampleScores(labels, torch.zeros(5, 1, 28, 28), torch.full((5,), 0.5), torch.tensor([True, False, False, True, False]), features)
-    assert "diversity_correct" not in DenoiserFamily()._summary(module, lone, real=features)  # no class has two right samples
+    lone = SampleScores(
+        labels,
+        torch.zeros(5, 1, 28, 28),
+        torch.full((5,), 0.5),
+        torch.tensor([True, False, False, True, False]),
+        features,
+    )
+    assert "diversity_correct" not in DenoiserFamily()._summary(
+        module, lone, real=features
+    )  # no class has two right samples
 
 
 def test_rank_samples_pairs_confident_winners_with_rejected_losers_within_a_class():
@@ -193,7 +209,7 @@ def test_rank_samples_pairs_confident_winners_with_rejected_losers_within_a_clas
     assert winners.tolist() == [1, 4] and losers.tolist() == [2, 6]
     winners, losers = rank_samples(p, correct, labels, 2, accept_above=0.9, reject_below=0.5, pairs_per_loser=2)
     assert winners.tolist() == [1, 0, 4, 5] and losers.tolist() == [2, 2, 6, 6]
-    assert all(labels[w] == labels[l] for w, l in zip(winners, losers))
+    assert all(labels[win] == labels[lose] for win, lose in zip(winners, losers))
     none_w, none_l = rank_samples(p, correct, labels, 2, accept_above=0.999, reject_below=0.01, pairs_per_loser=1)
     assert len(none_w) == 0 and len(none_l) == 0
 
@@ -208,7 +224,13 @@ def test_rank_samples_nearest_winners_are_the_closest_accepted_images_of_the_cla
     winners, losers = rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="nearest", images=images)
     assert losers.tolist() == [3, 2, 5] and winners.tolist() == [0, 1, 4]  # losers worst first, as with confidence
     winners, losers = rank_samples(p, correct, labels, 2, 0.9, 0.5, 2, winners_by="nearest", images=images)
-    assert losers.tolist() == [3, 3, 2, 2, 5] and winners.tolist() == [0, 1, 1, 0, 4]  # nearest first; one winner in class 1
+    assert losers.tolist() == [3, 3, 2, 2, 5] and winners.tolist() == [
+        0,
+        1,
+        1,
+        0,
+        4,
+    ]  # nearest first; one winner in class 1
     with pytest.raises(ValueError, match="needs the images"):
         rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="nearest")
     with pytest.raises(ValueError, match="choose 'confidence' or 'nearest'"):

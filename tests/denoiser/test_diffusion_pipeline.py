@@ -19,21 +19,39 @@ TINY_UNET = '{"class_path": "prefalign.models.ConditionalUNet", "init_args": {"c
 def tiny_args(tmp_path, judge_min=0.8):
     return [
         f"--model.backbone={TINY_UNET}",
-        "--data.init_args.source=synthetic", "--data.init_args.synthetic_size=[600, 200]", "--data.init_args.val_size=100",
-        f"--model.family.init_args.judge_dir={tmp_path / 'judges'}", f"--model.family.init_args.judge_min_accuracy={judge_min}",
-        "--model.family.init_args.val_per_class=3", "--model.family.init_args.test_per_class=4", "--model.family.init_args.sample_steps=2",
-        "--model.family.init_args.num_timesteps=100", "--model.family.init_args.grid_per_class=2",
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false",
+        "--data.init_args.source=synthetic",
+        "--data.init_args.synthetic_size=[600, 200]",
+        "--data.init_args.val_size=100",
+        f"--model.family.init_args.judge_dir={tmp_path / 'judges'}",
+        f"--model.family.init_args.judge_min_accuracy={judge_min}",
+        "--model.family.init_args.val_per_class=3",
+        "--model.family.init_args.test_per_class=4",
+        "--model.family.init_args.sample_steps=2",
+        "--model.family.init_args.num_timesteps=100",
+        "--model.family.init_args.grid_per_class=2",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        "--trainer.enable_progress_bar=false",
     ]
 
 
 def tiny_dpo_args(tmp_path, reference, cache_dir):
     """`fit` of configs/diffusion_dpo.yaml on the tiny denoiser, mining a few samples per class. A barely trained denoiser
     rarely convinces a judge: accept and reject around chance so that pairs exist."""
-    return ["fit", "--config", str(CONFIGS / "diffusion_dpo.yaml"), *tiny_args(tmp_path), f"--model.reference_ckpt={reference}",
-            f"--data.init_args.judge_dir={tmp_path / 'judges'}", "--data.init_args.judge_min_accuracy=0.8", f"--data.init_args.cache_dir={cache_dir}",
-            "--data.init_args.per_class=8", "--data.init_args.sample_steps=2", "--data.init_args.accept_above=0.1",
-            "--data.init_args.reject_below=0.1", "--data.init_args.batch_size=8"]
+    return [
+        "fit",
+        "--config",
+        str(CONFIGS / "diffusion_dpo.yaml"),
+        *tiny_args(tmp_path),
+        f"--model.reference_ckpt={reference}",
+        f"--data.init_args.judge_dir={tmp_path / 'judges'}",
+        "--data.init_args.judge_min_accuracy=0.8",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--data.init_args.per_class=8",
+        "--data.init_args.sample_steps=2",
+        "--data.init_args.accept_above=0.1",
+        "--data.init_args.reject_below=0.1",
+        "--data.init_args.batch_size=8",
+    ]
 
 
 def test_recipes_and_the_lora_overlay_build_the_reference_architecture(capsys):
@@ -57,8 +75,19 @@ def tiny_denoiser(tmp_path_factory):
     """A tiny denoiser trained briefly on synthetic digits through configs/diffusion_pretrain.yaml."""
     tmp = tmp_path_factory.mktemp("denoiser")
     ref = tmp / "denoiser.pt"
-    main(["fit", "--config", str(CONFIGS / "diffusion_pretrain.yaml"), *tiny_args(tmp), f"--model.export_path={ref}",
-          "--trainer.max_epochs=2", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=1", "--test_after_fit=false"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "diffusion_pretrain.yaml"),
+            *tiny_args(tmp),
+            f"--model.export_path={ref}",
+            "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=6",
+            "--trainer.limit_val_batches=1",
+            "--test_after_fit=false",
+        ]
+    )
     return tmp, ref
 
 
@@ -66,9 +95,22 @@ def test_pretrain_exports_a_denoiser_with_its_schedule(tiny_denoiser):
     tmp, ref = tiny_denoiser
     payload = load_weights(ref)
     assert payload["class_path"] == "prefalign.models.ConditionalUNet"
-    assert payload["meta"]["noise_schedule"] == {"num_timesteps": 100, "kind": "linear", "beta_start": 1e-4, "beta_end": 0.02}
+    assert payload["meta"]["noise_schedule"] == {
+        "num_timesteps": 100,
+        "kind": "linear",
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+    }
     metrics = (next((tmp / "runs" / "diffusion_pretrain").glob("version_*")) / "metrics.csv").read_text()
-    for key in ("val/eps_mse", "val/eps_mse_t0", "val/error_rate", "val/fid", "val/diversity", "val/p_class", "val/real/diversity"):
+    for key in (
+        "val/eps_mse",
+        "val/eps_mse_t0",
+        "val/error_rate",
+        "val/fid",
+        "val/diversity",
+        "val/p_class",
+        "val/real/diversity",
+    ):
         assert key in metrics
 
 
@@ -80,9 +122,19 @@ def test_mining_leaves_the_global_random_state_alone_cached_or_not(tiny_denoiser
     tmp, ref = tiny_denoiser
 
     def mine() -> dict:
-        data = DiffusionPreferenceDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100, per_class=4, sample_steps=2,
-                                             accept_above=0.1, reject_below=0.1, judge_dir=str(tmp / "judges"), judge_min_accuracy=0.8,
-                                             cache_dir=str(tmp / "rng-pairs"), reference_ckpt=str(ref))
+        data = DiffusionPreferenceDataModule(
+            source="synthetic",
+            synthetic_size=(600, 200),
+            val_size=100,
+            per_class=4,
+            sample_steps=2,
+            accept_above=0.1,
+            reject_below=0.1,
+            judge_dir=str(tmp / "judges"),
+            judge_min_accuracy=0.8,
+            cache_dir=str(tmp / "rng-pairs"),
+            reference_ckpt=str(ref),
+        )
         torch.manual_seed(0)
         data.setup("fit")
         assert torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
@@ -100,8 +152,16 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
 
     tmp, ref = tiny_denoiser
     settings = dict(per_class=6, sample_steps=2, accept_above=0.1, reject_below=0.1, pairs_per_loser=2)
-    data = DiffusionPreferenceDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100, judge_dir=str(tmp / "judges"),
-                                         judge_min_accuracy=0.8, cache_dir=str(tmp / "remine-pairs"), reference_ckpt=str(ref), **settings)
+    data = DiffusionPreferenceDataModule(
+        source="synthetic",
+        synthetic_size=(600, 200),
+        val_size=100,
+        judge_dir=str(tmp / "judges"),
+        judge_min_accuracy=0.8,
+        cache_dir=str(tmp / "remine-pairs"),
+        reference_ckpt=str(ref),
+        **settings,
+    )
     data.setup("fit")
     first = {k: v.clone() for k, v in data.pairs.items()}
     torch.manual_seed(5)
@@ -112,8 +172,20 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
 
     judge = ensure_judge("lenet", 1, data, str(tmp / "judges"), 0.8)
     schedule = NoiseSchedule(**load_weights(ref)["meta"]["noise_schedule"])
-    expected = mine_image_pairs(miner.eval(), schedule, judge, num_classes=10, guidance=1.0, seed=1, device=torch.device("cpu"),
-                                per_class=6, steps=2, accept_above=0.1, reject_below=0.1, pairs_per_loser=2)
+    expected = mine_image_pairs(
+        miner.eval(),
+        schedule,
+        judge,
+        num_classes=10,
+        guidance=1.0,
+        seed=1,
+        device=torch.device("cpu"),
+        per_class=6,
+        steps=2,
+        accept_above=0.1,
+        reject_below=0.1,
+        pairs_per_loser=2,
+    )
     assert len(expected["y"]) > 0
     for key in ("chosen", "rejected", "y"):
         torch.testing.assert_close(data.pairs[key], expected[key])
@@ -123,9 +195,18 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
 def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
     """max_epochs=-1 (runs bounded by max_steps, as the diffusion recipes are) still re-mines, at most max_rounds times."""
     tmp, ref = tiny_denoiser
-    main([*tiny_dpo_args(tmp, ref, tmp / "iter-pairs"), "--trainer.max_steps=30", "--trainer.check_val_every_n_epoch=100",
-          "--trainer.callbacks+=prefalign.callbacks.IterativeMining", "--trainer.callbacks.every_n_epochs=1", "--trainer.callbacks.max_rounds=2",
-          "--trainer.logger.init_args.name=iterative", "--test_after_fit=false"])
+    main(
+        [
+            *tiny_dpo_args(tmp, ref, tmp / "iter-pairs"),
+            "--trainer.max_steps=30",
+            "--trainer.check_val_every_n_epoch=100",
+            "--trainer.callbacks+=prefalign.callbacks.IterativeMining",
+            "--trainer.callbacks.every_n_epochs=1",
+            "--trainer.callbacks.max_rounds=2",
+            "--trainer.logger.init_args.name=iterative",
+            "--test_after_fit=false",
+        ]
+    )
     run = next((tmp / "runs" / "iterative").glob("version_*"))
     assert sorted(p.name for p in (run / "miners").iterdir()) == ["epoch1.pt", "epoch2.pt"]
     assert len(list((tmp / "iter-pairs").glob("image-pairs-*.pt"))) == 3  # the reference's pairs + two rounds
@@ -134,13 +215,30 @@ def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
 
 def test_mine_and_dpo_end_to_end(tiny_denoiser):
     tmp, ref = tiny_denoiser
-    main([*tiny_dpo_args(tmp, ref, tmp / "pairs"), "--trainer.max_steps=3", "--trainer.check_val_every_n_epoch=1", "--model.optimizer.init_args.lr=0.001"])
+    main(
+        [
+            *tiny_dpo_args(tmp, ref, tmp / "pairs"),
+            "--trainer.max_steps=3",
+            "--trainer.check_val_every_n_epoch=1",
+            "--model.optimizer.init_args.lr=0.001",
+        ]
+    )
     run = next((tmp / "runs" / "diffusion_dpo").glob("version_*"))
     results = json.loads((run / "results_test.json").read_text())
-    for key in ("test/error_rate", "test/reference/error_rate", "test/win_rate", "test/fid", "test/reference/fid", "test/diversity", "test/eps_mse"):
+    for key in (
+        "test/error_rate",
+        "test/reference/error_rate",
+        "test/win_rate",
+        "test/fid",
+        "test/reference/fid",
+        "test/diversity",
+        "test/eps_mse",
+    ):
         assert key in results["metrics"], key
     assert 0.0 <= results["metrics"]["test/win_rate"] <= 1.0
-    assert results["metrics"]["test/real/diversity"] > 0  # the real images' own spread: the scale diversity reads against
+    assert (
+        results["metrics"]["test/real/diversity"] > 0
+    )  # the real images' own spread: the scale diversity reads against
     assert list((tmp / "pairs").glob("image-pairs-*.pt"))  # mined once, cached
     metrics = (run / "metrics.csv").read_text()
     assert "mining/seconds" in metrics and "mining/from_cache" in metrics and "mining/pairs" in metrics
@@ -165,15 +263,20 @@ def test_sample_command_is_deterministic_and_writes_a_grid(tiny_denoiser, tmp_pa
     main(["sample", f"--ckpt={ref}", "--per_class=2", "--steps=3", "--seed=6", f"--out={tmp_path / 'c.pt'}"])
     assert not torch.equal(outs[0]["images"], torch.load(tmp_path / "c.pt", weights_only=True)["images"])
     guided = tmp_path / "g.pt"
-    main(["sample", f"--ckpt={ref}", "--per_class=1", "--steps=2", "--guidance=2.0", "--classes=[3]", f"--out={guided}"])
+    main(
+        ["sample", f"--ckpt={ref}", "--per_class=1", "--steps=2", "--guidance=2.0", "--classes=[3]", f"--out={guided}"]
+    )
     assert torch.load(guided, weights_only=True)["labels"].tolist() == [3]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps=0"], "--steps=0 must be ≥ 1"),
-    (["--classes=[10]"], "the model knows classes 0..9"),
-    (["--guidance=-1"], "guidance"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps=0"], "--steps=0 must be ≥ 1"),
+        (["--classes=[10]"], "the model knows classes 0..9"),
+        (["--guidance=-1"], "guidance"),
+    ],
+)
 def test_sample_command_bad_input(tiny_denoiser, tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.delenv("PREFALIGN_DEBUG")
     _, ref = tiny_denoiser
@@ -198,8 +301,22 @@ class NaNUNet(ConditionalUNet):
 
 def test_nan_in_the_denoising_loss_stops_with_a_clear_error(tiny_denoiser, tmp_path):
     backbone = '{"class_path": "tests.denoiser.test_diffusion_pipeline.NaNUNet", "init_args": {"channels": [8, 16], "time_dim": 32, "groups": 4}}'
-    args = [a for a in tiny_args(tiny_denoiser[0]) if not a.startswith("--model.backbone")]  # its judges are trained already
+    args = [
+        a for a in tiny_args(tiny_denoiser[0]) if not a.startswith("--model.backbone")
+    ]  # its judges are trained already
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        main(["fit", "--config", str(CONFIGS / "diffusion_pretrain.yaml"), *args, f"--model.backbone={backbone}",
-              f"--model.export_path={tmp_path / 'nan.pt'}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-              "--trainer.limit_val_batches=0", "--test_after_fit=false", "--trainer.callbacks=[]"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIGS / "diffusion_pretrain.yaml"),
+                *args,
+                f"--model.backbone={backbone}",
+                f"--model.export_path={tmp_path / 'nan.pt'}",
+                "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=2",
+                "--trainer.limit_val_batches=0",
+                "--test_after_fit=false",
+                "--trainer.callbacks=[]",
+            ]
+        )

@@ -102,10 +102,12 @@ def test_add_noise_matches_hand_value():
     x0 = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
     noise = torch.tensor([[2.0, 0.0], [-1.0, 1.0]])
     out = schedule.add_noise(x0, noise, torch.tensor([0, 2]))
-    expected = torch.tensor([
-        [math.sqrt(0.9) * 1 + math.sqrt(0.1) * 2, -math.sqrt(0.9)],  # t = 0: ᾱ = 0.9, per-sample broadcast
-        [math.sqrt(0.504) * 0.5 - math.sqrt(0.496), math.sqrt(0.496)],  # t = 2: ᾱ = 0.504
-    ])
+    expected = torch.tensor(
+        [
+            [math.sqrt(0.9) * 1 + math.sqrt(0.1) * 2, -math.sqrt(0.9)],  # t = 0: ᾱ = 0.9, per-sample broadcast
+            [math.sqrt(0.504) * 0.5 - math.sqrt(0.496), math.sqrt(0.496)],  # t = 2: ᾱ = 0.504
+        ]
+    )
     torch.testing.assert_close(out, expected)
     assert schedule.add_noise(x0.bfloat16(), noise, torch.tensor([0, 2])).dtype == torch.bfloat16
 
@@ -206,7 +208,9 @@ def test_ddim_is_deterministic_and_chunking_does_not_change_it():
     assert torch.equal(full, ddim_sample(spy, schedule, labels, noise, steps=5, batch_size=3))
     assert seen == [3] * 5 + [3] * 5 + [1] * 5  # chunk by chunk, every step of a chunk before the next
     assert torch.equal(full, ddim_sample(model, schedule, labels, noise, steps=5, batch_size=1))
-    assert not torch.equal(full, ddim_sample(model, schedule, labels, initial_noise(7, seed=4, shape=(1, 4, 4)), steps=5))
+    assert not torch.equal(
+        full, ddim_sample(model, schedule, labels, initial_noise(7, seed=4, shape=(1, 4, 4)), steps=5)
+    )
 
 
 def test_ddim_without_guidance_makes_one_conditional_call_per_step():
@@ -262,8 +266,9 @@ def test_ddim_with_a_real_unet_under_autocast():
     schedule = NoiseSchedule(num_timesteps=50)
     noise = initial_noise(2, seed=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = ddim_sample(model, schedule, torch.tensor([1, 2]), noise, steps=2, guidance=2.0,
-                          null_label=model.null_label)
+        out = ddim_sample(
+            model, schedule, torch.tensor([1, 2]), noise, steps=2, guidance=2.0, null_label=model.null_label
+        )
     assert out.dtype == torch.float32 and out.shape == noise.shape
     assert out.abs().max() <= 1 and torch.isfinite(out).all()
 

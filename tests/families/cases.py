@@ -29,7 +29,13 @@ def classifier_case() -> FamilyCase:
     torch.manual_seed(0)
     x = torch.rand(6, 1, 28, 28)
     y = torch.tensor([0, 1, 2, 3, 4, 5])
-    return FamilyCase(ClassifierFamily(num_classes=10), SeedCNN(channels=2), {"x": x, "chosen": y, "rejected": (y + 3) % 10}, {"x": x, "y": y}, CorrectLabelReward())
+    return FamilyCase(
+        ClassifierFamily(num_classes=10),
+        SeedCNN(channels=2),
+        {"x": x, "chosen": y, "rejected": (y + 3) % 10},
+        {"x": x, "y": y},
+        CorrectLabelReward(),
+    )
 
 
 def toy_case() -> FamilyCase:
@@ -73,8 +79,13 @@ def language_case() -> FamilyCase:
     rejected = torch.stack([tok.encode("aaa"), tok.encode("bb "), tok.encode("...")])
     mask_r = torch.ones_like(rejected, dtype=torch.bool)
     mask_r[1, 2] = False  # a shorter rejected response: padding must be masked out
-    pairs = {"prompt": prompts, "chosen": chosen, "chosen_mask": torch.ones_like(chosen, dtype=torch.bool),
-             "rejected": rejected, "rejected_mask": mask_r}
+    pairs = {
+        "prompt": prompts,
+        "chosen": chosen,
+        "chosen_mask": torch.ones_like(chosen, dtype=torch.bool),
+        "rejected": rejected,
+        "rejected_mask": mask_r,
+    }
     return FamilyCase(family, model, pairs, {"prompt": prompts}, _CountReward(tok.index["e"]))
 
 
@@ -84,7 +95,9 @@ def denoiser_case() -> FamilyCase:
 
     torch.manual_seed(0)
     model = ConditionalUNet(channels=(4, 8), time_dim=8, groups=2)
-    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # past the zero initialisation: a denoiser that predicts something
+    torch.nn.init.normal_(
+        model.conv_out.weight, std=0.1
+    )  # past the zero initialisation: a denoiser that predicts something
     images = torch.rand(6, 1, 28, 28)
     y = torch.tensor([1, 2, 3])
     pairs = {"chosen": images[:3], "rejected": images[3:], "y": y}
@@ -120,5 +133,10 @@ def hf_case() -> FamilyCase:
     return FamilyCase(HFCausalLMFamily(), model, pairs, {}, None)
 
 
-FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {"classifier": classifier_case, "toy_sequence": toy_case, "language": language_case,
-                                                     "denoiser": denoiser_case, "hf": hf_case}
+FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {
+    "classifier": classifier_case,
+    "toy_sequence": toy_case,
+    "language": language_case,
+    "denoiser": denoiser_case,
+    "hf": hf_case,
+}

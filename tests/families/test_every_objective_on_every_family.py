@@ -18,7 +18,8 @@ from prefalign.objectives import Objective, PPOLite
 from tests.families.cases import FAMILY_CASES
 
 OBJECTIVES = sorted(
-    name for name, obj in vars(objectives).items()
+    name
+    for name, obj in vars(objectives).items()
     if inspect.isclass(obj) and (issubclass(obj, Objective) or obj is PPOLite) and obj is not Objective
 )
 
@@ -50,10 +51,14 @@ def test_objective_on_family(objective_name, family_name, tmp_path):
         assert (family_name in able) == (not missing)
     if missing:
         with pytest.raises(ValueError, match=CAPABILITIES[sorted(missing)[0]].split(" (")[0]) as refused:
-            AlignmentModule(backbone=case.backbone, objective=objective, family=case.family, reference_ckpt=str(ref_path))
+            AlignmentModule(
+                backbone=case.backbone, objective=objective, family=case.family, reference_ckpt=str(ref_path)
+            )
         assert f"The registered families that can run it: {', '.join(able)}." in str(refused.value)
         return
-    module = AlignmentModule(backbone=case.backbone, objective=objective, family=case.family, reference_ckpt=str(ref_path))
+    module = AlignmentModule(
+        backbone=case.backbone, objective=objective, family=case.family, reference_ckpt=str(ref_path)
+    )
     reference = copy.deepcopy(case.backbone).eval().requires_grad_(False)
     family = case.family
     if isinstance(objective, PPOLite):
@@ -69,9 +74,17 @@ def test_objective_on_family(objective_name, family_name, tmp_path):
         out = objective.loss(new.tokens, rollout.old_logps, objective.advantages(rewards), rollout.mask, ref.tokens)
         assert out.metrics["ppo/kl"].abs().item() < 1e-5
     else:
-        extra = {"ld_alpha": objective.ld_alpha} if getattr(objective, "ld_alpha", None) is not None else {}  # as the module passes it
-        pair = family.pair_logps(module.policy, reference, case.pairs, length_normalized=objective.length_normalized,
-                                 wpo_weights="wpo_weights" in objective.requires, **extra)
+        extra = (
+            {"ld_alpha": objective.ld_alpha} if getattr(objective, "ld_alpha", None) is not None else {}
+        )  # as the module passes it
+        pair = family.pair_logps(
+            module.policy,
+            reference,
+            case.pairs,
+            length_normalized=objective.length_normalized,
+            wpo_weights="wpo_weights" in objective.requires,
+            **extra,
+        )
         for field in ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected"):
             value = getattr(pair, field)
             assert value is not None and value.shape == (len(pair.policy_chosen),) and value.dtype == torch.float32
@@ -88,4 +101,6 @@ def test_every_registered_family_has_a_case():
     missing = sorted(set(FAMILIES) - set(FAMILY_CASES))
     assert not missing, f"registered families without a FamilyCase in tests/families/cases.py: {', '.join(missing)}"
     for name in FAMILIES:
-        assert type(FAMILY_CASES[name]().family) is family_class(name), f"FAMILY_CASES[{name!r}] is not the registered {name} family"
+        assert type(FAMILY_CASES[name]().family) is family_class(name), (
+            f"FAMILY_CASES[{name!r}] is not the registered {name} family"
+        )

@@ -53,7 +53,9 @@ class ToyFamily(ModelFamily):
     summary_keys = ("reward",)
     main_metric = "val/reward"
 
-    def pair_logps(self, policy, reference, batch, recompute_reference=False, length_normalized=False, wpo_weights=False) -> PairLogps:
+    def pair_logps(
+        self, policy, reference, batch, recompute_reference=False, length_normalized=False, wpo_weights=False
+    ) -> PairLogps:
         reduce = masked_mean if length_normalized else masked_sum
         prompts, chosen, mask_c = batch["prompt"], batch["chosen"], batch["chosen_mask"]
         rejected = batch.get("rejected")
@@ -70,7 +72,8 @@ class ToyFamily(ModelFamily):
             kl = masked_sum(exact_kl(dist, ref_dist), masks)
         n = len(prompts)
         return PairLogps(
-            policy_chosen=logps[:n], policy_rejected=logps[n:] if rejected is not None else None,
+            policy_chosen=logps[:n],
+            policy_rejected=logps[n:] if rejected is not None else None,
             reference_chosen=ref[:n] if ref is not None else None,
             reference_rejected=ref[n:] if ref is not None and rejected is not None else None,
             kl=kl[:n] if kl is not None else None,
@@ -91,7 +94,9 @@ class ToyFamily(ModelFamily):
 
     def response_logps(self, model, rollout) -> ResponseLogps:
         b, k, r = rollout.responses.shape
-        tokens, dist = response_token_logps(model, rollout.batch["prompt"].repeat_interleave(k), rollout.responses.view(b * k, r))
+        tokens, dist = response_token_logps(
+            model, rollout.batch["prompt"].repeat_interleave(k), rollout.responses.view(b * k, r)
+        )
         return ResponseLogps(tokens.view(b, k, r), dist.view(b, k, r, -1))
 
     def eval_step(self, module, batch, stage) -> None:
@@ -124,7 +129,15 @@ class ToyDataModule(MinedPairs, L.LightningDataModule):
 
     reference_data_keys = ("vocab", "size")
 
-    def __init__(self, vocab: int = 8, size: int = 256, batch_size: int = 32, pairs: bool = False, reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs") -> None:
+    def __init__(
+        self,
+        vocab: int = 8,
+        size: int = 256,
+        batch_size: int = 32,
+        pairs: bool = False,
+        reference_ckpt: str | None = None,
+        cache_dir: str = "artifacts/pairs",
+    ) -> None:
         super().__init__()
         self.vocab, self.size, self.batch_size, self.use_pairs = vocab, size, batch_size, pairs
         self.reference_ckpt, self.cache_dir = reference_ckpt, cache_dir
@@ -134,10 +147,16 @@ class ToyDataModule(MinedPairs, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         prompts = torch.arange(self.size) % self.vocab
         chosen = right_responses(prompts, self.vocab)
-        self.train_data = {"prompt": prompts, "chosen": chosen, "chosen_mask": torch.ones_like(chosen, dtype=torch.bool)}
+        self.train_data = {
+            "prompt": prompts,
+            "chosen": chosen,
+            "chosen_mask": torch.ones_like(chosen, dtype=torch.bool),
+        }
         if self.use_pairs and stage in (None, "fit") and not self.pairs:
             path = self.mining_reference("train it with the toy's SFT run")
-            self.pairs = self.cached_pairs("toy", path, {"vocab": self.vocab, "size": self.size}, lambda: self._mine(path))
+            self.pairs = self.cached_pairs(
+                "toy", path, {"vocab": self.vocab, "size": self.size}, lambda: self._mine(path)
+            )
             self.train_data = {**self.train_data, **{k: self.pairs[k] for k in ("rejected", "rejected_mask")}}
 
     def _mine(self, path: str) -> dict[str, Tensor]:

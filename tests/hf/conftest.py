@@ -25,7 +25,9 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trl_data")
-    return {"standard": write_jsonl(STANDARD * 2, folder / "standard.jsonl"),
-            "conversational": write_jsonl(conversational(STANDARD) * 2, folder / "conversational.jsonl"),
-            "implicit": write_jsonl(implicit(STANDARD) * 2, folder / "implicit.jsonl"),
-            "distinct": write_jsonl(distinct_rows(16), folder / "distinct.jsonl")}
+    return {
+        "standard": write_jsonl(STANDARD * 2, folder / "standard.jsonl"),
+        "conversational": write_jsonl(conversational(STANDARD) * 2, folder / "conversational.jsonl"),
+        "implicit": write_jsonl(implicit(STANDARD) * 2, folder / "implicit.jsonl"),
+        "distinct": write_jsonl(distinct_rows(16), folder / "distinct.jsonl"),
+    }

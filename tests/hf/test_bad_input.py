@@ -13,8 +13,17 @@ from tests.hf.tiny import STANDARD, make_model_dir, write_jsonl
 
 
 def fit(model, data, *extra):
-    return ["fit", "--config", str(CONFIGS / "hf_dpo.yaml"), "--model_name_or_path", str(model), "--dataset_name", str(data),
-            "--trainer.max_steps=1", *extra]
+    return [
+        "fit",
+        "--config",
+        str(CONFIGS / "hf_dpo.yaml"),
+        "--model_name_or_path",
+        str(model),
+        "--dataset_name",
+        str(data),
+        "--trainer.max_steps=1",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +41,39 @@ def _long_prompt(d):
 
 CASES = [
     ("model not found", lambda d, m, files, nt: fit(d / "no_such_model", files["standard"]), "model not found: "),
-    ("conversational data, no chat template", lambda d, m, files, nt: fit(nt, files["conversational"]),
-     "is conversational (lists of {role, content} messages) but the model's tokenizer has no chat template"),
-    ("missing columns", lambda d, m, files, nt: fit(m, _wrong_columns(d)),
-     "lacks the column(s) prompt, chosen, rejected (it has: answer, question); accepted TRL formats: standard {prompt, chosen, rejected}"),
-    ("empty after truncation", lambda d, m, files, nt: fit(m, _long_prompt(d), "--data.init_args.max_length=3"),
-     "is empty after truncation: all 1 prompts are at least max_length=3 tokens long"),
-    ("max_length shorter than any sequence", lambda d, m, files, nt: fit(m, files["standard"], "--data.init_args.max_length=1"),
-     "max_length=1 is too short"),
+    (
+        "conversational data, no chat template",
+        lambda d, m, files, nt: fit(nt, files["conversational"]),
+        "is conversational (lists of {role, content} messages) but the model's tokenizer has no chat template",
+    ),
+    (
+        "missing columns",
+        lambda d, m, files, nt: fit(m, _wrong_columns(d)),
+        "lacks the column(s) prompt, chosen, rejected (it has: answer, question); accepted TRL formats: standard {prompt, chosen, rejected}",
+    ),
+    (
+        "empty after truncation",
+        lambda d, m, files, nt: fit(m, _long_prompt(d), "--data.init_args.max_length=3"),
+        "is empty after truncation: all 1 prompts are at least max_length=3 tokens long",
+    ),
+    (
+        "max_length shorter than any sequence",
+        lambda d, m, files, nt: fit(m, files["standard"], "--data.init_args.max_length=1"),
+        "max_length=1 is too short",
+    ),
     ("dataset not found", lambda d, m, files, nt: fit(m, d / "missing.jsonl"), "dataset not found: "),
-    ("objective the family cannot run", lambda d, m, files, nt: fit(m, files["standard"], "--model.objective=prefalign.objectives.PPOLite"),
-     "objective PPOLite cannot train a HFCausalLMFamily model: it needs sampling"),
+    (
+        "objective the family cannot run",
+        lambda d, m, files, nt: fit(m, files["standard"], "--model.objective=prefalign.objectives.PPOLite"),
+        "objective PPOLite cannot train a HFCausalLMFamily model: it needs sampling",
+    ),
 ]
 
 
 @pytest.mark.parametrize("make_args,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_writes_nothing(make_args, message, tiny_model, data_files, no_template_model, in_tmp, capsys, monkeypatch):
+def test_bad_input_is_one_line_and_writes_nothing(
+    make_args, message, tiny_model, data_files, no_template_model, in_tmp, capsys, monkeypatch
+):
     monkeypatch.delenv("PREFALIGN_DEBUG")
     inputs = in_tmp / "inputs"
     inputs.mkdir()

@@ -48,11 +48,28 @@ def test_pretraining_windows_score_every_token_after_the_first(tiny_model):
 
 def test_kto_on_unpaired_data_and_validation_on_a_held_out_fraction(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rows = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"} for r in STANDARD * 2 for side in ("chosen", "rejected")]
+    rows = [
+        {"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+        for r in STANDARD * 2
+        for side in ("chosen", "rejected")
+    ]
     data = write_jsonl(rows, tmp_path / "unpaired.jsonl")
-    args = ["fit", "--config", str(CONFIGS / "hf_dpo.yaml"), "--model_name_or_path", str(tiny_model), "--dataset_name", str(data),
-            "--trainer.max_steps=2", "--trainer.log_every_n_steps=1", "--trainer.val_check_interval=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--data.init_args.batch_size=8", "--data.init_args.val_fraction=0.25", "--model.objective=prefalign.objectives.KTO"]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "hf_dpo.yaml"),
+        "--model_name_or_path",
+        str(tiny_model),
+        "--dataset_name",
+        str(data),
+        "--trainer.max_steps=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.val_check_interval=2",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--data.init_args.batch_size=8",
+        "--data.init_args.val_fraction=0.25",
+        "--model.objective=prefalign.objectives.KTO",
+    ]
     assert main(args) == 0
     rows = list(csv.DictReader((tmp_path / "hf_dpo" / "version_0" / "metrics.csv").open()))
     train = [r for r in rows if r.get("train/loss")]

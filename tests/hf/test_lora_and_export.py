@@ -53,7 +53,9 @@ def test_adapters_off_reference_is_the_base_bit_for_bit_and_dpo_starts_at_ln2(ti
         assert not torch.equal(policy(b["input_ids"]), expected)  # the adapters moved the policy
         assert torch.equal(reference(b["input_ids"]), expected)  # the reference did not move
     assert policy.training  # the reference's forward leaves the policy's mode alone
-    assert sum(p.numel() for p in reference.parameters()) == sum(p.numel() for p in base.parameters())  # one copy of the weights
+    assert sum(p.numel() for p in reference.parameters()) == sum(
+        p.numel() for p in base.parameters()
+    )  # one copy of the weights
 
 
 def test_save_pretrained_round_trips_through_peft_and_transformers(tiny_model, tmp_path):
@@ -64,8 +66,12 @@ def test_save_pretrained_round_trips_through_peft_and_transformers(tiny_model, t
     step(policy, b)
     policy.eval()
     policy.save_pretrained(tmp_path / "adapter")
-    assert (tmp_path / "adapter" / "adapter_config.json").is_file() and not (tmp_path / "adapter" / "model.safetensors").exists()
-    loaded = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(tmp_path / "adapter")).eval()
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file() and not (
+        tmp_path / "adapter" / "model.safetensors"
+    ).exists()
+    loaded = peft.PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(tmp_path / "adapter")
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=b["input_ids"]).logits, policy(b["input_ids"]), rtol=0, atol=1e-6)
     full = HFCausalLM(str(tiny_model))
@@ -79,16 +85,44 @@ def test_save_pretrained_round_trips_through_peft_and_transformers(tiny_model, t
 
 def test_lora_fit_from_the_command_line_then_generate(tiny_model, data_files, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", str(CONFIGS / "hf_dpo.yaml"), "--model_name_or_path", str(tiny_model), "--dataset_name", str(data_files["standard"]),
-            "--trainer.max_steps=2", "--trainer.limit_val_batches=0", f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--data.init_args.batch_size=8", "--model.optimizer.init_args.lr=0.01",
-            "--model.backbone.init_args.peft=" + json.dumps(LORA)]
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "hf_dpo.yaml"),
+        "--model_name_or_path",
+        str(tiny_model),
+        "--dataset_name",
+        str(data_files["standard"]),
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--data.init_args.batch_size=8",
+        "--model.optimizer.init_args.lr=0.01",
+        "--model.backbone.init_args.peft=" + json.dumps(LORA),
+    ]
     assert main(args) == 0
     policy_dir = tmp_path / "hf_dpo" / "version_0" / "policy"
     assert (policy_dir / "adapter_config.json").is_file()
     # The adapters-off reference is the fixed base: its log-probs are computed once and cached like a frozen copy's.
     assert len(list((tmp_path / "artifacts" / "hf_reference").glob("hf-ref-*.pt"))) == 1
     out = tmp_path / "samples.jsonl"
-    assert main(["generate", "--ckpt", str(policy_dir), "--prompt", "the cat", "--num_samples", "2", "--max_new_tokens", "5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--ckpt",
+                str(policy_dir),
+                "--prompt",
+                "the cat",
+                "--num_samples",
+                "2",
+                "--max_new_tokens",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(r["prompt"] == "the cat" and isinstance(r["completion"], str) for r in rows)

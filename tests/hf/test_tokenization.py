@@ -18,8 +18,12 @@ def trl_prepared(model_dir, data_file, max_length=1024):
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(output_dir="unused", report_to="none", use_cpu=True, max_length=max_length, save_strategy="no")
-    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(str(model_dir)), args=args,
-                         train_dataset=load_dataset("json", data_files=str(data_file))["train"], processing_class=load_tokenizer(str(model_dir)))
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(model_dir)),
+        args=args,
+        train_dataset=load_dataset("json", data_files=str(data_file))["train"],
+        processing_class=load_tokenizer(str(model_dir)),
+    )
     return trainer
 
 

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import torch
 
-WORDS = ("the cat sat on a mat and the dog ran to the red house while birds sang in tall green trees near "
-         "blue water where fish swim fast slow big small happy sad good bad yes no maybe today tomorrow").split()
+WORDS = (
+    "the cat sat on a mat and the dog ran to the red house while birds sang in tall green trees near "
+    "blue water where fish swim fast slow big small happy sad good bad yes no maybe today tomorrow"
+).split()
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}</s>{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
 
 # Standard rows; the second prompt ends inside a word ("the ca" + "t sat"): tokenized alone and with its
 # completion the boundary falls inside a token, which tokenizing the two separately would get wrong.
@@ -28,8 +32,14 @@ STANDARD = [
 
 
 def conversational(rows: list[dict]) -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": r["prompt"]}], "chosen": [{"role": "assistant", "content": r["chosen"].strip()}],
-             "rejected": [{"role": "assistant", "content": r["rejected"].strip()}]} for r in rows]
+    return [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"].strip()}],
+            "rejected": [{"role": "assistant", "content": r["rejected"].strip()}],
+        }
+        for r in rows
+    ]
 
 
 def implicit(rows: list[dict]) -> list[dict]:
@@ -47,13 +57,18 @@ def make_tokenizer(chat_template: bool = True):
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>"],
-                                  initial_alphabet=list("abcdefghijklmnopqrstuvwxyz"))
+    trainer = trainers.BpeTrainer(
+        vocab_size=120,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>"],
+        initial_alphabet=list("abcdefghijklmnopqrstuvwxyz"),
+    )
     tok.train_from_iterator([" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4, trainer=trainer)
     from tokenizers import decoders
 
     tok.decoder = decoders.Metaspace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -65,9 +80,19 @@ def make_model_dir(path: Path, seed: int = 0, chat_template: bool = True) -> Pat
 
     tokenizer = make_tokenizer(chat_template)
     torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
-                         vocab_size=len(tokenizer), max_position_embeddings=128, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config)
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
@@ -82,6 +107,11 @@ def distinct_rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for _ in range(n):
         prompt = " ".join(rng.sample(WORDS, rng.randint(1, 5)))
-        rows.append({"prompt": prompt, "chosen": " " + " ".join(rng.sample(WORDS, rng.randint(1, 6))),
-                     "rejected": " " + " ".join(rng.sample(WORDS, rng.randint(1, 6)))})
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": " " + " ".join(rng.sample(WORDS, rng.randint(1, 6))),
+                "rejected": " " + " ".join(rng.sample(WORDS, rng.randint(1, 6))),
+            }
+        )
     return rows

@@ -32,10 +32,18 @@ def test_lexical_validity_by_hand():
 
 def test_seed_reward_is_a_constant_and_reinforce_uses_it_raw():
     batch = {"prompt": torch.zeros(3, 5, dtype=torch.long)}
-    rollout = Rollout(batch=batch, responses=torch.randint(3, (3, 1, 20)), mask=torch.ones(3, 1, 20, dtype=torch.bool), old_logps=torch.zeros(3, 1, 20))
+    rollout = Rollout(
+        batch=batch,
+        responses=torch.randint(3, (3, 1, 20)),
+        mask=torch.ones(3, 1, 20, dtype=torch.bool),
+        old_logps=torch.zeros(3, 1, 20),
+    )
     rewards = NegativeLength()(rollout)
     assert rewards.tolist() == [[-25.0]] * 3
-    assert PPOLite(k=1, baseline="none", kl_coef=0.0, reward=NegativeLength()).advantages(rewards).tolist() == [[-25.0]] * 3
+    assert (
+        PPOLite(k=1, baseline="none", kl_coef=0.0, reward=NegativeLength()).advantages(rewards).tolist()
+        == [[-25.0]] * 3
+    )
     with pytest.raises(ValueError, match="k=1 is out of range"):
         PPOLite(k=1)  # a group of one has no baseline
 
@@ -66,17 +74,63 @@ def test_mined_pairs_best_of_2_and_spin():
 
 
 def test_sft_then_dpo_then_ppo_through_the_cli(in_tmp):
-    tiny = ["--data.init_args.source=synthetic", "--data.init_args.synthetic_chars=20000", "--data.init_args.block_size=32",
-            "--model.backbone.init_args.block_size=32", "--model.backbone.init_args.d_model=32", "--model.backbone.init_args.d_ff=64",
-            "--data.init_args.max_val_windows=40", "--trainer.max_epochs=1"]
-    main(["fit", "--config", str(CONFIGS / "lm_pretrain.yaml"), *tiny, "--data.init_args.steps_per_epoch=40", "--model.export_path=artifacts/ref.pt"])
-    aligned = [*tiny, "--model.reference_ckpt=artifacts/ref.pt", "--reference_recipe=null", "--data.init_args.eval_prompts=8",
-               "--data.init_args.prompt_length=16", "--data.init_args.eval_new_tokens=16", "--model.family.init_args.max_new_tokens=16"]
-    main(["fit", "--config", str(CONFIGS / "lm_dpo.yaml"), *aligned, "--data.init_args.num_prompts=128", "--data.init_args.response_length=16"])
-    main(["fit", "--config", str(CONFIGS / "lm_ppo.yaml"), *aligned, "--data.init_args.steps_per_epoch=3", "--data.init_args.batch_size=4",
-          "--trainer.log_every_n_steps=1"])
-    for name, keys in (("lm_dpo", ("test/loss", "test/kl_ref", "test/valid_words", "test/reference/valid_words", "test/real/valid_words")),
-                       ("lm_ppo", ("test/loss", "test/kl_ref", "test/valid_words"))):
+    tiny = [
+        "--data.init_args.source=synthetic",
+        "--data.init_args.synthetic_chars=20000",
+        "--data.init_args.block_size=32",
+        "--model.backbone.init_args.block_size=32",
+        "--model.backbone.init_args.d_model=32",
+        "--model.backbone.init_args.d_ff=64",
+        "--data.init_args.max_val_windows=40",
+        "--trainer.max_epochs=1",
+    ]
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "lm_pretrain.yaml"),
+            *tiny,
+            "--data.init_args.steps_per_epoch=40",
+            "--model.export_path=artifacts/ref.pt",
+        ]
+    )
+    aligned = [
+        *tiny,
+        "--model.reference_ckpt=artifacts/ref.pt",
+        "--reference_recipe=null",
+        "--data.init_args.eval_prompts=8",
+        "--data.init_args.prompt_length=16",
+        "--data.init_args.eval_new_tokens=16",
+        "--model.family.init_args.max_new_tokens=16",
+    ]
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "lm_dpo.yaml"),
+            *aligned,
+            "--data.init_args.num_prompts=128",
+            "--data.init_args.response_length=16",
+        ]
+    )
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "lm_ppo.yaml"),
+            *aligned,
+            "--data.init_args.steps_per_epoch=3",
+            "--data.init_args.batch_size=4",
+            "--trainer.log_every_n_steps=1",
+        ]
+    )
+    for name, keys in (
+        (
+            "lm_dpo",
+            ("test/loss", "test/kl_ref", "test/valid_words", "test/reference/valid_words", "test/real/valid_words"),
+        ),
+        ("lm_ppo", ("test/loss", "test/kl_ref", "test/valid_words")),
+    ):
         metrics = json.loads((in_tmp / f"runs/{name}/version_0/results_test.json").read_text())["metrics"]
         assert all(k in metrics for k in keys), (name, sorted(metrics))
     dpo_log = (in_tmp / "runs/lm_dpo/version_0/metrics.csv").read_text()

@@ -46,20 +46,33 @@ def family():
 
 def test_masked_sequence_log_probs_sum_and_mean_by_hand():
     # prompt "ab", chosen "ca" (both tokens), rejected "bc" with its last token padding
-    batch = {"prompt": TOK.encode("ab")[None], "chosen": TOK.encode("ca")[None], "chosen_mask": torch.tensor([[True, True]]),
-             "rejected": TOK.encode("bc")[None], "rejected_mask": torch.tensor([[True, False]])}
+    batch = {
+        "prompt": TOK.encode("ab")[None],
+        "chosen": TOK.encode("ca")[None],
+        "chosen_mask": torch.tensor([[True, True]]),
+        "rejected": TOK.encode("bc")[None],
+        "rejected_mask": torch.tensor([[True, False]]),
+    }
     a, b, c = 0, 1, 2
     chosen = logp(POLICY, b, c) + logp(POLICY, c, a)  # b -> c, then c -> a
     rejected = logp(POLICY, b, b)  # b -> b; the padded c is not counted
     lp = family().pair_logps(Bigram(POLICY), Bigram(REFERENCE), batch)
-    assert lp.policy_chosen.item() == pytest.approx(chosen, rel=1e-6) and lp.policy_rejected.item() == pytest.approx(rejected, rel=1e-6)
+    assert lp.policy_chosen.item() == pytest.approx(chosen, rel=1e-6) and lp.policy_rejected.item() == pytest.approx(
+        rejected, rel=1e-6
+    )
     assert lp.reference_chosen.item() == pytest.approx(logp(REFERENCE, b, c) + logp(REFERENCE, c, a), rel=1e-6)
     mean = family().pair_logps(Bigram(POLICY), None, batch, length_normalized=True)
-    assert mean.policy_chosen.item() == pytest.approx(chosen / 2, rel=1e-6) and mean.policy_rejected.item() == pytest.approx(rejected, rel=1e-6)
+    assert mean.policy_chosen.item() == pytest.approx(
+        chosen / 2, rel=1e-6
+    ) and mean.policy_rejected.item() == pytest.approx(rejected, rel=1e-6)
 
 
 def test_exact_kl_is_summed_over_the_vocabulary_and_the_response():
-    batch = {"prompt": TOK.encode("a")[None], "chosen": TOK.encode("bc")[None], "chosen_mask": torch.tensor([[True, True]])}
+    batch = {
+        "prompt": TOK.encode("a")[None],
+        "chosen": TOK.encode("bc")[None],
+        "chosen_mask": torch.tensor([[True, True]]),
+    }
 
     def kl(current):
         p = [math.exp(logp(POLICY, current, j)) for j in range(3)]
@@ -86,12 +99,17 @@ def test_wpo_weight_of_a_sequence_by_hand():
 def test_sampling_is_seeded_batched_and_runs_past_the_block():
     model = Bigram(POLICY, block_size=4)
     prompts = torch.stack([TOK.encode("ab"), TOK.encode("ca")])
-    run = lambda seed: sample(model, prompts, 10, 3, 4, generator=torch.Generator().manual_seed(seed))
+
+    def run(seed):
+        return sample(model, prompts, 10, 3, 4, generator=torch.Generator().manual_seed(seed))
+
     first = run(1)
     assert first.shape == (2, 10) and torch.equal(first, run(1)) and not torch.equal(first, run(2))
     greedy = sample(model, prompts, 3, 3, 4, temperature=0)
     # greedy bigram: after b -> a (row 1 argmax 0), after a -> c, after c -> a
-    assert TOK.decode(greedy[0]) == "aca" and torch.equal(sample(model, prompts, 3, 3, 4, top_k=1, generator=torch.Generator().manual_seed(5)), greedy)
+    assert TOK.decode(greedy[0]) == "aca" and torch.equal(
+        sample(model, prompts, 3, 3, 4, top_k=1, generator=torch.Generator().manual_seed(5)), greedy
+    )
 
 
 def test_rollout_shapes_and_old_logps_match_a_rescore():
@@ -105,10 +123,23 @@ def test_rollout_shapes_and_old_logps_match_a_rescore():
 
 
 def test_pretraining_through_the_cli_on_synthetic_text(in_tmp):
-    main(["fit", "--config", str(CONFIGS / "lm_pretrain.yaml"), "--data.init_args.source=synthetic", "--data.init_args.synthetic_chars=20000",
-          "--data.init_args.steps_per_epoch=30", "--data.init_args.block_size=32", "--model.backbone.init_args.block_size=32",
-          "--model.backbone.init_args.d_model=32", "--model.backbone.init_args.d_ff=64", "--trainer.max_epochs=2",
-          "--model.export_path=artifacts/lm.pt", "--trainer.log_every_n_steps=5"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "lm_pretrain.yaml"),
+            "--data.init_args.source=synthetic",
+            "--data.init_args.synthetic_chars=20000",
+            "--data.init_args.steps_per_epoch=30",
+            "--data.init_args.block_size=32",
+            "--model.backbone.init_args.block_size=32",
+            "--model.backbone.init_args.d_model=32",
+            "--model.backbone.init_args.d_ff=64",
+            "--trainer.max_epochs=2",
+            "--model.export_path=artifacts/lm.pt",
+            "--trainer.log_every_n_steps=5",
+        ]
+    )
     run = in_tmp / "runs/lm_pretrain/version_0"
     weights = torch.load(in_tmp / "artifacts/lm.pt", weights_only=True)
     vocab = CharTokenizer.from_codes(weights["state_dict"]["vocab"])
@@ -116,7 +147,11 @@ def test_pretraining_through_the_cli_on_synthetic_text(in_tmp):
     metrics = json.loads((run / "results_test.json").read_text())["metrics"]
     assert metrics["test/loss"] < 0.7 * math.log(len(vocab))  # well below a uniform guess
     assert metrics["test/bpc"] == pytest.approx(metrics["test/loss"] / math.log(2))
-    assert {p.name.rsplit("_step", 1)[0] for p in (run / "tables").iterdir()} >= {"val_top_k_next", "val_samples", "test_samples"}
+    assert {p.name.rsplit("_step", 1)[0] for p in (run / "tables").iterdir()} >= {
+        "val_top_k_next",
+        "val_samples",
+        "test_samples",
+    }
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/grad_norm", "train/loss", "val/loss", "val/ppl", "val/bpc", "val/ece", "val/entropy"} <= set(header)
     assert list((run / "images").glob("val_calibration*.png"))

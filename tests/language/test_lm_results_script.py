@@ -35,12 +35,29 @@ def write_run(root, name, metrics):
 def test_rows_come_from_the_logged_test_metrics(tmp_path, monkeypatch):
     script = load()
     monkeypatch.setattr(script, "REPO", tmp_path)
-    pre = write_run(tmp_path, "lm_pretrain", {"test/loss": 1.5, "test/entropy": 1.4, "test/valid_words": 0.8, "test/real/valid_words": 0.9})
-    run = write_run(tmp_path, "lm_dpo", {"test/loss": 1.65, "test/entropy": 1.3, "test/kl_ref": 0.01, "test/valid_words": 0.85,
-                                          "test/real/valid_words": 0.9, "test/reference/loss": 1.5, "test/reference/valid_words": 0.8})
+    pre = write_run(
+        tmp_path,
+        "lm_pretrain",
+        {"test/loss": 1.5, "test/entropy": 1.4, "test/valid_words": 0.8, "test/real/valid_words": 0.9},
+    )
+    run = write_run(
+        tmp_path,
+        "lm_dpo",
+        {
+            "test/loss": 1.65,
+            "test/entropy": 1.3,
+            "test/kl_ref": 0.01,
+            "test/valid_words": 0.85,
+            "test/real/valid_words": 0.9,
+            "test/reference/loss": 1.5,
+            "test/reference/valid_words": 0.8,
+        },
+    )
     ref, dpo = script.row_from_run("reference", pre), script.row_from_run("dpo", run)
     assert ref["kl_ref"] == 0.0 and ref["val_loss_vs_reference"] == 0.0
-    assert math.isclose(dpo["val_loss_vs_reference"], 0.1) and math.isclose(dpo["gap_closed"], 0.5)  # (0.85 − 0.8) / (0.9 − 0.8)
+    assert math.isclose(dpo["val_loss_vs_reference"], 0.1) and math.isclose(
+        dpo["gap_closed"], 0.5
+    )  # (0.85 − 0.8) / (0.9 − 0.8)
     text = script.table([ref, dpo], "header")
     assert "| RPO, best-of-2 pairs (configs/lm_dpo.yaml) | 1.6500 | +10.0% | 1.3000 | 0.0100 | 0.850 | 50% |" in text
     assert text.endswith("(../figures/lm_frontier.png)")  # relative to docs/families/language.md

@@ -15,7 +15,9 @@ def test_tokenizer_round_trip_and_unknown_characters():
     tok = CharTokenizer.from_text("hello world")
     assert tok.chars == " dehlorw" and tok.decode(tok.encode("low")) == "low"
     assert tok.encode("he").tolist() == [3, 2]
-    with pytest.raises(UnknownCharacterError, match=r"2 character\(s\) outside the model's 8-character vocabulary: 'X', 'Z'"):
+    with pytest.raises(
+        UnknownCharacterError, match=r"2 character\(s\) outside the model's 8-character vocabulary: 'X', 'Z'"
+    ):
         tok.encode("hello XZ")
     codes = tok.to_codes(12)
     assert codes.tolist()[:8] == [ord(c) for c in " dehlorw"] and codes.tolist()[8:] == [-1] * 4
@@ -34,7 +36,10 @@ def _fake_sdist(path, texts):
 
 def test_join_texts_reads_the_42_gutenberg_texts_in_name_order(tmp_path):
     names = [f"{shk.MEMBER_PREFIX}{i:02d}_gut.txt" for i in range(42)]
-    texts = [(n, f"<{n[-10:]}>".encode()) for n in reversed(names)] + [(f"{shk.MEMBER_PREFIX}README", b"x"), ("other/a_gut.txt", b"y")]
+    texts = [(n, f"<{n[-10:]}>".encode()) for n in reversed(names)] + [
+        (f"{shk.MEMBER_PREFIX}README", b"x"),
+        ("other/a_gut.txt", b"y"),
+    ]
     _fake_sdist(tmp_path / "s.tar.gz", texts)
     assert shk.join_texts(tmp_path / "s.tar.gz") == b"".join(f"<{n[-10:]}>".encode() for n in names)
     _fake_sdist(tmp_path / "short.tar.gz", texts[:5])
@@ -66,7 +71,9 @@ def test_a_verified_cache_is_used_and_checked_on_every_load(tmp_path, monkeypatc
 
 
 def test_data_module_splits_windows_and_tokenizes_from_the_training_split():
-    dm = CharTextDataModule(source="synthetic", synthetic_chars=5000, block_size=16, batch_size=4, steps_per_epoch=3, val_fraction=0.1)
+    dm = CharTextDataModule(
+        source="synthetic", synthetic_chars=5000, block_size=16, batch_size=4, steps_per_epoch=3, val_fraction=0.1
+    )
     dm.setup("fit")
     assert len(dm.text["train"]) == 4500 and len(dm.text["val"]) == 500
     assert dm.tokenizer.chars == "".join(sorted(set(dm.text["train"])))
@@ -78,7 +85,9 @@ def test_data_module_splits_windows_and_tokenizes_from_the_training_split():
     again.setup("fit")
     assert torch.equal(next(iter(again.train_dataloader()))["tokens"], batches[0]["tokens"])  # seeded
     val = torch.cat([b["tokens"] for b in dm.val_dataloader()])
-    assert torch.equal(val[0], dm.ids["val"][:17]) and torch.equal(val[1], dm.ids["val"][16:33])  # each character predicted once
+    assert torch.equal(val[0], dm.ids["val"][:17]) and torch.equal(
+        val[1], dm.ids["val"][16:33]
+    )  # each character predicted once
 
 
 def test_a_reference_vocabulary_re_encodes_the_data_or_names_what_it_lacks():
@@ -91,8 +100,14 @@ def test_a_reference_vocabulary_re_encodes_the_data_or_names_what_it_lacks():
         dm.use_tokenizer(CharTokenizer("abc"))
 
 
-@pytest.mark.parametrize("kwargs,message", [({"source": "file"}, "needs data.init_args.text_file"), ({"block_size": 1}, "block_size=1 is out of range"),
-                                            ({"val_fraction": 1.0}, "val_fraction=1.0 is out of range")])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"source": "file"}, "needs data.init_args.text_file"),
+        ({"block_size": 1}, "block_size=1 is out of range"),
+        ({"val_fraction": 1.0}, "val_fraction=1.0 is out of range"),
+    ],
+)
 def test_bad_data_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CharTextDataModule(**kwargs)

@@ -11,6 +11,20 @@ def test_docs_objective_table_is_current():
     spec.loader.exec_module(script)
     assert script.main(["--check"]) == 0, "run python scripts/objective_table.py"
     text = (REPO / "docs" / "objectives.md").read_text()
-    for name in ("EXO", "NCA", "BCO", "SPPO", "AOT", "AOTPair", "APOZero", "APODown", "DiscoPOP", "CPO", "FDivergence", "WPO",
-                 "WeightedSum", "ReferenceFree"):
+    for name in (
+        "EXO",
+        "NCA",
+        "BCO",
+        "SPPO",
+        "AOT",
+        "AOTPair",
+        "APOZero",
+        "APODown",
+        "DiscoPOP",
+        "CPO",
+        "FDivergence",
+        "WPO",
+        "WeightedSum",
+        "ReferenceFree",
+    ):
         assert f"| `{name}` |" in text

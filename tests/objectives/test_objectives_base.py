@@ -5,7 +5,18 @@ import torch
 
 from prefalign.objectives import DPO, IPO, KTO, ORPO, RPO, SFT, Hinge, Objective, PairLogps, RobustDPO, SimPO
 
-ALL = [SFT(), DPO(), DPO(label_smoothing=0.1), RobustDPO(label_smoothing=0.2), IPO(), Hinge(), RPO(), SimPO(), KTO(), ORPO()]
+ALL = [
+    SFT(),
+    DPO(),
+    DPO(label_smoothing=0.1),
+    RobustDPO(label_smoothing=0.2),
+    IPO(),
+    Hinge(),
+    RPO(),
+    SimPO(),
+    KTO(),
+    ORPO(),
+]
 IDS = [f"{type(o).__name__}{i}" for i, o in enumerate(ALL)]
 
 
@@ -23,7 +34,13 @@ def test_output_contract(obj: Objective):
     for k, v in out.metrics.items():
         assert v.dim() == 0 and not v.requires_grad, k
     if obj.needs_pairs:
-        assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/rejected"} <= out.metrics.keys()
+        assert {
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/margins",
+            "rewards/accuracies",
+            "logps/rejected",
+        } <= out.metrics.keys()
 
 
 @pytest.mark.parametrize("obj", ALL, ids=IDS)
@@ -49,17 +66,23 @@ def test_extreme_inputs_give_finite_loss_and_grads(obj: Objective):
     assert all(torch.isfinite(v) for v in out.metrics.values())
 
 
-@pytest.mark.parametrize("obj", [o for o in ALL if o.needs_reference], ids=[i for o, i in zip(ALL, IDS) if o.needs_reference])
+@pytest.mark.parametrize(
+    "obj", [o for o in ALL if o.needs_reference], ids=[i for o, i in zip(ALL, IDS) if o.needs_reference]
+)
 def test_missing_reference_names_the_fix(obj: Objective):
     p = full_pair()
-    with pytest.raises(ValueError, match=rf"objective {type(obj).__name__} needs reference log-probs.*model\.reference_ckpt"):
+    with pytest.raises(
+        ValueError, match=rf"objective {type(obj).__name__} needs reference log-probs.*model\.reference_ckpt"
+    ):
         obj(PairLogps(p.policy_chosen, p.policy_rejected, None, None))
 
 
 @pytest.mark.parametrize("obj", [o for o in ALL if o.needs_pairs], ids=[i for o, i in zip(ALL, IDS) if o.needs_pairs])
 def test_missing_pairs_names_the_fix(obj: Objective):
     p = full_pair()
-    with pytest.raises(ValueError, match=rf"objective {type(obj).__name__} needs preference pairs.*PreferenceDataModule"):
+    with pytest.raises(
+        ValueError, match=rf"objective {type(obj).__name__} needs preference pairs.*PreferenceDataModule"
+    ):
         obj(PairLogps(p.policy_chosen, None, p.reference_chosen, None))
 
 
@@ -76,7 +99,9 @@ def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match=r"must be \[B\]"):
         SFT()(PairLogps(p.policy_chosen[:, None], None, None, None))
     with pytest.raises(ValueError, match="kl has shape"):
-        KTO()(PairLogps(p.policy_chosen, p.policy_rejected, p.reference_chosen, p.reference_rejected, kl=torch.zeros(3)))
+        KTO()(
+            PairLogps(p.policy_chosen, p.policy_rejected, p.reference_chosen, p.reference_rejected, kl=torch.zeros(3))
+        )
 
 
 def test_objectives_have_no_parameters():
@@ -92,6 +117,11 @@ def test_config_instantiation_via_class_path():
     cfg = parser.parse_args(["--objective", '{"class_path": "prefalign.objectives.DPO", "init_args": {"beta": 0.3}}'])
     obj = parser.instantiate_classes(cfg).objective
     assert isinstance(obj, DPO) and obj.beta == 0.3 and obj.label_smoothing == 0.0
-    cfg = parser.parse_args(["--objective", '{"class_path": "prefalign.objectives.PPOLite", "init_args": {"k": 4, "reward": {"class_path": "prefalign.objectives.RewardModelConfidence", "init_args": {"ckpt": "rm.pt"}}}}'])
+    cfg = parser.parse_args(
+        [
+            "--objective",
+            '{"class_path": "prefalign.objectives.PPOLite", "init_args": {"k": 4, "reward": {"class_path": "prefalign.objectives.RewardModelConfidence", "init_args": {"ckpt": "rm.pt"}}}}',
+        ]
+    )
     ppo = parser.instantiate_classes(cfg).objective
     assert ppo.k == 4 and ppo.reward.ckpt == "rm.pt"

@@ -107,7 +107,9 @@ def test_batch_reduction_is_mean_of_per_example():
 
 
 def test_dpo_metrics():
-    p = PairLogps(torch.tensor([-0.5, -2.0]), torch.tensor([-1.2, -0.5]), torch.tensor([-0.7, -1.0]), torch.tensor([-1.0, -1.0]))
+    p = PairLogps(
+        torch.tensor([-0.5, -2.0]), torch.tensor([-1.2, -0.5]), torch.tensor([-0.7, -1.0]), torch.tensor([-1.0, -1.0])
+    )
     m = DPO(beta=0.1)(p).metrics
     # chosen rewards 0.1*[0.2, -1.0], rejected 0.1*[-0.2, 0.5]
     assert m["rewards/chosen"].item() == pytest.approx(-0.04, abs=1e-6)

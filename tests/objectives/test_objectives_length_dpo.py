@@ -12,8 +12,14 @@ from prefalign.families.sequences import reduce_sequences, shared_lengths, split
 from prefalign.objectives import DPO, IPO, LDDPO, PairLogps, SigmoidNorm
 
 # One pair: chosen log-ratio -10 - (-12) = 2 over 4 tokens (0.5 per token); rejected -9 - (-8) = -1 over 2 tokens (-0.5).
-PAIR = PairLogps(policy_chosen=torch.tensor([-10.0]), policy_rejected=torch.tensor([-9.0]), reference_chosen=torch.tensor([-12.0]),
-                 reference_rejected=torch.tensor([-8.0]), chosen_length=torch.tensor([4.0]), rejected_length=torch.tensor([2.0]))
+PAIR = PairLogps(
+    policy_chosen=torch.tensor([-10.0]),
+    policy_rejected=torch.tensor([-9.0]),
+    reference_chosen=torch.tensor([-12.0]),
+    reference_rejected=torch.tensor([-8.0]),
+    chosen_length=torch.tensor([4.0]),
+    rejected_length=torch.tensor([2.0]),
+)
 
 
 def test_sigmoid_norm_averages_each_log_ratio_over_its_tokens():
@@ -29,24 +35,39 @@ def test_sigmoid_norm_averages_each_log_ratio_over_its_tokens():
 
 
 def test_ipo_divides_each_log_ratio_by_its_token_count_when_the_family_gives_counts():
-    assert IPO(tau=0.1)(PAIR).loss.item() == pytest.approx((1.0 - 5.0) ** 2)  # TRL: (ipo_delta - 1/(2 beta))^2, ipo_delta = 1
-    unpaired_lengths = PairLogps(PAIR.policy_chosen, PAIR.policy_rejected, PAIR.reference_chosen, PAIR.reference_rejected)
-    assert IPO(tau=0.1)(unpaired_lengths).loss.item() == pytest.approx((3.0 - 5.0) ** 2)  # one-label responses: the sums
+    assert IPO(tau=0.1)(PAIR).loss.item() == pytest.approx(
+        (1.0 - 5.0) ** 2
+    )  # TRL: (ipo_delta - 1/(2 beta))^2, ipo_delta = 1
+    unpaired_lengths = PairLogps(
+        PAIR.policy_chosen, PAIR.policy_rejected, PAIR.reference_chosen, PAIR.reference_rejected
+    )
+    assert IPO(tau=0.1)(unpaired_lengths).loss.item() == pytest.approx(
+        (3.0 - 5.0) ** 2
+    )  # one-label responses: the sums
 
 
 def test_ld_alpha_keeps_the_shared_length_and_down_weights_the_longer_tail():
     # Two pairs in TRL's layout (chosen rows, then rejected rows); prompt tokens (mask 0) lead, padding (mask 0) trails.
-    tokens = torch.tensor([[-9.0, -1, -2, -3, -4, 0], [-9.0, -9, -1, 0, 0, 0],
-                           [-9.0, -1, -1, 0, 0, 0], [-9.0, -9, -2, -2, -2, -2]])
-    mask = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 0, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1]], dtype=torch.bool)
+    tokens = torch.tensor(
+        [[-9.0, -1, -2, -3, -4, 0], [-9.0, -9, -1, 0, 0, 0], [-9.0, -1, -1, 0, 0, 0], [-9.0, -9, -2, -2, -2, -2]]
+    )
+    mask = torch.tensor(
+        [[0, 1, 1, 1, 1, 0], [0, 0, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1]], dtype=torch.bool
+    )
     shared = shared_lengths(mask, 2)
     assert shared.tolist() == [2, 1, 2, 1]
     head, tail = split_sums(tokens, mask, shared)
     lengths = mask.sum(-1).float()
     # TRL: shared_logps + ld_alpha * tail_logps, positions counted along the completion mask
-    torch.testing.assert_close(reduce_sequences(head, tail, lengths, ld_alpha=0.5), torch.tensor([-3 - 3.5, -1.0, -2.0, -2 - 3.0]))
-    torch.testing.assert_close(reduce_sequences(head, tail, lengths), torch.tensor([-10.0, -1.0, -2.0, -8.0]))  # the plain sum
-    torch.testing.assert_close(reduce_sequences(head, tail, lengths, length_normalized=True), torch.tensor([-2.5, -1.0, -1.0, -2.0]))
+    torch.testing.assert_close(
+        reduce_sequences(head, tail, lengths, ld_alpha=0.5), torch.tensor([-3 - 3.5, -1.0, -2.0, -2 - 3.0])
+    )
+    torch.testing.assert_close(
+        reduce_sequences(head, tail, lengths), torch.tensor([-10.0, -1.0, -2.0, -8.0])
+    )  # the plain sum
+    torch.testing.assert_close(
+        reduce_sequences(head, tail, lengths, length_normalized=True), torch.tensor([-2.5, -1.0, -1.0, -2.0])
+    )
 
 
 def test_lddpo_is_dpo_with_the_family_applying_ld_alpha():

@@ -87,7 +87,9 @@ def test_ppolite_loss_hand_example():
     assert torch.allclose(gather_logps(full, samples), new)
     ref = torch.log(torch.full((1, 4), 0.25))
     kl_exact = exact_kl(full, ref)[:, None, None]  # one distribution per image, shared by its k samples
-    out = PPOLite(k=4, clip_eps=0.2, kl_coef=0.05).loss(gather_logps(full, samples).unsqueeze(-1), old.unsqueeze(-1), adv, kl_exact=kl_exact)
+    out = PPOLite(k=4, clip_eps=0.2, kl_coef=0.05).loss(
+        gather_logps(full, samples).unsqueeze(-1), old.unsqueeze(-1), adv, kl_exact=kl_exact
+    )
     kl = sum(p * math.log(p / 0.25) for p in (0.3, 0.1, 0.22, 0.38))
     assert out.loss.item() == pytest.approx(0.225 + 0.05 * kl, rel=1e-5)
     assert out.metrics["ppo/kl"].item() == pytest.approx(kl, rel=1e-5)
@@ -159,6 +161,14 @@ def test_ppolite_hyperparameters():
     ppo = PPOLite()
     assert (ppo.k, ppo.clip_eps, ppo.ppo_epochs, ppo.kl_coef) == (8, 0.2, 4, 0.05)
     assert isinstance(ppo.reward, CorrectLabelReward) and PPOLite.needs_reference
-    for bad in ({"k": 1}, {"clip_eps": 0.0}, {"ppo_epochs": 0}, {"kl_coef": -0.1}, {"loss_type": "sum"}, {"baseline": "critic"}, {"kl_estimator": "k2"}):
+    for bad in (
+        {"k": 1},
+        {"clip_eps": 0.0},
+        {"ppo_epochs": 0},
+        {"kl_coef": -0.1},
+        {"loss_type": "sum"},
+        {"baseline": "critic"},
+        {"kl_estimator": "k2"},
+    ):
         with pytest.raises(ValueError):
             PPOLite(**bad)

@@ -15,20 +15,34 @@ from prefalign.objectives import Objective, PairLogps
 WRAPPED = {
     "FDivergence": lambda: objectives.FDivergence(objectives.DPO(), divergence="alpha_divergence", alpha=0.5),
     "WPO": lambda: objectives.WPO(objectives.IPO()),
-    "WeightedSum": lambda: objectives.WeightedSum([objectives.DPO(), objectives.BCO(), objectives.APOZero()], weights=[1.0, 0.5, 0.2]),
+    "WeightedSum": lambda: objectives.WeightedSum(
+        [objectives.DPO(), objectives.BCO(), objectives.APOZero()], weights=[1.0, 0.5, 0.2]
+    ),
     "ReferenceFree": lambda: objectives.ReferenceFree(objectives.RPO()),
 }
-NAMES = sorted(n for n, o in vars(objectives).items() if inspect.isclass(o) and issubclass(o, Objective) and o is not Objective)
+NAMES = sorted(
+    n for n, o in vars(objectives).items() if inspect.isclass(o) and issubclass(o, Objective) and o is not Objective
+)
 SCALES = {"classifier": 20.0, "language_model": 600.0, "denoiser": 3.0}
 
 
 def random_logps(scale: float, batch: int, seed: int, unpaired: bool) -> PairLogps:
     g = torch.Generator().manual_seed(seed)
-    u = lambda: -scale * torch.rand(batch, generator=g)
+
+    def u():
+        return -scale * torch.rand(batch, generator=g)
+
     pc, pr = u().requires_grad_(), u().requires_grad_()
-    return PairLogps(pc, None if unpaired else pr, u(), None if unpaired else u(), kl=scale * torch.rand(batch, generator=g) / 10,
-                     desirable=(torch.rand(batch, generator=g) < 0.5) if unpaired else None,
-                     chosen_wpo_logweight=-torch.rand(batch, generator=g), rejected_wpo_logweight=-torch.rand(batch, generator=g))
+    return PairLogps(
+        pc,
+        None if unpaired else pr,
+        u(),
+        None if unpaired else u(),
+        kl=scale * torch.rand(batch, generator=g) / 10,
+        desirable=(torch.rand(batch, generator=g) < 0.5) if unpaired else None,
+        chosen_wpo_logweight=-torch.rand(batch, generator=g),
+        rejected_wpo_logweight=-torch.rand(batch, generator=g),
+    )
 
 
 @pytest.mark.parametrize("scale", sorted(SCALES))
@@ -57,8 +71,15 @@ def test_finite_at_extreme_margins(name):
         objective = WRAPPED.get(name, getattr(objectives, name))()
         pc = torch.tensor([-10.0, -10.0 + margin / 2], requires_grad=True)
         pr = torch.tensor([-10.0 - margin, -10.0 - margin / 2], requires_grad=True)
-        lp = PairLogps(pc, pr, torch.tensor([-10.0, -10.0]), torch.tensor([-10.0, -10.0]), kl=torch.zeros(2),
-                       chosen_wpo_logweight=torch.zeros(2), rejected_wpo_logweight=torch.zeros(2))
+        lp = PairLogps(
+            pc,
+            pr,
+            torch.tensor([-10.0, -10.0]),
+            torch.tensor([-10.0, -10.0]),
+            kl=torch.zeros(2),
+            chosen_wpo_logweight=torch.zeros(2),
+            rejected_wpo_logweight=torch.zeros(2),
+        )
         out = objective(lp)
         out.loss.backward()
         assert torch.isfinite(out.loss) and torch.isfinite(pc.grad).all(), (name, margin, out.loss)

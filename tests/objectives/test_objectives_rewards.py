@@ -11,7 +11,9 @@ from prefalign.objectives import CorrectLabelReward, PPOLite, RewardModelConfide
 def label_rollout(x: torch.Tensor, samples: torch.Tensor, labels: torch.Tensor) -> Rollout:
     """A classifier rollout: k one-label responses per image."""
     responses = samples.unsqueeze(-1)
-    return Rollout({"x": x, "y": labels}, responses, torch.ones_like(responses, dtype=torch.bool), torch.zeros(responses.shape))
+    return Rollout(
+        {"x": x, "y": labels}, responses, torch.ones_like(responses, dtype=torch.bool), torch.zeros(responses.shape)
+    )
 
 
 def test_correct_label_reward():

@@ -10,8 +10,23 @@ import pytest
 import torch
 
 from prefalign.objectives import (
-    AOT, APODown, APOZero, BCO, CPO, DPO, EXO, NCA, SFT, SPPO, AOTPair, DiscoPOP, FDivergence, PairLogps, ReferenceFree,
-    WeightedSum, WPO,
+    AOT,
+    BCO,
+    CPO,
+    DPO,
+    EXO,
+    NCA,
+    SFT,
+    SPPO,
+    WPO,
+    AOTPair,
+    APODown,
+    APOZero,
+    DiscoPOP,
+    FDivergence,
+    PairLogps,
+    ReferenceFree,
+    WeightedSum,
 )
 
 
@@ -20,7 +35,9 @@ def softplus(x):  # -log sigmoid(-x) = log(1 + e^x), from the definition
 
 
 def pair(pc, pr, rc=None, rr=None, grad=False, **extra):
-    t = lambda v: torch.tensor(v, dtype=torch.float32, requires_grad=grad)
+    def t(v):
+        return torch.tensor(v, dtype=torch.float32, requires_grad=grad)
+
     pc, pr = t(pc), t(pr)
     rc = torch.zeros_like(pc) if rc is None else t(rc).detach()
     rr = torch.zeros_like(pr) if rr is None else t(rr).detach()
@@ -31,11 +48,17 @@ def pair(pc, pr, rc=None, rr=None, grad=False, **extra):
 def test_exo_at_zero_margin_and_at_its_optimum():
     eps = 0.1
     # h = 0: q = (1/2, 1/2), KL(q || (0.9, 0.1)) = 1/2 log(0.5/0.9) + 1/2 log(0.5/0.1) = -log 2 - (log 0.9 + log 0.1) / 2
-    assert EXO(beta=1.0, label_smoothing=eps)(pair([-1.0], [-1.0])).loss.item() == pytest.approx(-math.log(2) - 0.5 * (math.log(0.9) + math.log(0.1)), rel=1e-6)
+    assert EXO(beta=1.0, label_smoothing=eps)(pair([-1.0], [-1.0])).loss.item() == pytest.approx(
+        -math.log(2) - 0.5 * (math.log(0.9) + math.log(0.1)), rel=1e-6
+    )
     # h* = log((1 - eps) / eps) = log 9: q equals the labels, KL = 0
-    assert EXO(beta=1.0, label_smoothing=eps)(pair([-0.1], [-0.1 - math.log(9)])).loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert EXO(beta=1.0, label_smoothing=eps)(pair([-0.1], [-0.1 - math.log(9)])).loss.item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     # beta scales h: beta = 2, h = log(9) / 2 is the same point
-    assert EXO(beta=2.0, label_smoothing=eps)(pair([-0.1], [-0.1 - math.log(9) / 2])).loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert EXO(beta=2.0, label_smoothing=eps)(pair([-0.1], [-0.1 - math.log(9) / 2])).loss.item() == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_exo_refuses_zero_smoothing():
@@ -48,7 +71,9 @@ def test_nca_values():
     assert NCA(beta=1.0)(pair([0.0], [0.0])).loss.item() == pytest.approx(2 * math.log(2), rel=1e-6)
     # r_w = log 2: -log(2/3) - log(1/3)/2; r_l = 0: -log(1/2)/2
     expected = math.log(1.5) + 0.5 * math.log(3) + 0.5 * math.log(2)
-    assert NCA(beta=1.0)(pair([-1.0 + math.log(2)], [-1.0], rc=[-1.0], rr=[-1.0])).loss.item() == pytest.approx(expected, rel=1e-6)
+    assert NCA(beta=1.0)(pair([-1.0 + math.log(2)], [-1.0], rc=[-1.0], rr=[-1.0])).loss.item() == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 # ---------------------------------------------------------------- BCO
@@ -126,10 +151,14 @@ def test_discopop_values():
     assert DiscoPOP(beta=1.0)(pair([0.0], [0.0])).loss.item() == pytest.approx((math.log(2) + 1) / 2, rel=1e-6)
     # h = 1, tau = 0.05: weight sigmoid(20)
     m = 1 / (1 + math.exp(-20))
-    assert DiscoPOP(beta=1.0, tau=0.05)(pair([1.0], [0.0])).loss.item() == pytest.approx((1 - m) * softplus(-1) + m * math.exp(-1), rel=1e-6)
+    assert DiscoPOP(beta=1.0, tau=0.05)(pair([1.0], [0.0])).loss.item() == pytest.approx(
+        (1 - m) * softplus(-1) + m * math.exp(-1), rel=1e-6
+    )
     # h = -1: weight sigmoid(-20), almost pure logistic loss
     m = 1 / (1 + math.exp(20))
-    assert DiscoPOP(beta=1.0, tau=0.05)(pair([0.0], [1.0])).loss.item() == pytest.approx((1 - m) * softplus(1) + m * math.e, rel=1e-6)
+    assert DiscoPOP(beta=1.0, tau=0.05)(pair([0.0], [1.0])).loss.item() == pytest.approx(
+        (1 - m) * softplus(1) + m * math.e, rel=1e-6
+    )
 
 
 # ---------------------------------------------------------------- CPO
@@ -145,16 +174,26 @@ def test_cpo_is_reference_free_dpo_plus_nll():
 # ---------------------------------------------------------------- modifiers
 def test_f_divergence_scores_through_dpo():
     # forward KL: score -e^-r; r_w = r_l = 0 -> equal scores -> log 2
-    assert FDivergence(DPO(beta=1.0), "forward_kl")(pair([0.0], [0.0])).loss.item() == pytest.approx(math.log(2), rel=1e-6)
+    assert FDivergence(DPO(beta=1.0), "forward_kl")(pair([0.0], [0.0])).loss.item() == pytest.approx(
+        math.log(2), rel=1e-6
+    )
     # forward KL, r_w = 0, r_l = -log 2: scores -1 and -2 -> h = 1
-    assert FDivergence(DPO(beta=1.0), "forward_kl")(pair([0.0], [-math.log(2)])).loss.item() == pytest.approx(softplus(-1), rel=1e-6)
+    assert FDivergence(DPO(beta=1.0), "forward_kl")(pair([0.0], [-math.log(2)])).loss.item() == pytest.approx(
+        softplus(-1), rel=1e-6
+    )
     # Jensen-Shannon: log s(log 3) - log s(0) = log(3/4) - log(1/2) = log 1.5 -> -log s(log 1.5) = log(1 + 1/1.5)
-    assert FDivergence(DPO(beta=1.0), "js_divergence")(pair([math.log(3)], [0.0])).loss.item() == pytest.approx(math.log(5 / 3), rel=1e-6)
+    assert FDivergence(DPO(beta=1.0), "js_divergence")(pair([math.log(3)], [0.0])).loss.item() == pytest.approx(
+        math.log(5 / 3), rel=1e-6
+    )
     # alpha = 1/2: score e^{-r/2} / (-1/2); r_w = 2 log 2 -> -1, r_l = 0 -> -2: h = 1
-    assert FDivergence(DPO(beta=1.0), "alpha_divergence", alpha=0.5)(pair([2 * math.log(2)], [0.0])).loss.item() == pytest.approx(softplus(-1), rel=1e-6)
+    assert FDivergence(DPO(beta=1.0), "alpha_divergence", alpha=0.5)(
+        pair([2 * math.log(2)], [0.0])
+    ).loss.item() == pytest.approx(softplus(-1), rel=1e-6)
     # reverse KL is DPO itself
     p = pair([-0.3], [-1.2], rc=[-0.6], rr=[-0.8])
-    assert FDivergence(DPO(beta=0.5), "reverse_kl")(p).loss.item() == pytest.approx(DPO(beta=0.5)(p).loss.item(), rel=1e-6)
+    assert FDivergence(DPO(beta=0.5), "reverse_kl")(p).loss.item() == pytest.approx(
+        DPO(beta=0.5)(p).loss.item(), rel=1e-6
+    )
 
 
 def test_f_divergence_keeps_true_logps_in_metrics_and_refuses_non_log_ratio_losses():
@@ -168,7 +207,10 @@ def test_f_divergence_keeps_true_logps_in_metrics_and_refuses_non_log_ratio_loss
 
 
 def test_wpo_multiplies_each_pair_loss_by_its_two_weights():
-    lw = dict(chosen_wpo_logweight=torch.log(torch.tensor([0.5, 1.0])), rejected_wpo_logweight=torch.log(torch.tensor([0.4, 0.5])))
+    lw = dict(
+        chosen_wpo_logweight=torch.log(torch.tensor([0.5, 1.0])),
+        rejected_wpo_logweight=torch.log(torch.tensor([0.4, 0.5])),
+    )
     # h = 0 for both pairs: loss per pair log 2; weights 0.2 and 0.5
     out = WPO(DPO(beta=1.0))(pair([-1.0, -1.0], [-1.0, -1.0], **lw))
     assert out.loss.item() == pytest.approx((0.2 + 0.5) * math.log(2) / 2, rel=1e-6)
@@ -181,7 +223,9 @@ def test_wpo_multiplies_each_pair_loss_by_its_two_weights():
 def test_weighted_sum_adds_the_weighted_parts():
     out = WeightedSum([DPO(beta=1.0), SPPO(beta=0.5)], weights=[1.0, 0.5])(pair([-1.0], [-1.0], rc=[-1.0], rr=[-1.0]))
     assert out.loss.item() == pytest.approx(math.log(2) + 0.5 * 2.0, rel=1e-6)  # SPPO at r = 0: 1/(2 beta^2) = 2
-    assert out.metrics["loss/DPO"].item() == pytest.approx(math.log(2)) and out.metrics["loss/SPPO"].item() == pytest.approx(2.0)
+    assert out.metrics["loss/DPO"].item() == pytest.approx(math.log(2)) and out.metrics[
+        "loss/SPPO"
+    ].item() == pytest.approx(2.0)
     assert "rewards/margins" in out.metrics  # the first part's metrics keep their names
     names = WeightedSum([DPO(), DPO(beta=0.5)])(pair([-1.0], [-2.0])).metrics
     assert "loss/DPO_1" in names and "loss/DPO_2" in names
@@ -202,9 +246,22 @@ def test_reference_free_drops_the_reference():
 
 
 # ---------------------------------------------------------------- following the gradient raises the margin
-MARGIN_RAISERS = [DPO(beta=1.0), EXO(beta=1.0), NCA(beta=1.0), BCO(beta=1.0).eval(), SPPO(beta=1.0), AOT(beta=1.0), AOTPair(beta=1.0),
-                  APOZero(beta=1.0), APODown(beta=1.0), DiscoPOP(beta=1.0), CPO(beta=1.0), FDivergence(DPO(beta=1.0), "js_divergence"),
-                  ReferenceFree(DPO(beta=1.0)), WeightedSum([DPO(beta=1.0), NCA(beta=1.0)])]
+MARGIN_RAISERS = [
+    DPO(beta=1.0),
+    EXO(beta=1.0),
+    NCA(beta=1.0),
+    BCO(beta=1.0).eval(),
+    SPPO(beta=1.0),
+    AOT(beta=1.0),
+    AOTPair(beta=1.0),
+    APOZero(beta=1.0),
+    APODown(beta=1.0),
+    DiscoPOP(beta=1.0),
+    CPO(beta=1.0),
+    FDivergence(DPO(beta=1.0), "js_divergence"),
+    ReferenceFree(DPO(beta=1.0)),
+    WeightedSum([DPO(beta=1.0), NCA(beta=1.0)]),
+]
 
 
 @pytest.mark.parametrize("objective", MARGIN_RAISERS, ids=lambda o: type(o).__name__)
@@ -224,5 +281,7 @@ def test_discopop_pushes_the_margin_down_at_zero():
     p = pair([-1.0], [-1.0], rc=[-1.0], rr=[-1.0], grad=True)
     DiscoPOP(beta=1.0, tau=tau)(p).loss.backward()
     slope = (1 - math.log(2)) / (4 * tau) - 0.75
-    assert p.policy_chosen.grad.item() == pytest.approx(slope, rel=1e-5) and p.policy_rejected.grad.item() == pytest.approx(-slope, rel=1e-5)
+    assert p.policy_chosen.grad.item() == pytest.approx(
+        slope, rel=1e-5
+    ) and p.policy_rejected.grad.item() == pytest.approx(-slope, rel=1e-5)
     assert slope > 0  # a gradient step lowers the margin here; with tau >= (1 - log 2) / 3 it would not

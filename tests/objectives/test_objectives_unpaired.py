@@ -9,8 +9,14 @@ from prefalign.objectives import BCO, DPO, KTO, PairLogps
 
 
 def single(policy, reference, desirable, kl=None):
-    return PairLogps(torch.tensor(policy), None, torch.tensor(reference), None, kl=None if kl is None else torch.tensor(kl),
-                     desirable=torch.tensor(desirable))
+    return PairLogps(
+        torch.tensor(policy),
+        None,
+        torch.tensor(reference),
+        None,
+        kl=None if kl is None else torch.tensor(kl),
+        desirable=torch.tensor(desirable),
+    )
 
 
 def test_kto_unpaired_values():
@@ -52,6 +58,8 @@ def test_pair_objectives_refuse_unpaired_batches():
 def test_gradients_push_desirable_up_and_undesirable_down():
     for objective in (KTO(beta=1.0), BCO(beta=1.0).eval()):
         policy = torch.tensor([-1.0, -1.0], requires_grad=True)
-        lp = PairLogps(policy, None, torch.tensor([-1.0, -1.0]), None, kl=torch.zeros(2), desirable=torch.tensor([True, False]))
+        lp = PairLogps(
+            policy, None, torch.tensor([-1.0, -1.0]), None, kl=torch.zeros(2), desirable=torch.tensor([True, False])
+        )
         objective(lp).loss.backward()
         assert policy.grad[0] < 0 < policy.grad[1], type(objective).__name__

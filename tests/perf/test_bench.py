@@ -27,20 +27,46 @@ def _fake_result(spec: dict) -> dict:
     scale = 2.0 if spec["contender"] == "notebook" else (1.05 if spec["contender"] == "prefalign" else 1.0)
     scale *= 0.5 if spec["precision"] == "bf16" else 1.0
     if spec["task"] == "pipeline":
-        phases = {"data": [1.0], "sft_epoch": [20.0 * scale] * 2, "mine": [10.0 * scale], "dpo_epoch": [8.0 * scale] * 5, "test": [2.0]}
+        phases = {
+            "data": [1.0],
+            "sft_epoch": [20.0 * scale] * 2,
+            "mine": [10.0 * scale],
+            "dpo_epoch": [8.0 * scale] * 5,
+            "test": [2.0],
+        }
         counts = {"sft_samples": 55000, "mine_samples": 55000, "pairs": 27000}
     else:
         phases = {"dpo_epoch": [12.0 * scale]}
         counts = {"pairs": 27000}
     phases.update({k + "@cpu": [0.9 * x for x in v] for k, v in list(phases.items())})
     wall = 100.0 * scale
-    return {"spec": spec, "phases": phases, "counts": counts, "wall": wall, "cpu": 0.9 * wall, "process_wall": wall + 1,
-            "acc": {"policy_noisy": 0.3, "policy_clean": 0.5}, "rss_mb": 900.0, "load_start": [0.5, 0.5, 0.5], "load_end": [0.6, 0.5, 0.5]}
+    return {
+        "spec": spec,
+        "phases": phases,
+        "counts": counts,
+        "wall": wall,
+        "cpu": 0.9 * wall,
+        "process_wall": wall + 1,
+        "acc": {"policy_noisy": 0.3, "policy_clean": 0.5},
+        "rss_mb": 900.0,
+        "load_start": [0.5, 0.5, 0.5],
+        "load_end": [0.6, 0.5, 0.5],
+    }
 
 
 def test_report_has_every_row_and_target():
     bench = _bench()
-    args = Namespace(quick=False, precision="both", threads=1, dpo_only_epochs=1, dpo_only_batches=150, compile=False, only=None, full_plain=True, plain_default_malloc=False)
+    args = Namespace(
+        quick=False,
+        precision="both",
+        threads=1,
+        dpo_only_epochs=1,
+        dpo_only_batches=150,
+        compile=False,
+        only=None,
+        full_plain=True,
+        plain_default_malloc=False,
+    )
     results = [_fake_result(spec) for spec in bench.plan(args)]
     summary = bench.summarise(results)
     rows, pipes = bench.build_rows(summary, ["fp32", "bf16"])
@@ -50,13 +76,32 @@ def test_report_has_every_row_and_target():
             expected = {"(c) prefalign"} if "recomputed" in task else {"(b) plain", "(c) prefalign"}
             assert expected <= contenders, (task, precision, contenders)
     assert {(p["contender"], p["precision"]) for p in pipes} == {
-        ("(a) notebook", "fp32"), ("(b) plain", "fp32"), ("(c) prefalign", "fp32"), ("(b) plain", "bf16"), ("(c) prefalign", "bf16")}
-    sft = next(r for r in rows if r["task"] == "reference SFT epoch" and r["contender"] == "(c) prefalign" and r["precision"] == "fp32")
+        ("(a) notebook", "fp32"),
+        ("(b) plain", "fp32"),
+        ("(c) prefalign", "fp32"),
+        ("(b) plain", "bf16"),
+        ("(c) prefalign", "bf16"),
+    }
+    sft = next(
+        r
+        for r in rows
+        if r["task"] == "reference SFT epoch" and r["contender"] == "(c) prefalign" and r["precision"] == "fp32"
+    )
     assert sft["vs_plain"] == pytest.approx(1.05) and sft["speedup_vs_notebook"] == pytest.approx(2.0 / 1.05)
     targets = bench.targets(rows, pipes, ["fp32", "bf16"])
     assert len(targets) == 2 * 3 + 2 * 2  # per precision: 2 overhead + 1 cache; per prefalign pipeline: speed + memory
-    report = {"command": "python scripts/bench.py", "quick": False, "date": "today", "bench_seconds": 60.0, "load_start": [0.5] * 3,
-              "load_end": [0.5] * 3, "machine": bench.machine_info(1), "rows": rows, "pipelines": pipes, "targets": targets}
+    report = {
+        "command": "python scripts/bench.py",
+        "quick": False,
+        "date": "today",
+        "bench_seconds": 60.0,
+        "load_start": [0.5] * 3,
+        "load_end": [0.5] * 3,
+        "machine": bench.machine_info(1),
+        "rows": rows,
+        "pipelines": pipes,
+        "targets": targets,
+    }
     md = bench.markdown(report)
     for task in TASKS:
         assert f"| {task} |" in md
@@ -66,8 +111,13 @@ def test_report_has_every_row_and_target():
 @pytest.mark.slow  # ~4 subprocesses that each import torch + Lightning: ~40-70 s on 2 shared cores
 def test_quick_bench_writes_json_and_markdown(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "latest.json").read_text())
     md = (out / "latest.md").read_text()

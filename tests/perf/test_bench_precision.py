@@ -25,8 +25,25 @@ def test_tiny_run_reports_both_precisions_and_what_a_bf16_recipe_runs(tmp_path, 
     readme.parent.mkdir()
     readme.write_text("a\n<!-- benchprecision:begin -->\nold\n<!-- benchprecision:end -->\nb\n")
     monkeypatch.setattr(script, "REPO", tmp_path)
-    assert script.main(["--batch", "2", "--sample-batch", "2", "--warmup", "0", "--repeats", "1", "--threads", "1",
-                        "--out", str(tmp_path)]) == 0
+    assert (
+        script.main(
+            [
+                "--batch",
+                "2",
+                "--sample-batch",
+                "2",
+                "--warmup",
+                "0",
+                "--repeats",
+                "1",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     saved = json.loads((tmp_path / "precision.json").read_text())
     assert set(saved["results"]) == {"fp32", "bf16"}
     assert all(v > 0 for r in saved["results"].values() for v in r.values())

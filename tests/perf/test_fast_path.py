@@ -17,30 +17,60 @@ import lightning as L
 import pytest
 import torch
 
-from prefalign.data.batches import CPU_FORWARD_CHUNK, chunked_forward
+from prefalign.core.module import AlignmentModule
 from prefalign.data import PreferenceDataModule
+from prefalign.data.batches import CPU_FORWARD_CHUNK, chunked_forward
 from prefalign.data.mining import reference_log_probs
 from prefalign.models import SeedCNN
-from prefalign.core.module import AlignmentModule
 from prefalign.objectives import DPO
 
 
-def _dpo_run(tiny_reference, tmp_path, *, steps=6, precision="32-true", compile=False, callbacks=(), record_losses=True, **trainer_kw):
+def _dpo_run(
+    tiny_reference,
+    tmp_path,
+    *,
+    steps=6,
+    precision="32-true",
+    compile=False,
+    callbacks=(),
+    record_losses=True,
+    **trainer_kw,
+):
     """A few DPO steps on synthetic hard-negative pairs; returns (module, per-step losses)."""
     L.seed_everything(0)
-    model = AlignmentModule(backbone=SeedCNN(channels=4), objective=DPO(beta=0.1), reference_ckpt=str(tiny_reference),
-                            log_figures=False, compile=compile)
-    dm = PreferenceDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100, eval_batch_size=256,
-                              strategy="hard_negative", cache_dir=str(tmp_path / "pairs"))
+    model = AlignmentModule(
+        backbone=SeedCNN(channels=4),
+        objective=DPO(beta=0.1),
+        reference_ckpt=str(tiny_reference),
+        log_figures=False,
+        compile=compile,
+    )
+    dm = PreferenceDataModule(
+        source="synthetic",
+        synthetic_size=(600, 200),
+        val_size=100,
+        eval_batch_size=256,
+        strategy="hard_negative",
+        cache_dir=str(tmp_path / "pairs"),
+    )
     losses: list[float] = []
 
     class Losses(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    kw = dict(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, precision=precision,
-              callbacks=([Losses()] if record_losses else []) + list(callbacks))
+    kw = dict(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        precision=precision,
+        callbacks=([Losses()] if record_losses else []) + list(callbacks),
+    )
     kw.update(trainer_kw)
     trainer = L.Trainer(**kw)
     trainer.fit(model, dm)
@@ -86,7 +116,9 @@ def test_chunked_forward_equals_one_call():
     with torch.no_grad():
         whole = torch.log_softmax(model(x), dim=1)
         calls = []
-        chunked = chunked_forward(lambda part: calls.append(len(part)) or torch.log_softmax(model(part), dim=1), x, max_batch=1000)
+        chunked = chunked_forward(
+            lambda part: calls.append(len(part)) or torch.log_softmax(model(part), dim=1), x, max_batch=1000
+        )
     assert max(calls) == CPU_FORWARD_CHUNK and sum(calls) == len(x)  # capped on CPU
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(reference_log_probs(model, x, batch_size=1000), whole, rtol=1e-5, atol=1e-6)
@@ -110,7 +142,9 @@ class _SyncCounter(L.Callback):
             original = getattr(torch.Tensor, name)
 
             def counting(t, *a, __original=original, **k):
-                if self._count is not None and "torch/optim/" not in sys._getframe(1).f_code.co_filename.replace("\\", "/"):
+                if self._count is not None and "torch/optim/" not in sys._getframe(1).f_code.co_filename.replace(
+                    "\\", "/"
+                ):
                     self._count += 1
                     self.where.append(f"{sys._getframe(1).f_code.co_filename}:{sys._getframe(1).f_lineno}")
                 return __original(t, *a, **k)
@@ -130,11 +164,20 @@ def test_no_host_sync_per_training_step(tiny_reference, tmp_path, monkeypatch):
     counter = _SyncCounter(monkeypatch)
     # Default path: nan_policy=raise (checked only on logging steps), no progress bar, a real logger that writes
     # every 1000 steps; 6 steps of an 8-batch epoch, so no logging step and no epoch end fall inside.
-    model, _ = _dpo_run(tiny_reference, tmp_path, steps=6, callbacks=[counter], log_every_n_steps=1000, record_losses=False,
-                        logger=L.pytorch.loggers.CSVLogger(tmp_path / "logs"))
+    model, _ = _dpo_run(
+        tiny_reference,
+        tmp_path,
+        steps=6,
+        callbacks=[counter],
+        log_every_n_steps=1000,
+        record_losses=False,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path / "logs"),
+    )
     assert model.nan_policy == "raise"
     assert len(counter.per_batch) == 5
-    assert counter.per_batch == [0] * 5, f"tensor->Python conversions per training step: {counter.per_batch} at {counter.where[:5]}"
+    assert counter.per_batch == [0] * 5, (
+        f"tensor->Python conversions per training step: {counter.per_batch} at {counter.where[:5]}"
+    )
 
 
 def test_loggers_still_get_every_train_metric_on_logging_steps(tiny_reference, tmp_path):
@@ -144,7 +187,13 @@ def test_loggers_still_get_every_train_metric_on_logging_steps(tiny_reference, t
     with open(logger.experiment.metrics_file_path) as f:
         rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
     assert [int(r["step"]) for r in rows] == [1, 3, 5]
-    for key in ("train/loss", "train/kl_ref", "train/rewards/margins", "train/rewards/accuracies", "train/logps/chosen"):
+    for key in (
+        "train/loss",
+        "train/kl_ref",
+        "train/rewards/margins",
+        "train/rewards/accuracies",
+        "train/logps/chosen",
+    ):
         assert all(r[key] != "" for r in rows), key
 
 

@@ -53,13 +53,17 @@ def test_link_is_relative_to_the_page():
 
 def test_readme_family_table_is_current():
     reporting = load()
-    assert reporting.read_block(REPO / "README.md", "families") == reporting.family_table(REPO) + "\n", "run python scripts/update_docs.py"
+    assert reporting.read_block(REPO / "README.md", "families") == reporting.family_table(REPO) + "\n", (
+        "run python scripts/update_docs.py"
+    )
 
 
 def test_readme_keeps_the_promised_commands():
     readme = (REPO / "README.md").read_text()
-    for command in ("bash scripts/setup.sh && .venv/bin/python -m prefalign fit --config configs/dpo.yaml",
-                    'bash scripts/setup.sh && .venv/bin/python -m pytest -m "not slow"',
-                    "bash scripts/setup.sh && .venv/bin/python -m prefalign fit --config configs/quickstart.yaml"):
+    for command in (
+        "bash scripts/setup.sh && .venv/bin/python -m prefalign fit --config configs/dpo.yaml",
+        'bash scripts/setup.sh && .venv/bin/python -m pytest -m "not slow"',
+        "bash scripts/setup.sh && .venv/bin/python -m prefalign fit --config configs/quickstart.yaml",
+    ):
         assert f"\n{command}\n" in readme
     assert len(readme.splitlines()) <= 250

@@ -26,7 +26,13 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def start_cli(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     log = open(cwd / "cli.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "prefalign", *map(str, args)], cwd=cwd, env=cli_env(**env), stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prefalign", *map(str, args)],
+        cwd=cwd,
+        env=cli_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 240, **env: str) -> tuple[int, str]:

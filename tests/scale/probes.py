@@ -90,7 +90,9 @@ class DDPProbe(L.Callback):
             reference_requires_grad=sum(p.requires_grad for p in reference.parameters()),
             reference_has_grad=sum(p.grad is not None for p in reference.parameters()),
             reference_equal_to_file=all(torch.equal(v, saved[k]) for k, v in reference.state_dict().items()),
-            policy_equal_to_reference=all(torch.equal(v.cpu(), saved[k]) for k, v in pl_module.policy.state_dict().items()),
+            policy_equal_to_reference=all(
+                torch.equal(v.cpu(), saved[k]) for k, v in pl_module.policy.state_dict().items()
+            ),
             pairs=len(trainer.datamodule.pairs["x"]),
         )
 

@@ -23,7 +23,7 @@ def test_sbatch_is_valid_bash_and_asks_for_one_task_per_gpu_and_requeue():
     assert directives["ntasks-per-node"] == directives["gpus-per-node"]  # one task per GPU
     assert directives["signal"] == "SIGUSR1@120" and "requeue" in directives
     assert re.search(r"^srun --kill-on-bad-exit=1 \\$", text, flags=re.M)
-    assert "--trainer.devices=\"$tasks_per_node\" --trainer.num_nodes=\"$SLURM_NNODES\"" in text
+    assert '--trainer.devices="$tasks_per_node" --trainer.num_nodes="$SLURM_NNODES"' in text
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
@@ -44,7 +44,9 @@ def _hadolint() -> str | None:
 
 
 def test_dockerfile_is_well_formed():
-    instructions = [line.split(None, 1) for line in DOCKERFILE.read_text().splitlines() if line and not line.startswith((" ", "#"))]
+    instructions = [
+        line.split(None, 1) for line in DOCKERFILE.read_text().splitlines() if line and not line.startswith((" ", "#"))
+    ]
     commands = [i[0] for i in instructions]
     assert commands[0] == "FROM" and "cuda" in instructions[0][1]
     assert set(commands) <= {"FROM", "ENV", "WORKDIR", "COPY", "RUN", "VOLUME", "ENTRYPOINT", "CMD"}

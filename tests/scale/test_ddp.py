@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from prefalign.checkpoint import load_weights
-
-from prefalign.models.loading import load_model
 from prefalign.cli import main
 from prefalign.data.datamodules import NoisyMNISTDataModule
+from prefalign.models.loading import load_model
 from tests.conftest import CONFIGS, SYNTHETIC_ARGS
 from tests.scale._run import run_cli, tail
 
@@ -23,15 +22,26 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_ddp_two_processes_shard_train_share_mining_and_reduce_test_metrics_exactly(tmp_path, tiny_reference, monkeypatch):
+def test_ddp_two_processes_shard_train_share_mining_and_reduce_test_metrics_exactly(
+    tmp_path, tiny_reference, monkeypatch
+):
     reference_sha = _sha(tiny_reference)
     args = [
-        "fit", "--config", CONFIGS / "seed_dpo.yaml", "--config", CONFIGS / "trainer/ddp.yaml",
-        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=1",
+        "fit",
+        "--config",
+        CONFIGS / "seed_dpo.yaml",
+        "--config",
+        CONFIGS / "trainer/ddp.yaml",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.max_epochs=1",
         "--data.class_path=tests.scale.probes.ProbedPreferenceDataModule",
-        *SYNTHETIC_ARGS, f"--data.init_args.synthetic_size=[{TRAIN}, {TEST}]", f"--data.init_args.val_size={VAL}",
+        *SYNTHETIC_ARGS,
+        f"--data.init_args.synthetic_size=[{TRAIN}, {TEST}]",
+        f"--data.init_args.val_size={VAL}",
         "--data.init_args.strategy=hard_negative",  # a pair for every training image: 500 pairs, 250 per rank
-        "--model.backbone.channels=4", f"--model.reference_ckpt={tiny_reference}",
+        "--model.backbone.channels=4",
+        f"--model.reference_ckpt={tiny_reference}",
         "--trainer.callbacks+=tests.scale.probes.DDPProbe",
     ]
     code, out = run_cli(args, tmp_path, timeout=240)
@@ -45,7 +55,11 @@ def test_ddp_two_processes_shard_train_share_mining_and_reduce_test_metrics_exac
     for rank, p in enumerate(probes):
         assert p["rank"] == rank and p["world_size"] == 2
         assert p["policy_is_ddp_wrapped"] and not p["reference_is_ddp"] and p["reference_params_in_ddp"] == 0
-        assert p["reference_requires_grad"] == 0 and p["reference_has_grad"] == 0 and p["reference_grads_after_backward"] == 0
+        assert (
+            p["reference_requires_grad"] == 0
+            and p["reference_has_grad"] == 0
+            and p["reference_grads_after_backward"] == 0
+        )
         assert p["reference_equal_to_file"], "the frozen reference changed in memory"
         assert not p["policy_equal_to_reference"], "the policy did not train"
         assert p["pairs"] == TRAIN - VAL
@@ -62,7 +76,9 @@ def test_ddp_two_processes_shard_train_share_mining_and_reduce_test_metrics_exac
     assert markers == ["mine-rank0", "prepare_data-rank0"]
     assert len(list((tmp_path / "artifacts/pairs").glob("pairs-*.pt"))) == 1
     # Evaluation figures as PNGs in the run folder (CSV logger).
-    assert {"val_confusion_noisy", "test_calibration_clean", "data_mined_pairs"} <= {p.name.rsplit("_step", 1)[0] for p in (run / "images").glob("*.png")}
+    assert {"val_confusion_noisy", "test_calibration_clean", "data_mined_pairs"} <= {
+        p.name.rsplit("_step", 1)[0] for p in (run / "images").glob("*.png")
+    }
 
     # The reference file is untouched; the saved policy differs from it.
     assert _sha(tiny_reference) == reference_sha
@@ -81,8 +97,19 @@ def test_ddp_two_processes_shard_train_share_mining_and_reduce_test_metrics_exac
 
     # And the single-process CLI on the saved checkpoint reproduces every test metric of the DDP run.
     monkeypatch.chdir(tmp_path)
-    main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints/last.ckpt"),
-          "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.callbacks=[]", "--model.log_figures=false"])
+    main(
+        [
+            "test",
+            "--config",
+            str(run / "config.yaml"),
+            "--ckpt_path",
+            str(run / "checkpoints/last.ckpt"),
+            "--trainer.devices=1",
+            "--trainer.strategy=auto",
+            "--trainer.callbacks=[]",
+            "--model.log_figures=false",
+        ]
+    )
     single = json.loads((tmp_path / "runs/seed_dpo/version_1/results_test.json").read_text())["metrics"]
     assert set(single) == set(results)
     for key, value in results.items():

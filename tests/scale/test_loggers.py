@@ -11,14 +11,29 @@ import yaml
 from prefalign.cli import main
 from tests.conftest import CONFIGS, SYNTHETIC_ARGS
 
-FIGURES = {f"{stage}/{kind}_{view}" for stage in ("val", "test") for kind in ("confusion", "calibration") for view in ("clean", "noisy")}
+FIGURES = {
+    f"{stage}/{kind}_{view}"
+    for stage in ("val", "test")
+    for kind in ("confusion", "calibration")
+    for view in ("clean", "noisy")
+}
 FIGURES.add("data/mined_pairs")
 
 
 def _args(tiny_reference, logger: str) -> list[str]:
-    return ["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), "--config", str(CONFIGS / f"logger/{logger}.yaml"),
-            *SYNTHETIC_ARGS, "--data.init_args.strategy=hard_negative", "--model.backbone.channels=4",
-            f"--model.reference_ckpt={tiny_reference}", "--trainer.max_epochs=1", "--trainer.log_every_n_steps=2"]
+    return [
+        "fit",
+        "--config",
+        str(CONFIGS / "seed_dpo.yaml"),
+        "--config",
+        str(CONFIGS / f"logger/{logger}.yaml"),
+        *SYNTHETIC_ARGS,
+        "--data.init_args.strategy=hard_negative",
+        "--model.backbone.channels=4",
+        f"--model.reference_ckpt={tiny_reference}",
+        "--trainer.max_epochs=1",
+        "--trainer.log_every_n_steps=2",
+    ]
 
 
 def test_wandb_is_offline_exactly_when_there_is_no_api_key(no_wandb_account, monkeypatch, tmp_path):
@@ -27,7 +42,9 @@ def test_wandb_is_offline_exactly_when_there_is_no_api_key(no_wandb_account, mon
 
     assert not wandb_api_key_available()
     logger = WandbLogger(save_dir=str(tmp_path / "runs"))
-    assert logger.is_offline and logger._wandb_init["mode"] == "offline" and logger._wandb_init["project"] == "prefalign"
+    assert (
+        logger.is_offline and logger._wandb_init["mode"] == "offline" and logger._wandb_init["project"] == "prefalign"
+    )
 
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
@@ -44,10 +61,22 @@ def test_wandb_is_offline_exactly_when_there_is_no_api_key(no_wandb_account, mon
 
 
 def test_logger_overlays_replace_the_recipe_logger(capsys):
-    for name, class_path in (("wandb", "prefalign.loggers.WandbLogger"), ("tensorboard", "lightning.pytorch.loggers.TensorBoardLogger"),
-                             ("csv", "lightning.pytorch.loggers.CSVLogger")):
+    for name, class_path in (
+        ("wandb", "prefalign.loggers.WandbLogger"),
+        ("tensorboard", "lightning.pytorch.loggers.TensorBoardLogger"),
+        ("csv", "lightning.pytorch.loggers.CSVLogger"),
+    ):
         with pytest.raises(SystemExit):
-            main(["fit", "--config", str(CONFIGS / "dpo.yaml"), "--config", str(CONFIGS / f"logger/{name}.yaml"), "--print_config"])
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(CONFIGS / "dpo.yaml"),
+                    "--config",
+                    str(CONFIGS / f"logger/{name}.yaml"),
+                    "--print_config",
+                ]
+            )
         logger = yaml.safe_load(capsys.readouterr().out)["trainer"]["logger"]
         assert logger["class_path"] == class_path and logger["init_args"]["save_dir"] == "runs"
         assert logger["init_args"]["name"] == "dpo"  # kept from the recipe: the run name (W&B) or folder (CSV/TB)
@@ -84,7 +113,14 @@ def test_wandb_offline_run_has_config_metrics_and_figures(in_tmp, tiny_reference
     logged = {}
     for row in run["history"]:
         logged.update(row)
-    for key in ("train/loss", "train/rewards/accuracies", "mining/pairs", "val/acc_noisy", "val/reference/acc_noisy", "epoch"):
+    for key in (
+        "train/loss",
+        "train/rewards/accuracies",
+        "mining/pairs",
+        "val/acc_noisy",
+        "val/reference/acc_noisy",
+        "epoch",
+    ):
         assert key in logged, key
     for key, value in results.items():
         assert logged[key] == pytest.approx(value, abs=1e-6), key
@@ -113,8 +149,16 @@ def test_tensorboard_overlay_gets_metrics_and_figures(in_tmp, tiny_reference):
 
 
 # The quickstart's reference recipe, shrunk: its data keys reach the nested run, so it trains on 600 images.
-QUICK = ["fit", "--config", "configs/quickstart.yaml", *SYNTHETIC_ARGS, "--trainer.max_steps=2", "--test_after_fit=false",
-         "--model.log_figures=false", "--trainer.enable_progress_bar=false"]
+QUICK = [
+    "fit",
+    "--config",
+    "configs/quickstart.yaml",
+    *SYNTHETIC_ARGS,
+    "--trainer.max_steps=2",
+    "--test_after_fit=false",
+    "--model.log_figures=false",
+    "--trainer.enable_progress_bar=false",
+]
 
 
 def test_nested_reference_run_follows_wandb_false_and_the_logger_override(in_tmp, no_wandb_account, monkeypatch):
@@ -139,7 +183,10 @@ class _Stop(Exception):
     [
         (["--trainer.logger=false"], False),
         (["--config", str(CONFIGS / "logger/tensorboard.yaml")], "lightning.pytorch.loggers.TensorBoardLogger"),
-        (["--config", str(CONFIGS / "logger/wandb.yaml"), "--trainer.logger.init_args.project=mine"], "prefalign.loggers.WandbLogger"),
+        (
+            ["--config", str(CONFIGS / "logger/wandb.yaml"), "--trainer.logger.init_args.project=mine"],
+            "prefalign.loggers.WandbLogger",
+        ),
     ],
 )
 def test_nested_reference_run_gets_the_users_logger_under_its_own_name(extra, logger, in_tmp, monkeypatch, capsys):

@@ -31,19 +31,39 @@ trainer:
 
 RECIPES = {
     # DPO on mined pairs, with a learning-rate schedule; the cached reference log-probs come from the mining cache.
-    "dpo": ["--config", str(CONFIGS / "dpo.yaml"), "--data.init_args.mine_on=noisy", "--model.lr_scheduler.init_args.T_max=2"],
+    "dpo": [
+        "--config",
+        str(CONFIGS / "dpo.yaml"),
+        "--data.init_args.mine_on=noisy",
+        "--model.lr_scheduler.init_args.T_max=2",
+    ],
     # PPO-lite: samples labels from the global RNG on every step, so the RNG state must be restored too.
-    "ppo": ["--config", str(CONFIGS / "ppo.yaml"), "--data.init_args.batch_size=64", "--model.objective.init_args.ppo_epochs=1"],
+    "ppo": [
+        "--config",
+        str(CONFIGS / "ppo.yaml"),
+        "--data.init_args.batch_size=64",
+        "--model.objective.init_args.ppo_epochs=1",
+    ],
 }
 
 
 def _args(recipe: str, overlay, reference) -> list[str]:
-    return ["fit", *RECIPES[recipe], "--config", str(overlay), *SYNTHETIC_ARGS, "--model.backbone.channels=4",
-            f"--model.reference_ckpt={reference}", "--model.log_figures=false"]
+    return [
+        "fit",
+        *RECIPES[recipe],
+        "--config",
+        str(overlay),
+        *SYNTHETIC_ARGS,
+        "--model.backbone.channels=4",
+        f"--model.reference_ckpt={reference}",
+        "--model.log_figures=false",
+    ]
 
 
 @pytest.mark.parametrize("recipe", ["dpo", pytest.param("ppo", marks=pytest.mark.slow)])
-def test_sigkill_mid_epoch_then_ckpt_path_last_ends_like_an_uninterrupted_run(recipe, tmp_path, tiny_reference, monkeypatch, capsys):
+def test_sigkill_mid_epoch_then_ckpt_path_last_ends_like_an_uninterrupted_run(
+    recipe, tmp_path, tiny_reference, monkeypatch, capsys
+):
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(OVERLAY)
     killed, straight = tmp_path / "killed", tmp_path / "straight"
@@ -95,16 +115,28 @@ def test_ckpt_path_last_with_nothing_to_resume_stops_before_any_work(in_tmp, cap
     (in_tmp / "configs").symlink_to(CONFIGS)
     assert main(["fit", "--config", "configs/quickstart.yaml", *SYNTHETIC_ARGS, "--ckpt_path", "last"]) == 2
     err = capsys.readouterr().err
-    assert "prefalign: error: --ckpt_path last: nothing to resume, no checkpoint of an earlier run under runs/quickstart/*/checkpoints. " \
-           "Drop --ckpt_path to train from scratch." in err
+    assert (
+        "prefalign: error: --ckpt_path last: nothing to resume, no checkpoint of an earlier run under runs/quickstart/*/checkpoints. "
+        "Drop --ckpt_path to train from scratch." in err
+    )
     assert len(err.strip().splitlines()) == 1
     assert {p.name for p in in_tmp.iterdir()} == {"configs"}  # nothing written: no reference, no run folder
 
 
 def _quickstart(reference, *extra: str) -> list[str]:
-    return ["fit", "--config", str(CONFIGS / "quickstart.yaml"), *SYNTHETIC_ARGS, "--model.backbone.channels=4",
-            f"--model.reference_ckpt={reference}", "--model.log_figures=false", "--test_after_fit=false",
-            "--trainer.log_every_n_steps=1", "--trainer.max_epochs=20", *extra]  # max_steps ends each run
+    return [
+        "fit",
+        "--config",
+        str(CONFIGS / "quickstart.yaml"),
+        *SYNTHETIC_ARGS,
+        "--model.backbone.channels=4",
+        f"--model.reference_ckpt={reference}",
+        "--model.log_figures=false",
+        "--test_after_fit=false",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.max_epochs=20",
+        *extra,
+    ]  # max_steps ends each run
 
 
 def _first_logged_step(folder) -> int:
@@ -130,7 +162,10 @@ def test_quickstart_killed_then_ckpt_path_last_resumes_also_without_last_ckpt(in
     caplog.clear()
     with caplog.at_level("INFO"):
         main(_quickstart(tiny_reference, "--trainer.max_steps=7", "--ckpt_path", "last"))
-    assert "--ckpt_path last: resuming from runs/quickstart/version_1/checkpoints/epoch=0-step=5.ckpt (no last.ckpt: the newest checkpoint of the run)" in caplog.text
+    assert (
+        "--ckpt_path last: resuming from runs/quickstart/version_1/checkpoints/epoch=0-step=5.ckpt (no last.ckpt: the newest checkpoint of the run)"
+        in caplog.text
+    )
     assert _first_logged_step(runs / "version_2") >= 5
 
 
@@ -165,8 +200,20 @@ def test_checkpoint_with_pickled_code_is_refused_and_never_runs(subcommand, in_t
     evil = in_tmp / "evil.ckpt"
     torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "hook": _Payload(marker)}, evil)
     with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.ckpt.*pickled objects"):
-        main([subcommand, "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, "--model.backbone.channels=4",
-              f"--model.reference_ckpt={tiny_reference}", "--model.log_figures=false", "--ckpt_path", str(evil), "--debug"])
+        main(
+            [
+                subcommand,
+                "--config",
+                str(CONFIGS / "seed_dpo.yaml"),
+                *SYNTHETIC_ARGS,
+                "--model.backbone.channels=4",
+                f"--model.reference_ckpt={tiny_reference}",
+                "--model.log_figures=false",
+                "--ckpt_path",
+                str(evil),
+                "--debug",
+            ]
+        )
     assert not marker.exists(), "the pickled payload ran"
 
 

@@ -23,16 +23,32 @@ class Touch:
 
 def class_path_file(path: Path, marker: Path) -> Path:
     """Passes ``torch.load(weights_only=True)``; names ``os.system`` as its backbone class (the issue's file)."""
-    torch.save({"format": FORMAT, "class_path": "os.system", "init_args": {"command": f"touch {marker}"}, "state_dict": {},
-                "meta": {"noise_schedule": {}}}, path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "class_path": "os.system",
+            "init_args": {"command": f"touch {marker}"},
+            "state_dict": {},
+            "meta": {"noise_schedule": {}},
+        },
+        path,
+    )
     return path
 
 
 def lora_base_file(path: Path, marker: Path) -> Path:
     """An allowed class (LoRA) whose nested base names ``os.system``."""
     base = {"class_path": "os.system", "init_args": {"command": f"touch {marker}"}}
-    torch.save({"format": FORMAT, "class_path": "prefalign.models.LoRA", "init_args": {"base": base}, "state_dict": {},
-                "meta": {"noise_schedule": {}}}, path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "class_path": "prefalign.models.LoRA",
+            "init_args": {"base": base},
+            "state_dict": {},
+            "meta": {"noise_schedule": {}},
+        },
+        path,
+    )
     return path
 
 
@@ -49,4 +65,9 @@ def torch_pickle(path: Path, marker: Path) -> Path:
     return path
 
 
-EVIL_FILES = {"class_path": class_path_file, "lora_base": lora_base_file, "plain_pickle": plain_pickle, "torch_pickle": torch_pickle}
+EVIL_FILES = {
+    "class_path": class_path_file,
+    "lora_base": lora_base_file,
+    "plain_pickle": plain_pickle,
+    "torch_pickle": torch_pickle,
+}

@@ -39,8 +39,15 @@ def test_out_of_date_notices_a_missing_case_and_a_stale_message(script):
     assert script.out_of_date(stale) == [f"{first.title}: the page's message lacks {first.expected!r}"]
 
 
-@pytest.mark.parametrize("title", ["generate: weights file naming os.system", "generate: plain pickle with code", "sample: --out is a .png",
-                                   "generate: --prompts_file is binary"])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "generate: weights file naming os.system",
+        "generate: plain pickle with code",
+        "sample: --out is a .png",
+        "generate: --prompts_file is binary",
+    ],
+)
 def test_a_case_run_for_real_gives_the_page_message(title, script, tmp_path):
     case = next(c for c in script.CASES if c.title == title)
     result = script.run_case(case, script.make_files(tmp_path))

@@ -11,15 +11,20 @@ import pytest
 import torch
 
 from prefalign.checkpoint import CheckpointError, UnsafeFileError, save_weights
-
-from prefalign.models.loading import load_model
 from prefalign.cli import main
 from prefalign.models import SeedCNN
+from prefalign.models.loading import load_model
 from tests.conftest import CONFIGS, REPO, SYNTHETIC_ARGS
 from tests.security.evil import EVIL_FILES, Touch, class_path_file
 
-SEED_DPO = ["--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, "--model.backbone.channels=4", "--trainer.max_epochs=1",
-            "--model.log_figures=false"]
+SEED_DPO = [
+    "--config",
+    str(CONFIGS / "seed_dpo.yaml"),
+    *SYNTHETIC_ARGS,
+    "--model.backbone.channels=4",
+    "--trainer.max_epochs=1",
+    "--model.log_figures=false",
+]
 CODE = "pickled objects"  # the message of every pickle-borne payload
 UNKNOWN = "not a known architecture"
 
@@ -28,11 +33,29 @@ COMMANDS = {
     "generate": lambda evil, ref, d: ["generate", "--ckpt", str(evil), "--prompt", "the", "--out", str(d / "o.jsonl")],
     "sample": lambda evil, ref, d: ["sample", "--ckpt", str(evil), "--out", str(d / "s.pt")],
     "dream": lambda evil, ref, d: ["dream", "--ckpt", str(evil), "--out_dir", str(d / "dreams")],
-    "dream --compare_ckpt": lambda evil, ref, d: ["dream", "--ckpt", str(ref), "--compare_ckpt", str(evil), "--out_dir", str(d / "dreams")],
+    "dream --compare_ckpt": lambda evil, ref, d: [
+        "dream",
+        "--ckpt",
+        str(ref),
+        "--compare_ckpt",
+        str(evil),
+        "--out_dir",
+        str(d / "dreams"),
+    ],
     "fit reference": lambda evil, ref, d: ["fit", *SEED_DPO, f"--model.reference_ckpt={evil}"],
     "predict reference": lambda evil, ref, d: ["predict", *SEED_DPO, f"--model.reference_ckpt={evil}"],
-    "test --ckpt_path": lambda evil, ref, d: ["test", *SEED_DPO, f"--model.reference_ckpt={ref}", f"--ckpt_path={evil}"],
-    "validate --ckpt_path": lambda evil, ref, d: ["validate", *SEED_DPO, f"--model.reference_ckpt={ref}", f"--ckpt_path={evil}"],
+    "test --ckpt_path": lambda evil, ref, d: [
+        "test",
+        *SEED_DPO,
+        f"--model.reference_ckpt={ref}",
+        f"--ckpt_path={evil}",
+    ],
+    "validate --ckpt_path": lambda evil, ref, d: [
+        "validate",
+        *SEED_DPO,
+        f"--model.reference_ckpt={ref}",
+        f"--ckpt_path={evil}",
+    ],
 }
 MESSAGES = {"class_path": UNKNOWN, "lora_base": UNKNOWN, "plain_pickle": CODE, "torch_pickle": CODE}
 WEIGHTS_NOT_CKPT = "is a prefalign weights file, not a Lightning checkpoint"
@@ -40,7 +63,9 @@ WEIGHTS_NOT_CKPT = "is a prefalign weights file, not a Lightning checkpoint"
 
 @pytest.mark.parametrize("kind", sorted(EVIL_FILES))
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_command_refuses_a_malicious_file_in_one_line_and_runs_nothing(command, kind, in_tmp, tiny_reference, capsys, monkeypatch):
+def test_every_command_refuses_a_malicious_file_in_one_line_and_runs_nothing(
+    command, kind, in_tmp, tiny_reference, capsys, monkeypatch
+):
     monkeypatch.delenv("PREFALIGN_DEBUG")
     marker = in_tmp / "PWNED"
     evil = EVIL_FILES[kind](in_tmp / "evil.pt", marker)
@@ -63,8 +88,15 @@ def test_the_issue_file_through_the_real_entry_point(tmp_path):
     """`python -m prefalign generate` as a person runs it: one line on stderr, exit 2, no PWNED."""
     class_path_file(tmp_path / "evil.pt", tmp_path / "PWNED")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PREFALIGN_WANDB": "0"}
-    done = subprocess.run([sys.executable, "-m", "prefalign", "generate", "--ckpt", "evil.pt", "--prompt", "the", "--out", "x.jsonl"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "prefalign", "generate", "--ckpt", "evil.pt", "--prompt", "the", "--out", "x.jsonl"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and UNKNOWN in done.stderr and "evil.pt" in done.stderr
     assert not (tmp_path / "PWNED").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
@@ -131,7 +163,10 @@ def test_a_cached_judge_holding_code_is_refused(kind, tmp_path):
     key = {"arch": "lenet", "seed": 0, "data": _Data().data_fingerprint(), "format": 1}
     path = judge_path(tmp_path, "lenet", 0, key)
     EVIL_FILES[kind](path, marker)
-    if kind in ("class_path", "lora_base"):  # the judge's own fingerprint: only the class stands between the file and os.system
+    if kind in (
+        "class_path",
+        "lora_base",
+    ):  # the judge's own fingerprint: only the class stands between the file and os.system
         payload = torch.load(path, weights_only=True)
         payload["meta"].update(fingerprint=fingerprint(key), test_accuracy=1.0)
         torch.save(payload, path)
@@ -169,8 +204,12 @@ def test_registered_and_config_named_classes_load(tmp_path):
     assert type(load_model(save_weights(Named(channels=4), tmp_path / "named.pt"))) is Named
     with pytest.raises(TypeError, match="nn.Module subclass"):
         register_architecture(print)
-    assert {"prefalign.models.SeedCNN", "prefalign.models.LoRA", "prefalign.models.ConditionalUNet",
-            "prefalign.models.TinyTransformer"} <= set(allowed_architectures())
+    assert {
+        "prefalign.models.SeedCNN",
+        "prefalign.models.LoRA",
+        "prefalign.models.ConditionalUNet",
+        "prefalign.models.TinyTransformer",
+    } <= set(allowed_architectures())
 
 
 def test_a_plain_pickle_without_code_is_named_as_such(tmp_path):
@@ -186,8 +225,16 @@ def test_lightning_checkpoint_with_hyperparameters_is_refused(in_tmp, tiny_refer
     """LightningCLI reads --ckpt_path's hyper_parameters into the config: a file could choose classes to build."""
     monkeypatch.delenv("PREFALIGN_DEBUG")
     ckpt = in_tmp / "x.ckpt"
-    torch.save({"pytorch-lightning_version": "2.0.0", "state_dict": {}, "epoch": 0, "global_step": 0,
-                "hyper_parameters": {"backbone": {"class_path": "torch.nn.Identity"}}}, ckpt)
+    torch.save(
+        {
+            "pytorch-lightning_version": "2.0.0",
+            "state_dict": {},
+            "epoch": 0,
+            "global_step": 0,
+            "hyper_parameters": {"backbone": {"class_path": "torch.nn.Identity"}},
+        },
+        ckpt,
+    )
     assert main(["test", *SEED_DPO, f"--model.reference_ckpt={tiny_reference}", f"--ckpt_path={ckpt}"]) == 2
     assert "carries hyper_parameters naming classes to build" in capsys.readouterr().err
 
@@ -208,6 +255,8 @@ def test_a_plain_pickle_of_any_protocol_is_named_as_code(protocol, tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "p.pkl"
     path.write_bytes(pickle.dumps({"hook": Touch(marker)}, protocol=protocol))
-    with pytest.raises(UnsafeFileError, match=r"pickled objects, code that would run when unpickled \((os|posix)\.system\)"):
+    with pytest.raises(
+        UnsafeFileError, match=r"pickled objects, code that would run when unpickled \((os|posix)\.system\)"
+    ):
         load_model(path)
     assert not marker.exists()

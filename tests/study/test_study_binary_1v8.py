@@ -30,8 +30,10 @@ def test_config_is_the_seed_004_setup(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(CONFIG), "--print_config"])
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["model"]["backbone"] == {"class_path": "prefalign.models.BinaryCNN",
-                                        "init_args": {"filters": 8, "num_classes": 2}}
+    assert cfg["model"]["backbone"] == {
+        "class_path": "prefalign.models.BinaryCNN",
+        "init_args": {"filters": 8, "num_classes": 2},
+    }
     assert cfg["model"]["family"] is None  # the classifier family, its class count read from the data (2 digits)
     assert cfg["model"]["objective"]["class_path"] == "prefalign.objectives.SFT"
     assert cfg["model"]["export_path"] == "artifacts/reference/binary_1v8.pt"
@@ -46,8 +48,18 @@ def test_config_is_the_seed_004_setup(capsys):
 
 def test_one_epoch_prints_parameters_plots_filters_and_exports_dreamable_weights(in_tmp, caplog, capsys):
     with caplog.at_level(logging.INFO):
-        main(["fit", "--config", str(CONFIG), *SYNTHETIC_ARGS, *SMALL_SUBSET, *QUIET,
-              "--trainer.max_epochs=1", "--model.log_figures=false"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIG),
+                *SYNTHETIC_ARGS,
+                *SMALL_SUBSET,
+                *QUIET,
+                "--trainer.max_epochs=1",
+                "--model.log_figures=false",
+            ]
+        )
     # ParameterCount: the seed's per-layer printout, at fit start.
     for line in ("conv1.weight", "8×1×3×3", "fc.weight", "2×128", "BinaryCNN: 338 parameters"):
         assert line in caplog.text

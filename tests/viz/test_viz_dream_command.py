@@ -21,9 +21,26 @@ def test_main_end_to_end(tmp_path, weights, capsys):
     policy, reference = weights
     out = tmp_path / "dreams"
     argv = [
-        "--ckpt", str(policy), "--out_dir", str(out), "--targets", "[0, 3, 8]", "--steps", "40",
-        "--gif_frames", "5", "--sweep_l2", "true", "--l2_values", "[0.01, 10.0]",
-        "--hybrid+", "3:0.5,5:0.5", "--hybrid+", "1,7", "--compare_ckpt", str(reference),
+        "--ckpt",
+        str(policy),
+        "--out_dir",
+        str(out),
+        "--targets",
+        "[0, 3, 8]",
+        "--steps",
+        "40",
+        "--gif_frames",
+        "5",
+        "--sweep_l2",
+        "true",
+        "--l2_values",
+        "[0.01, 10.0]",
+        "--hybrid+",
+        "3:0.5,5:0.5",
+        "--hybrid+",
+        "1,7",
+        "--compare_ckpt",
+        str(reference),
     ]
     assert main(argv) == 0
     names = {p.name for p in out.iterdir()}

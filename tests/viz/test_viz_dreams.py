@@ -10,7 +10,15 @@ from PIL import Image
 
 from prefalign.models import BinaryCNN
 from prefalign.viz.dream_outputs import comparison_figure, render_frame, save_dream_outputs, sweep_figure
-from prefalign.viz.dreams import DreamResult, compare_dreams, dream, hybrid_targets, initial_noise, l2_sweep, parse_hybrid
+from prefalign.viz.dreams import (
+    DreamResult,
+    compare_dreams,
+    dream,
+    hybrid_targets,
+    initial_noise,
+    l2_sweep,
+    parse_hybrid,
+)
 
 TARGETS = torch.arange(10)
 

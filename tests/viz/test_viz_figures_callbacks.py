@@ -68,8 +68,16 @@ class TinyPolicyModule(L.LightningModule):
 
 def fit(tmp_path, policy, callbacks):
     data = TensorDataset(torch.rand(16, 1, 28, 28), torch.randint(0, 2, (16,)))
-    trainer = L.Trainer(max_epochs=2, logger=CSVLogger(tmp_path), enable_checkpointing=False, callbacks=callbacks,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(TinyPolicyModule(policy), DataLoader(data, batch_size=8))
     return trainer
 

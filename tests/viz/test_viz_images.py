@@ -17,8 +17,15 @@ def small_figure() -> Figure:
 
 
 def trainer_with(logger, tmp_path) -> L.Trainer:
-    return L.Trainer(logger=logger, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
-                     enable_checkpointing=False, accelerator="cpu", devices=1)
+    return L.Trainer(
+        logger=logger,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        devices=1,
+    )
 
 
 def test_save_figure_is_atomic(tmp_path):

@@ -19,7 +19,9 @@ STAGES = ("val", "test")
 
 # Under DDP Lightning suggests sync_dist=True for every epoch-level value; ours are torchmetrics results, already
 # reduced over all ranks by .compute(), so the suggestion (one warning per key) does not apply.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=PossibleUserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=PossibleUserWarning
+)
 
 
 class ClassifierEvaluation(ModelFamily):
@@ -41,7 +43,9 @@ class ClassifierEvaluation(ModelFamily):
             return
         self.num_classes = num_classes
         self.metrics = nn.ModuleDict({f"{s}_{v}": ViewMetrics(num_classes) for s in STAGES for v in VIEWS})
-        self.reference_metrics = nn.ModuleDict({f"{s}_{v}": classifier_metrics(num_classes) for s in STAGES for v in VIEWS})
+        self.reference_metrics = nn.ModuleDict(
+            {f"{s}_{v}": classifier_metrics(num_classes) for s in STAGES for v in VIEWS}
+        )
 
     def _log_probs(self, model: Any, x: Tensor) -> Tensor:
         return chunked_forward(lambda part: F.log_softmax(model(part).float(), dim=1), x)  # cache-sized chunks on CPU
@@ -70,7 +74,12 @@ class ClassifierEvaluation(ModelFamily):
         bases = [v._base for v in views]
         if any(b is None for b in bases):
             return self._log_probs(module.reference, x)
-        key = (tuple(id(b) for b in bases), tuple(v.storage_offset() for v in views), len(x), torch.is_autocast_enabled(x.device.type))
+        key = (
+            tuple(id(b) for b in bases),
+            tuple(v.storage_offset() for v in views),
+            len(x),
+            torch.is_autocast_enabled(x.device.type),
+        )
         cache = self.__dict__.setdefault("_eval_ref_cache", {})
         hit = cache.get(key)
         if hit is None or hit[0] is not bases[0] or hit[1] is not bases[1]:
@@ -118,15 +127,33 @@ class ClassifierEvaluation(ModelFamily):
                 confidence = torch.cat(gather_all_tensors(confidence.float().to(module.device)))
                 correct = torch.cat(gather_all_tensors(correct.to(module.device, torch.uint8))).bool()
             if trainer.is_global_zero:
-                log_figure(trainer, f"{stage}/confusion_{view}", confusion_matrix_figure(matrix.cpu(), title=f"{stage} confusion ({view})"), step)
-                log_figure(trainer, f"{stage}/calibration_{view}", calibration_figure(confidence.cpu(), correct.cpu(), title=f"{stage} calibration ({view})"), step)
+                log_figure(
+                    trainer,
+                    f"{stage}/confusion_{view}",
+                    confusion_matrix_figure(matrix.cpu(), title=f"{stage} confusion ({view})"),
+                    step,
+                )
+                log_figure(
+                    trainer,
+                    f"{stage}/calibration_{view}",
+                    calibration_figure(confidence.cpu(), correct.cpu(), title=f"{stage} calibration ({view})"),
+                    step,
+                )
         if trainer.is_global_zero:
-            rows = [[c, round(float(per_class["clean"][c]), 4), round(float(per_class["noisy"][c]), 4)] for c in range(len(per_class["clean"]))]
+            rows = [
+                [c, round(float(per_class["clean"][c]), 4), round(float(per_class["noisy"][c]), 4)]
+                for c in range(len(per_class["clean"]))
+            ]
             log_table(trainer, f"{stage}/per_class_accuracy", ["class", "acc_clean", "acc_noisy"], rows, step)
         pairs = getattr(getattr(trainer, "datamodule", None), "pairs", None)
         if pairs and "pairs" not in self._figures_done and trainer.is_global_zero:
             k = min(32, len(pairs["x"]))
-            log_figure(trainer, "data/mined_pairs", pairs_grid_figure(pairs["x"][:k].cpu(), pairs["chosen"][:k].cpu(), pairs["rejected"][:k].cpu()), step)
+            log_figure(
+                trainer,
+                "data/mined_pairs",
+                pairs_grid_figure(pairs["x"][:k].cpu(), pairs["chosen"][:k].cpu(), pairs["rejected"][:k].cpu()),
+                step,
+            )
             self._figures_done.add("pairs")
 
     def predict_step(self, module: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -50,8 +50,15 @@ class ClassifierFamily(ClassifierEvaluation):
     def __init__(self, num_classes: int | None = None) -> None:
         super().__init__(num_classes)
 
-    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
-                   length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:
+    def pair_logps(
+        self,
+        policy: Forward,
+        reference: nn.Module | None,
+        batch: dict[str, Tensor],
+        recompute_reference: bool = False,
+        length_normalized: bool = False,
+        wpo_weights: bool = False,
+    ) -> PairLogps:
         # One label per response: the sum and the mean of its token log-probs are the same number.
         x = batch["x"]
         chosen = batch["chosen"] if "chosen" in batch else batch["y"]
@@ -95,5 +102,7 @@ class ClassifierFamily(ClassifierEvaluation):
         datamodule = module.datamodule
         data_classes = getattr(datamodule, "num_classes", None)
         if self.num_classes is not None and data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(f"the data has {data_classes} classes but model.family.num_classes is {self.num_classes}; make them agree.")
+            raise ValueError(
+                f"the data has {data_classes} classes but model.family.num_classes is {self.num_classes}; make them agree."
+            )
         self.build_metrics(self.num_classes or data_classes or 10)

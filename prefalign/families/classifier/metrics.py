@@ -8,8 +8,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassConfusionMatrix, MulticlassF1Score
 from torchmetrics.aggregation import MeanMetric
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 
 def classifier_metrics(num_classes: int) -> MetricCollection:

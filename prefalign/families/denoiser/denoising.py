@@ -34,5 +34,7 @@ def null_label_of(model: Any) -> int:
         value = getattr(candidate, "null_label", None)
         if isinstance(value, int):
             return value
-    raise ValueError(f"the denoiser family needs a class-conditional denoiser such as prefalign.models.ConditionalUNet "
-                     f"(model(x_t, t, y) -> ε, with a null_label), got {type(model).__name__}; set model.backbone.")
+    raise ValueError(
+        f"the denoiser family needs a class-conditional denoiser such as prefalign.models.ConditionalUNet "
+        f"(model(x_t, t, y) -> ε, with a null_label), got {type(model).__name__}; set model.backbone."
+    )

@@ -73,9 +73,21 @@ class DenoiserEvaluation(ModelFamily):
     summary_keys = ("error_rate", "p_class", "fid", "diversity", "win_rate", "eps_mse")
     main_metric = "val/error_rate"
 
-    def __init__(self, noise_schedule: NoiseSchedule, sample_steps: int = 25, guidance: float = 1.0, val_per_class: int = 20, test_per_class: int = 100,
-                 eval_seed: int = 1234, mse_buckets: int = 4, judge_arch: str = "lenet", judge_seed: int = 2,
-                 judge_dir: str = "artifacts/judges", judge_min_accuracy: float = 0.99, grid_per_class: int = 8) -> None:
+    def __init__(
+        self,
+        noise_schedule: NoiseSchedule,
+        sample_steps: int = 25,
+        guidance: float = 1.0,
+        val_per_class: int = 20,
+        test_per_class: int = 100,
+        eval_seed: int = 1234,
+        mse_buckets: int = 4,
+        judge_arch: str = "lenet",
+        judge_seed: int = 2,
+        judge_dir: str = "artifacts/judges",
+        judge_min_accuracy: float = 0.99,
+        grid_per_class: int = 8,
+    ) -> None:
         super().__init__()
         check_in_range("sample_steps", sample_steps, 1)
         check_in_range("guidance", guidance, 0.0)
@@ -86,8 +98,15 @@ class DenoiserEvaluation(ModelFamily):
         self.sample_steps, self.guidance = sample_steps, guidance
         self.per_class = {"val": val_per_class, "test": test_per_class}
         self.eval_seed, self.mse_buckets, self.grid_per_class = eval_seed, mse_buckets, grid_per_class
-        self.judge_arch, self.judge_seed, self.judge_dir, self.judge_min_accuracy = judge_arch, judge_seed, judge_dir, judge_min_accuracy
-        self.mse = nn.ModuleDict({f"{s}_{b}": MeanMetric() for s in STAGES for b in ["all", *map(str, range(mse_buckets))]})
+        self.judge_arch, self.judge_seed, self.judge_dir, self.judge_min_accuracy = (
+            judge_arch,
+            judge_seed,
+            judge_dir,
+            judge_min_accuracy,
+        )
+        self.mse = nn.ModuleDict(
+            {f"{s}_{b}": MeanMetric() for s in STAGES for b in ["all", *map(str, range(mse_buckets))]}
+        )
         self.reference_mse = nn.ModuleDict({s: MeanMetric() for s in STAGES})
         object.__setattr__(self, "judge", None)  # a frozen tool, not part of the model: never saved or DDP-wrapped
         self._reference: dict[str, SampleScores] = {}
@@ -101,13 +120,19 @@ class DenoiserEvaluation(ModelFamily):
         trainer = module.trainer
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "data_fingerprint"):
-            raise ValueError("the denoiser family evaluates with an MNIST data module (prefalign.data.NoisyMNISTDataModule or "
-                             "prefalign.data.DiffusionPreferenceDataModule); set data.class_path.")
+            raise ValueError(
+                "the denoiser family evaluates with an MNIST data module (prefalign.data.NoisyMNISTDataModule or "
+                "prefalign.data.DiffusionPreferenceDataModule); set data.class_path."
+            )
         if self.judge is None:
             if trainer.global_rank == 0:  # rank 0 trains a missing judge; the others wait and load it
                 ensure_judge(self.judge_arch, self.judge_seed, datamodule, self.judge_dir, self.judge_min_accuracy)
             trainer.strategy.barrier("prefalign-judge")
-            object.__setattr__(self, "judge", ensure_judge(self.judge_arch, self.judge_seed, datamodule, self.judge_dir, self.judge_min_accuracy))
+            object.__setattr__(
+                self,
+                "judge",
+                ensure_judge(self.judge_arch, self.judge_seed, datamodule, self.judge_dir, self.judge_min_accuracy),
+            )
 
     def _judge(self, device: torch.device) -> nn.Module:
         if next(self.judge.parameters()).device != device:
@@ -150,20 +175,34 @@ class DenoiserEvaluation(ModelFamily):
 
     def _score(self, module: Any, model: Any, labels: Tensor, noise: Tensor) -> SampleScores:
         with module.trainer.precision_plugin.forward_context():  # epoch-end hooks run outside the step's autocast
-            images = ddim_sample(model, self.noise_schedule, labels, noise, self.sample_steps, self.guidance, null_label_of(module.policy))
+            images = ddim_sample(
+                model,
+                self.noise_schedule,
+                labels,
+                noise,
+                self.sample_steps,
+                self.guidance,
+                null_label_of(module.policy),
+            )
         images01 = (images + 1) / 2
         scores = judge_scores(self._judge(images.device), images01)
         return SampleScores(labels, images01, scores.p_class(labels), scores.correct(labels), scores.features)
 
     def _summary(self, module: Any, scores: SampleScores, real: Tensor) -> dict[str, float]:
-        labels, features, correct = gather(module, scores.labels), gather(module, scores.features), gather(module, scores.correct)
+        labels, features, correct = (
+            gather(module, scores.labels),
+            gather(module, scores.features),
+            gather(module, scores.correct),
+        )
         summary = {
             "error_rate": 1.0 - float(correct.float().mean()),
             "p_class": float(gather(module, scores.p_class).mean()),
             "fid": frechet_distance(features, real),
             "diversity": within_class_diversity(features, labels),
         }
-        if len(labels) and int(torch.bincount(labels[correct], minlength=1).max()) >= 2:  # some class has two right samples
+        if (
+            len(labels) and int(torch.bincount(labels[correct], minlength=1).max()) >= 2
+        ):  # some class has two right samples
             summary["diversity_correct"] = within_class_diversity(features[correct], labels[correct])
         return summary
 
@@ -200,7 +239,9 @@ class DenoiserEvaluation(ModelFamily):
                 if reference is None:
                     reference = self._reference[stage] = self._score(module, module.reference, labels, noise)
                 if stage not in self._reference_logged:
-                    logs.update({f"{stage}/reference/{k}": v for k, v in self._summary(module, reference, real).items()})
+                    logs.update(
+                        {f"{stage}/reference/{k}": v for k, v in self._summary(module, reference, real).items()}
+                    )
                 logs[f"{stage}/win_rate"] = win_rate(gather(module, policy.p_class), gather(module, reference.p_class))
             if module.log_figures and trainer.is_global_zero:
                 self._log_grid(module, stage, policy, reference, num_classes)
@@ -208,7 +249,9 @@ class DenoiserEvaluation(ModelFamily):
         if with_ref:
             self._reference_logged.add(stage)
 
-    def _log_grid(self, module: Any, stage: str, policy: SampleScores, reference: SampleScores | None, num_classes: int) -> None:
+    def _log_grid(
+        self, module: Any, stage: str, policy: SampleScores, reference: SampleScores | None, num_classes: int
+    ) -> None:
         from prefalign.viz.figures import new_figure
         from prefalign.viz.images import log_figure
 
@@ -218,7 +261,9 @@ class DenoiserEvaluation(ModelFamily):
         for c in range(num_classes):
             for scores in models:
                 row = scores.images[scores.labels == c][:k, 0].float().cpu()
-                rows.append(torch.cat([row, row.new_zeros(k - len(row), *row.shape[1:])]))  # a short class is padded with black
+                rows.append(
+                    torch.cat([row, row.new_zeros(k - len(row), *row.shape[1:])])
+                )  # a short class is padded with black
         grid = torch.stack(rows)  # [rows, k, 28, 28] → one image: a single imshow instead of one axes per sample
         tiled = tile(grid)
         fig = new_figure(0.45 * k + 1.0, 0.45 * len(rows) + 0.5)
@@ -226,7 +271,13 @@ class DenoiserEvaluation(ModelFamily):
         ax.imshow(tiled.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([(i + 0.5) * grid.shape[2] for i in range(len(rows))])
-        ax.set_yticklabels([f"{c} {'policy' if j == 0 else 'ref'}" if len(models) > 1 else str(c)
-                            for c in range(num_classes) for j in range(len(models))], fontsize=7)
+        ax.set_yticklabels(
+            [
+                f"{c} {'policy' if j == 0 else 'ref'}" if len(models) > 1 else str(c)
+                for c in range(num_classes)
+                for j in range(len(models))
+            ],
+            fontsize=7,
+        )
         ax.set_title("same noise per column" + ("; policy above reference" if len(models) > 1 else ""), fontsize=8)
         log_figure(module.trainer, f"{stage}/samples", fig, module.global_step)

@@ -42,32 +42,70 @@ class DenoiserFamily(DenoiserEvaluation):
 
     capabilities = frozenset()
 
-    def __init__(self, num_timesteps: int = 1000, schedule: Literal["linear", "cosine"] = "linear", beta_start: float = 1e-4,
-                 beta_end: float = 0.02, label_dropout: float = 0.1, sample_steps: int = 25, guidance: float = 1.0,
-                 val_per_class: int = 20, test_per_class: int = 100, eval_seed: int = 1234, mse_buckets: int = 4,
-                 judge_arch: str = "lenet", judge_seed: int = 2, judge_dir: str = "artifacts/judges",
-                 judge_min_accuracy: float = 0.99, grid_per_class: int = 8) -> None:
-        super().__init__(NoiseSchedule(num_timesteps, schedule, beta_start, beta_end), sample_steps=sample_steps, guidance=guidance,
-                         val_per_class=val_per_class, test_per_class=test_per_class, eval_seed=eval_seed, mse_buckets=mse_buckets,
-                         judge_arch=judge_arch, judge_seed=judge_seed, judge_dir=judge_dir, judge_min_accuracy=judge_min_accuracy,
-                         grid_per_class=grid_per_class)
+    def __init__(
+        self,
+        num_timesteps: int = 1000,
+        schedule: Literal["linear", "cosine"] = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        label_dropout: float = 0.1,
+        sample_steps: int = 25,
+        guidance: float = 1.0,
+        val_per_class: int = 20,
+        test_per_class: int = 100,
+        eval_seed: int = 1234,
+        mse_buckets: int = 4,
+        judge_arch: str = "lenet",
+        judge_seed: int = 2,
+        judge_dir: str = "artifacts/judges",
+        judge_min_accuracy: float = 0.99,
+        grid_per_class: int = 8,
+    ) -> None:
+        super().__init__(
+            NoiseSchedule(num_timesteps, schedule, beta_start, beta_end),
+            sample_steps=sample_steps,
+            guidance=guidance,
+            val_per_class=val_per_class,
+            test_per_class=test_per_class,
+            eval_seed=eval_seed,
+            mse_buckets=mse_buckets,
+            judge_arch=judge_arch,
+            judge_seed=judge_seed,
+            judge_dir=judge_dir,
+            judge_min_accuracy=judge_min_accuracy,
+            grid_per_class=grid_per_class,
+        )
         check_in_range("label_dropout", label_dropout, 0.0, 1.0)
-        self.schedule_args = {"num_timesteps": num_timesteps, "kind": schedule, "beta_start": beta_start, "beta_end": beta_end}
+        self.schedule_args = {
+            "num_timesteps": num_timesteps,
+            "kind": schedule,
+            "beta_start": beta_start,
+            "beta_end": beta_end,
+        }
         self.label_dropout = label_dropout
 
     def check_config(self, policy: nn.Module, datamodule: Any) -> None:
         null_label_of(policy)  # a class-conditional denoiser, or a clear error naming model.backbone
         mining = getattr(datamodule, "mining_judge", None)
         if mining is not None and tuple(mining) == (self.judge_arch, self.judge_seed):
-            raise ValueError(f"the mining judge and the evaluation judge are the same model ({self.judge_arch}, seed {self.judge_seed}): "
-                             "a policy would be scored by the judge it was trained against. Change data.init_args.mining_judge_seed "
-                             "or model.family.init_args.judge_seed.")
+            raise ValueError(
+                f"the mining judge and the evaluation judge are the same model ({self.judge_arch}, seed {self.judge_seed}): "
+                "a policy would be scored by the judge it was trained against. Change data.init_args.mining_judge_seed "
+                "or model.family.init_args.judge_seed."
+            )
 
     def weights_meta(self) -> dict[str, Any]:
         return {"noise_schedule": dict(self.schedule_args)}
 
-    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
-                   length_normalized: bool = False, wpo_weights: bool = False) -> PairLogps:
+    def pair_logps(
+        self,
+        policy: Forward,
+        reference: nn.Module | None,
+        batch: dict[str, Tensor],
+        recompute_reference: bool = False,
+        length_normalized: bool = False,
+        wpo_weights: bool = False,
+    ) -> PairLogps:
         labels = batch["y"]
         if "chosen" in batch:
             images = torch.cat([batch["chosen"], batch["rejected"]])
@@ -91,5 +129,9 @@ class DenoiserFamily(DenoiserEvaluation):
                 ref = denoising_logp(reference, x_t, t, labels, noise)
         if not paired:
             return PairLogps(policy_chosen=logp, policy_rejected=None, reference_chosen=ref, reference_rejected=None)
-        return PairLogps(policy_chosen=logp[:n], policy_rejected=logp[n:],
-                         reference_chosen=ref[:n] if ref is not None else None, reference_rejected=ref[n:] if ref is not None else None)
+        return PairLogps(
+            policy_chosen=logp[:n],
+            policy_rejected=logp[n:],
+            reference_chosen=ref[:n] if ref is not None else None,
+            reference_rejected=ref[n:] if ref is not None else None,
+        )

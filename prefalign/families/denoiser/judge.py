@@ -19,9 +19,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from prefalign.checkpoint import load_weights, save_weights
-
-from prefalign.models.loading import build_model
 from prefalign.digests import fingerprint
+from prefalign.models.loading import build_model
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,16 @@ def judge_path(judge_dir: str | Path, arch: str, seed: int, data_key: dict[str, 
     return Path(judge_dir) / f"judge-{arch}-seed{seed}-{fingerprint(data_key)}.pt"
 
 
-def train_judge(arch: str, seed: int, images: Tensor, labels: Tensor, epochs: int = 4, batch_size: int = 128, lr: float = 4e-3,
-                min_steps: int = 300) -> nn.Module:
+def train_judge(
+    arch: str,
+    seed: int,
+    images: Tensor,
+    labels: Tensor,
+    epochs: int = 4,
+    batch_size: int = 128,
+    lr: float = 4e-3,
+    min_steps: int = 300,
+) -> nn.Module:
     """A judge trained from scratch on ``images [N, 1, 28, 28]`` in [0, 1]: Adam with a one-cycle learning rate,
     cross-entropy, seeded shuffles (LeNet: about 0.992 clean MNIST test accuracy in 25 s on two CPU cores).
 
@@ -78,7 +85,9 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, chunk: int = 1000
     return correct / max(len(labels), 1)
 
 
-def ensure_judge(arch: str, seed: int, datamodule: Any, judge_dir: str | Path = "artifacts/judges", min_accuracy: float = 0.0) -> nn.Module:
+def ensure_judge(
+    arch: str, seed: int, datamodule: Any, judge_dir: str | Path = "artifacts/judges", min_accuracy: float = 0.0
+) -> nn.Module:
     """The frozen judge for (``arch``, ``seed``) trained on ``datamodule``'s clean training images: loaded from
     ``judge_dir`` if cached, else trained and saved. ``datamodule`` is a set-up :class:`NoisyMNISTDataModule`.
 
@@ -106,8 +115,10 @@ def _ensure_judge(arch: str, seed: int, datamodule: Any, judge_dir: str | Path, 
         acc = accuracy(model, test["x_clean"].cpu(), test["y"].cpu())
         save_weights(model, path, {"fingerprint": fingerprint(key), "test_accuracy": acc, "arch": arch, "seed": seed})
     if acc < min_accuracy:
-        raise ValueError(f"the {arch} judge (seed {seed}, {path}) reaches only {acc:.4f} test accuracy, below the required {min_accuracy}; "
-                         "train it longer or lower the judge's min_accuracy.")
+        raise ValueError(
+            f"the {arch} judge (seed {seed}, {path}) reaches only {acc:.4f} test accuracy, below the required {min_accuracy}; "
+            "train it longer or lower the judge's min_accuracy."
+        )
     return model.eval().requires_grad_(False)
 
 
@@ -140,4 +151,13 @@ def judge_scores(judge: nn.Module, images01: Tensor, chunk: int = 500) -> JudgeS
     return JudgeScores(F.log_softmax(logits, dim=1), torch.cat(captured).flatten(1))
 
 
-__all__ = ["JUDGE_ARCHITECTURES", "build_judge", "judge_path", "train_judge", "ensure_judge", "accuracy", "JudgeScores", "judge_scores"]
+__all__ = [
+    "JUDGE_ARCHITECTURES",
+    "build_judge",
+    "judge_path",
+    "train_judge",
+    "ensure_judge",
+    "accuracy",
+    "JudgeScores",
+    "judge_scores",
+]

@@ -49,7 +49,9 @@ def win_rate(policy_scores: Tensor, reference_scores: Tensor) -> float:
     """Fraction of paired samples (same class, same starting noise) where the policy's score beats the reference's;
     a tie counts as half a win, so two identical models score exactly 0.5."""
     if policy_scores.shape != reference_scores.shape or policy_scores.numel() == 0:
-        raise ValueError(f"win rate needs paired, non-empty scores, got shapes {tuple(policy_scores.shape)} and {tuple(reference_scores.shape)}")
+        raise ValueError(
+            f"win rate needs paired, non-empty scores, got shapes {tuple(policy_scores.shape)} and {tuple(reference_scores.shape)}"
+        )
     wins = (policy_scores > reference_scores).double() + 0.5 * (policy_scores == reference_scores).double()
     return float(wins.mean())
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import torch
 
 from prefalign.checkpoint import CheckpointError, atomic_save, load_weights
-
-from prefalign.models.loading import build_model
 from prefalign.commands import resolve_device, run_command
+from prefalign.models.loading import build_model
 from prefalign.output_paths import OutputPathError, check_outputs
 
 
@@ -35,8 +34,17 @@ def grid_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".png")
 
 
-def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, seed: int = 0, guidance: float = 1.0,
-                   classes: list[int] | None = None, batch_size: int = 500, device: str = "cpu") -> int:
+def sample_command(
+    ckpt: str,
+    out: str,
+    per_class: int = 10,
+    steps: int = 25,
+    seed: int = 0,
+    guidance: float = 1.0,
+    classes: list[int] | None = None,
+    batch_size: int = 500,
+    device: str = "cpu",
+) -> int:
     """Draw ``per_class`` digits of every class from a denoiser weights file with deterministic DDIM.
 
     Writes ``{"images": uint8 [N, 1, 28, 28], "labels": int64 [N]}`` to ``out`` (load it with
@@ -67,14 +75,18 @@ def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, se
         raise ValueError(f"--guidance={guidance} must be ≥ 0 (1 disables guidance).")
     device = resolve_device(device)
     if Path(out).suffix.lower() == ".png":
-        raise OutputPathError(f"--out {out}: sample writes a tensor file to --out and its PNG grid beside it with .png, so --out "
-                              f"cannot be a .png; give the tensor file's name, e.g. --out {Path(out).with_suffix('.pt')}.")
+        raise OutputPathError(
+            f"--out {out}: sample writes a tensor file to --out and its PNG grid beside it with .png, so --out "
+            f"cannot be a .png; give the tensor file's name, e.g. --out {Path(out).with_suffix('.pt')}."
+        )
     check_outputs({"--out": out, "--out's PNG grid": grid_path(out)}, {"--ckpt": ckpt})
     payload = load_weights(ckpt)
     schedule_args = payload["meta"].get("noise_schedule")
     if schedule_args is None:
-        raise CheckpointError(f"{ckpt} holds a {payload['class_path']}, not a trained denoiser (it records no noise schedule): give a "
-                              "weights file written by a diffusion config (e.g. artifacts/reference/denoiser.pt from configs/diffusion_pretrain.yaml).")
+        raise CheckpointError(
+            f"{ckpt} holds a {payload['class_path']}, not a trained denoiser (it records no noise schedule): give a "
+            "weights file written by a diffusion config (e.g. artifacts/reference/denoiser.pt from configs/diffusion_pretrain.yaml)."
+        )
     model = build_model(payload, f"weights file {ckpt}").to(device).eval()
     num_classes = null_label_of(model)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -83,8 +95,16 @@ def sample_command(ckpt: str, out: str, per_class: int = 10, steps: int = 25, se
         raise ValueError(f"--classes {classes}: the model knows classes 0..{num_classes - 1}.")
     labels = torch.tensor(classes).repeat_interleave(per_class)
     noise = initial_noise(len(labels), seed)
-    images = ddim_sample(model, NoiseSchedule(**schedule_args), labels.to(device), noise.to(device), steps, guidance, num_classes,
-                         batch_size=batch_size)
+    images = ddim_sample(
+        model,
+        NoiseSchedule(**schedule_args),
+        labels.to(device),
+        noise.to(device),
+        steps,
+        guidance,
+        num_classes,
+        batch_size=batch_size,
+    )
     images = ((images.cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     atomic_save({"images": images, "labels": labels.to(torch.int64)}, out)
     png = sample_grid_png(images, per_class, grid_path(out))

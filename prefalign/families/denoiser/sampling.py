@@ -104,8 +104,9 @@ def ddim_sample(
     n = len(noise)
     chunk = batch_size or max(n, 1)
     outputs = [
-        _ddim_chunk(model, alphas_cumprod, timesteps, labels[i : i + chunk], noise[i : i + chunk], guidance,
-                    null_label, clip)
+        _ddim_chunk(
+            model, alphas_cumprod, timesteps, labels[i : i + chunk], noise[i : i + chunk], guidance, null_label, clip
+        )
         for i in range(0, n, chunk)
     ]
     return torch.cat(outputs) if outputs else noise.float().clone()

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from prefalign.families.base import Forward, ModelFamily, masked_mean
-from prefalign.families.sequences import gather_token_logps, shared_lengths, split_sums, reduce_sequences, wpo_token_logweights
+from prefalign.families.sequences import (
+    gather_token_logps,
+    reduce_sequences,
+    shared_lengths,
+    split_sums,
+    wpo_token_logweights,
+)
 from prefalign.objectives import SFT
 from prefalign.objectives.base import PairLogps
 
@@ -64,8 +70,10 @@ class HFCausalLMFamily(ModelFamily):
     # ------------------------------------------------------------------ lifecycle
     def check_config(self, policy: nn.Module, datamodule: Any) -> None:
         if not hasattr(policy, "load_tokenizer"):
-            raise ValueError(f"{type(self).__name__} trains Hugging Face causal LMs: set model.backbone to "
-                             f"prefalign.models.HFCausalLM (got {type(policy).__name__}).")
+            raise ValueError(
+                f"{type(self).__name__} trains Hugging Face causal LMs: set model.backbone to "
+                f"prefalign.models.HFCausalLM (got {type(policy).__name__})."
+            )
         # The seam with data modules: one with ``prepare(tokenizer)`` gets the model's tokenizer here, before the
         # trainer starts, and loads and tokenizes its data now, so bad data is reported before any work with nothing written.
         if hasattr(datamodule, "prepare"):
@@ -75,12 +83,21 @@ class HFCausalLMFamily(ModelFamily):
         # Reference log-probs once, on disk, when the reference is frozen and the data fixed (TRL's
         # precompute_ref_log_probs, with prefalign's pair cache): the data module owns the cache.
         datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
-        if (stage == "fit" and hasattr(datamodule, "precompute_reference") and module.reference is not None
-                and module.objective.needs_reference and not module.recompute_reference):
-            datamodule.precompute_reference(module.policy, lambda batch: self.reference_sums(module.reference, batch), module.trainer)
+        if (
+            stage == "fit"
+            and hasattr(datamodule, "precompute_reference")
+            and module.reference is not None
+            and module.objective.needs_reference
+            and not module.recompute_reference
+        ):
+            datamodule.precompute_reference(
+                module.policy, lambda batch: self.reference_sums(module.reference, batch), module.trainer
+            )
 
     # ------------------------------------------------------------------ log-probs
-    def token_logps(self, model: Forward, batch: dict[str, Tensor], with_dist: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    def token_logps(
+        self, model: Forward, batch: dict[str, Tensor], with_dist: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(per-token log-probs ``[N, T-1]``, completion mask ``[N, T-1]`` (of the predicted tokens), log-softmax or None)."""
         ids, attention, completion = sequence_batch(batch)
         if not with_dist and hasattr(model, "completion_logps"):
@@ -98,8 +115,16 @@ class HFCausalLMFamily(ModelFamily):
         head, tail = split_sums(tokens, mask, shared)
         return {"ref_head": head, "ref_tail": tail}
 
-    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
-                   length_normalized: bool = False, wpo_weights: bool = False, ld_alpha: float | None = None) -> PairLogps:
+    def pair_logps(
+        self,
+        policy: Forward,
+        reference: nn.Module | None,
+        batch: dict[str, Tensor],
+        recompute_reference: bool = False,
+        length_normalized: bool = False,
+        wpo_weights: bool = False,
+        ld_alpha: float | None = None,
+    ) -> PairLogps:
         paired = "tokens" not in batch and "desirable" not in batch
         tokens, mask, dist = self.token_logps(policy, batch, with_dist=wpo_weights)
         n = len(mask) // 2 if paired else len(mask)
@@ -109,7 +134,9 @@ class HFCausalLMFamily(ModelFamily):
         logps = reduce_sequences(head, tail, lengths, length_normalized, ld_alpha)
         ref = None
         if "ref_head" in batch and not recompute_reference:
-            ref = reduce_sequences(batch["ref_head"].float(), batch["ref_tail"].float(), lengths, length_normalized, ld_alpha)
+            ref = reduce_sequences(
+                batch["ref_head"].float(), batch["ref_tail"].float(), lengths, length_normalized, ld_alpha
+            )
         elif reference is not None:
             sums = self.reference_sums(reference, batch)
             ref = reduce_sequences(sums["ref_head"], sums["ref_tail"], lengths, length_normalized, ld_alpha)
@@ -120,11 +147,17 @@ class HFCausalLMFamily(ModelFamily):
                 return None
             return x[n:] if second else x[:n]
 
-        return PairLogps(policy_chosen=split(logps, False), policy_rejected=split(logps, True),
-                         reference_chosen=split(ref, False), reference_rejected=split(ref, True),
-                         desirable=batch.get("desirable"), chosen_wpo_logweight=split(weights, False),
-                         rejected_wpo_logweight=split(weights, True), chosen_length=split(lengths, False),
-                         rejected_length=split(lengths, True))
+        return PairLogps(
+            policy_chosen=split(logps, False),
+            policy_rejected=split(logps, True),
+            reference_chosen=split(ref, False),
+            reference_rejected=split(ref, True),
+            desirable=batch.get("desirable"),
+            chosen_wpo_logweight=split(weights, False),
+            rejected_wpo_logweight=split(weights, True),
+            chosen_length=split(lengths, False),
+            rejected_length=split(lengths, True),
+        )
 
     # ------------------------------------------------------------------ evaluation
     def eval_step(self, module: Any, batch: dict[str, Tensor], stage: str) -> None:
@@ -137,7 +170,11 @@ class HFCausalLMFamily(ModelFamily):
         extra = {"ld_alpha": objective.ld_alpha} if getattr(objective, "ld_alpha", None) is not None else {}
         out = objective(self.pair_logps(module.policy, reference, batch, True, objective.length_normalized, **extra))
         values = {"loss": out.loss.detach(), **out.metrics}
-        self._add(stage, {k: v.detach().float() * len(batch["input_ids"]) for k, v in values.items()} | {"rows": torch.tensor(float(len(batch["input_ids"])))})
+        self._add(
+            stage,
+            {k: v.detach().float() * len(batch["input_ids"]) for k, v in values.items()}
+            | {"rows": torch.tensor(float(len(batch["input_ids"])))},
+        )
 
     def _add(self, stage: str, values: dict[str, Tensor]) -> None:
         sums = self._sums.setdefault(stage, {})

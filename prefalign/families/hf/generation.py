@@ -32,8 +32,16 @@ def load_hf_policy(path: str) -> tuple[Any, Any]:
     return model.eval(), load_tokenizer(str(folder))
 
 
-def hf_generate(path: str, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float, top_k: int | None,
-                seed: int, device: str) -> list[list[str]]:
+def hf_generate(
+    path: str,
+    prompts: list[str],
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    seed: int,
+    device: str,
+) -> list[list[str]]:
     """``num_samples`` continuations of each prompt (``model.generate``; temperature 0: greedy), decoded without the prompt."""
     model, tokenizer = load_hf_policy(path)
     model.to(device)
@@ -41,11 +49,15 @@ def hf_generate(path: str, prompts: list[str], num_samples: int, max_new_tokens:
     out = []
     for prompt in prompts:  # one prompt at a time: no padding inside the context
         ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
-        kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "num_return_sequences": num_samples,
-                  "pad_token_id": tokenizer.pad_token_id}
+        kwargs = {
+            "do_sample": temperature > 0,
+            "max_new_tokens": max_new_tokens,
+            "num_return_sequences": num_samples,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
         if temperature > 0:
             kwargs.update(temperature=temperature, top_k=top_k or 0)
         with torch.no_grad():
             generated = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-        out.append([tokenizer.decode(g[ids.shape[1]:], skip_special_tokens=True) for g in generated])
+        out.append([tokenizer.decode(g[ids.shape[1] :], skip_special_tokens=True) for g in generated])
     return out

@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 
 from prefalign.data.text.lexicon import complete_words, distinct_2, lexicon, valid_word_rates
-from prefalign.data.text.model_tokenizer import Tokenizer, bind_tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model
+from prefalign.data.text.model_tokenizer import (
+    Tokenizer,
+    bind_tokenizer,
+    check_same_kind,
+    tokenizer_name_of,
+    tokenizer_of_model,
+)
 from prefalign.families.base import ModelFamily
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs
 from prefalign.models.generation import sample
@@ -49,14 +55,22 @@ class LanguageEvaluation(ModelFamily):
     # ------------------------------------------------------------------ lifecycle
     def check_config(self, policy: Any, datamodule: Any) -> None:
         if tokenizer_name_of(policy) is None or not hasattr(policy, "block_size"):
-            raise ValueError(f"LanguageFamily needs a decoder that records its tokenizer (a char `vocab` buffer, or a `tokenizer_name`) "
-                             f"and a `block_size` (e.g. prefalign.models.TinyTransformer), got {type(policy).__name__}.")
+            raise ValueError(
+                f"LanguageFamily needs a decoder that records its tokenizer (a char `vocab` buffer, or a `tokenizer_name`) "
+                f"and a `block_size` (e.g. prefalign.models.TinyTransformer), got {type(policy).__name__}."
+            )
         data_block = getattr(datamodule, "block_size", 0)
         if data_block > policy.block_size:
-            raise ValueError(f"data.init_args.block_size={data_block} is longer than the model's block_size={policy.block_size}.")
+            raise ValueError(
+                f"data.init_args.block_size={data_block} is longer than the model's block_size={policy.block_size}."
+            )
         data_tokenizer = getattr(datamodule, "tokenizer_name", None)
         if data_tokenizer is not None:  # char vs gpt2 is known from the config: refuse before anything is written
-            check_same_kind(tokenizer_name_of(policy), data_tokenizer, "the model (model.backbone.init_args.tokenizer, or the reference's weights)")
+            check_same_kind(
+                tokenizer_name_of(policy),
+                data_tokenizer,
+                "the model (model.backbone.init_args.tokenizer, or the reference's weights)",
+            )
 
     def setup(self, module: Any, stage: str) -> None:
         """Give a fresh model the data's vocabulary, or re-encode the data with a trained model's vocabulary.
@@ -66,12 +80,18 @@ class LanguageEvaluation(ModelFamily):
         self.check_config(policy, datamodule)
         data_tok = getattr(datamodule, "tokenizer", None)
         if data_tok is not None:  # a data module without ``tokenizer_name`` may still bring a tokenizer
-            check_same_kind(tokenizer_name_of(policy), data_tok.name, "the model (model.backbone.init_args.tokenizer, or the reference's weights)")
+            check_same_kind(
+                tokenizer_name_of(policy),
+                data_tok.name,
+                "the model (model.backbone.init_args.tokenizer, or the reference's weights)",
+            )
         model_tok = tokenizer_of_model(policy, reuse=data_tok)
         if model_tok is None:
             if data_tok is None:
-                raise ValueError("the model has no vocabulary yet and the data module provides no tokenizer; use "
-                                 "prefalign.data.text.CharTextDataModule to pretrain.")
+                raise ValueError(
+                    "the model has no vocabulary yet and the data module provides no tokenizer; use "
+                    "prefalign.data.text.CharTextDataModule to pretrain."
+                )
             bind_tokenizer(policy, data_tok)
             model_tok = data_tok
         elif data_tok is not None and not data_tok.same_as(model_tok):
@@ -79,7 +99,9 @@ class LanguageEvaluation(ModelFamily):
         self.configure(model_tok, policy.block_size)
         text = getattr(datamodule, "text", {}) if datamodule is not None else {}
         self.words = lexicon(text["train"]) if text.get("train") else frozenset()
-        self._judge_prompts = datamodule.evaluation_prompts() if self.words and getattr(datamodule, "eval_prompts", 0) else None
+        self._judge_prompts = (
+            datamodule.evaluation_prompts() if self.words and getattr(datamodule, "eval_prompts", 0) else None
+        )
 
     def configure(self, tokenizer: Tokenizer, block_size: int) -> None:
         """Bind the vocabulary and context length (``setup`` does it from the model; tests call it directly)."""
@@ -92,8 +114,12 @@ class LanguageEvaluation(ModelFamily):
         logps, dist = token_log_probs(module.policy, prompts, targets, self.n_vocab)
         confidence, prediction = dist.max(-1)
         sums = self._sums.setdefault(stage, {})
-        add = {"nll": -logps.sum(), "count": torch.tensor(float(logps.numel()), device=logps.device),
-               "correct": (prediction == targets).float().sum(), "entropy": -(dist.exp() * dist).sum()}
+        add = {
+            "nll": -logps.sum(),
+            "count": torch.tensor(float(logps.numel()), device=logps.device),
+            "correct": (prediction == targets).float().sum(),
+            "entropy": -(dist.exp() * dist).sum(),
+        }
         reference = module.reference
         if reference is not None:
             with torch.no_grad():
@@ -103,7 +129,9 @@ class LanguageEvaluation(ModelFamily):
                 add["ref_nll"] = -ref_logps.sum()
         for key, value in add.items():
             sums[key] = sums.get(key, 0) + value.detach().double()
-        self._calibration.setdefault(stage, []).append((confidence.exp().flatten().cpu(), (prediction == targets).flatten().cpu()))
+        self._calibration.setdefault(stage, []).append(
+            (confidence.exp().flatten().cpu(), (prediction == targets).flatten().cpu())
+        )
 
     def eval_epoch_end(self, module: Any, stage: str) -> None:
         sums = self._sums.pop(stage, {})
@@ -114,8 +142,13 @@ class LanguageEvaluation(ModelFamily):
         totals = {k: strategy.reduce(v, reduce_op="sum") for k, v in sums.items()}
         count = totals["count"]
         loss = totals["nll"] / count
-        metrics = {f"{stage}/loss": loss, f"{stage}/ppl": loss.exp(), f"{stage}/bpc": loss / math.log(2), f"{stage}/acc": totals["correct"] / count,
-                   f"{stage}/entropy": totals["entropy"] / count}
+        metrics = {
+            f"{stage}/loss": loss,
+            f"{stage}/ppl": loss.exp(),
+            f"{stage}/bpc": loss / math.log(2),
+            f"{stage}/acc": totals["correct"] / count,
+            f"{stage}/entropy": totals["entropy"] / count,
+        }
         if "kl" in totals:
             metrics[f"{stage}/kl_ref"] = totals["kl"] / count
         if "ref_nll" in totals:
@@ -143,15 +176,25 @@ class LanguageEvaluation(ModelFamily):
 
         def judge(model: Any) -> tuple[float, float]:
             gen = torch.Generator(device="cpu").manual_seed(1234)
-            ids = sample(model, prompts.repeat_interleave(samples, dim=0), new_tokens, self.n_vocab, self.block_size,
-                         generator=gen if device.type == "cpu" else None)
+            ids = sample(
+                model,
+                prompts.repeat_interleave(samples, dim=0),
+                new_tokens,
+                self.n_vocab,
+                self.block_size,
+                generator=gen if device.type == "cpu" else None,
+            )
             texts = [self.tokenizer.decode(r) for r in ids]
-            return float(valid_word_rates(texts, self.words).mean()), sum(distinct_2(complete_words(t)) for t in texts) / len(texts)
+            return float(valid_word_rates(texts, self.words).mean()), sum(
+                distinct_2(complete_words(t)) for t in texts
+            ) / len(texts)
 
         rate, distinct = judge(module.policy)
         out[f"{stage}/valid_words"], out[f"{stage}/distinct_2"] = torch.tensor(rate), torch.tensor(distinct)
         if f"{stage}/real" not in self._fixed:
-            self._fixed[f"{stage}/real"] = float(valid_word_rates([self.tokenizer.decode(r) for r in real], self.words).mean())
+            self._fixed[f"{stage}/real"] = float(
+                valid_word_rates([self.tokenizer.decode(r) for r in real], self.words).mean()
+            )
             if module.reference is not None:
                 self._fixed[f"{stage}/reference"] = judge(module.reference)[0]
         out[f"{stage}/real/valid_words"] = torch.tensor(self._fixed[f"{stage}/real"])
@@ -165,7 +208,12 @@ class LanguageEvaluation(ModelFamily):
         from prefalign.viz.tables import log_table
 
         trainer, step = module.trainer, module.global_step
-        log_figure(trainer, f"{stage}/calibration", calibration_figure(confidence, correct, title=f"{stage} next-character calibration"), step)
+        log_figure(
+            trainer,
+            f"{stage}/calibration",
+            calibration_figure(confidence, correct, title=f"{stage} next-character calibration"),
+            step,
+        )
         device = next(module.policy.parameters()).device
         rows, samples = [], []
         generator = torch.Generator(device="cpu").manual_seed(0)
@@ -177,9 +225,20 @@ class LanguageEvaluation(ModelFamily):
             with torch.no_grad():
                 logits = module.policy(ids[None])[0, -1, : self.n_vocab].float()  # the character after the whole prompt
                 top = torch.softmax(logits, -1).topk(min(5, self.n_vocab))
-            rows += [[prompt, rank + 1, self.tokenizer.decode([int(i)]), round(float(p), 4)] for rank, (p, i) in enumerate(zip(top.values, top.indices))]
-            out = sample(module.policy, ids[None], self.eval_new_tokens, self.n_vocab, self.block_size, 0.8, None,
-                         generator if device.type == "cpu" else None)
+            rows += [
+                [prompt, rank + 1, self.tokenizer.decode([int(i)]), round(float(p), 4)]
+                for rank, (p, i) in enumerate(zip(top.values, top.indices))
+            ]
+            out = sample(
+                module.policy,
+                ids[None],
+                self.eval_new_tokens,
+                self.n_vocab,
+                self.block_size,
+                0.8,
+                None,
+                generator if device.type == "cpu" else None,
+            )
             samples.append([prompt, self.tokenizer.decode(out[0])])
         if rows:
             log_table(trainer, f"{stage}/top_k_next", ["prompt", "rank", "next", "prob"], rows, step)
@@ -199,7 +258,12 @@ class LanguageEvaluation(ModelFamily):
 def _ece(strategy: Any, confidence: Tensor, correct: Tensor, device: torch.device) -> Tensor:
     """Expected calibration error over every rank's predictions: per-bin sums are reduced, then combined."""
     bins = (confidence * N_BINS).long().clamp(max=N_BINS - 1)
-    sums = torch.stack([torch.bincount(bins, minlength=N_BINS).double(), torch.bincount(bins, confidence.double(), N_BINS),
-                        torch.bincount(bins, correct.double(), N_BINS)]).to(device)
+    sums = torch.stack(
+        [
+            torch.bincount(bins, minlength=N_BINS).double(),
+            torch.bincount(bins, confidence.double(), N_BINS),
+            torch.bincount(bins, correct.double(), N_BINS),
+        ]
+    ).to(device)
     count, conf, acc = strategy.reduce(sums, reduce_op="sum")
     return ((conf - acc).abs().sum() / count.sum().clamp(min=1)).float()

@@ -8,8 +8,8 @@ from torch import Tensor, nn
 from prefalign.families.base import Forward, ResponseLogps, Rollout, masked_mean, masked_sum
 from prefalign.families.language.evaluation import LanguageEvaluation
 from prefalign.families.language.sequences import exact_token_kl, token_log_probs, wpo_token_logweights
-from prefalign.models.generation import sample
 from prefalign.families.sequences import reduce_sequences, shared_lengths, split_sums
+from prefalign.models.generation import sample
 from prefalign.objectives.base import PairLogps
 from prefalign.validation import check_in_range
 
@@ -47,16 +47,30 @@ class LanguageFamily(LanguageEvaluation):
     summary_keys = ("loss", "bpc", "ece")
     main_metric = "val/loss"
 
-    def __init__(self, max_new_tokens: int = 32, temperature: float = 1.0, top_k: int | None = None,
-                 eval_prompts: tuple[str, ...] = ("To be or not to", "ROMEO.\n", "What is "), eval_new_tokens: int = 120) -> None:
+    def __init__(
+        self,
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eval_prompts: tuple[str, ...] = ("To be or not to", "ROMEO.\n", "What is "),
+        eval_new_tokens: int = 120,
+    ) -> None:
         super().__init__(eval_prompts, eval_new_tokens)
         check_in_range("max_new_tokens", max_new_tokens, 1)
         check_in_range("temperature", temperature, 0.0, low_open=True)
         self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
 
     # ------------------------------------------------------------------ preference training
-    def pair_logps(self, policy: Forward, reference: nn.Module | None, batch: dict[str, Tensor], recompute_reference: bool = False,
-                   length_normalized: bool = False, wpo_weights: bool = False, ld_alpha: float | None = None) -> PairLogps:
+    def pair_logps(
+        self,
+        policy: Forward,
+        reference: nn.Module | None,
+        batch: dict[str, Tensor],
+        recompute_reference: bool = False,
+        length_normalized: bool = False,
+        wpo_weights: bool = False,
+        ld_alpha: float | None = None,
+    ) -> PairLogps:
         if "tokens" in batch:  # pretraining: the whole window after its first character is the response
             prompts, chosen = batch["tokens"][:, :1], batch["tokens"][:, 1:]
             chosen_mask, rejected, rejected_mask = torch.ones_like(chosen, dtype=torch.bool), None, None
@@ -74,7 +88,9 @@ class LanguageFamily(LanguageEvaluation):
         def reduce(t: Tensor) -> Tensor:
             return reduce_sequences(*split_sums(t, masks, shared), lengths, length_normalized, ld_alpha)
 
-        tokens, dist = token_log_probs(policy, both, responses, self.n_vocab, with_dist=reference is not None or wpo_weights)
+        tokens, dist = token_log_probs(
+            policy, both, responses, self.n_vocab, with_dist=reference is not None or wpo_weights
+        )
         logps = reduce(tokens)
         ref = kl = None
         if reference is not None:
@@ -89,24 +105,39 @@ class LanguageFamily(LanguageEvaluation):
                 return None
             return x[n:] if second else x[:n]
 
-        return PairLogps(policy_chosen=split(logps, False), policy_rejected=split(logps, True),
-                         reference_chosen=split(ref, False), reference_rejected=split(ref, True), kl=split(kl, False),
-                         desirable=batch.get("desirable"), chosen_wpo_logweight=split(weights, False),
-                         rejected_wpo_logweight=split(weights, True), chosen_length=split(lengths, False),
-                         rejected_length=split(lengths, True))
+        return PairLogps(
+            policy_chosen=split(logps, False),
+            policy_rejected=split(logps, True),
+            reference_chosen=split(ref, False),
+            reference_rejected=split(ref, True),
+            kl=split(kl, False),
+            desirable=batch.get("desirable"),
+            chosen_wpo_logweight=split(weights, False),
+            rejected_wpo_logweight=split(weights, True),
+            chosen_length=split(lengths, False),
+            rejected_length=split(lengths, True),
+        )
 
     # ------------------------------------------------------------------ RL
     @torch.no_grad()
     def rollout(self, policy: Forward, batch: dict[str, Tensor], k: int) -> Rollout:
         prompts = batch["prompt"].repeat_interleave(k, dim=0)  # every prompt × sample in one batch
-        responses = sample(policy, prompts, self.max_new_tokens, self.n_vocab, self.block_size, self.temperature, self.top_k)
+        responses = sample(
+            policy, prompts, self.max_new_tokens, self.n_vocab, self.block_size, self.temperature, self.top_k
+        )
         b = len(batch["prompt"])
-        rollout = Rollout(batch=batch, responses=responses.view(b, k, -1), mask=torch.ones(b, k, responses.shape[1], dtype=torch.bool,
-                          device=responses.device), old_logps=torch.empty(0))
+        rollout = Rollout(
+            batch=batch,
+            responses=responses.view(b, k, -1),
+            mask=torch.ones(b, k, responses.shape[1], dtype=torch.bool, device=responses.device),
+            old_logps=torch.empty(0),
+        )
         rollout.old_logps = self.response_logps(policy, rollout).tokens
         return rollout
 
     def response_logps(self, model: Forward, rollout: Rollout) -> ResponseLogps:
         b, k, r = rollout.responses.shape
-        tokens, dist = token_log_probs(model, rollout.batch["prompt"].repeat_interleave(k, dim=0), rollout.responses.view(b * k, r), self.n_vocab)
+        tokens, dist = token_log_probs(
+            model, rollout.batch["prompt"].repeat_interleave(k, dim=0), rollout.responses.view(b * k, r), self.n_vocab
+        )
         return ResponseLogps(tokens.view(b, k, r), dist.view(b, k, r, -1))

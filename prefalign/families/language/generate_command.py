@@ -8,14 +8,13 @@ from pathlib import Path
 import torch
 
 from prefalign.checkpoint import CheckpointError
-
-from prefalign.models.loading import load_model
 from prefalign.commands import resolve_device, run_command
 from prefalign.data.text.model_tokenizer import tokenizer_of_model
 from prefalign.models.generation import sample
+from prefalign.models.loading import load_model
 from prefalign.output_paths import check_outputs, write_text_atomically
 
-PROMPTS_FILE_FIX = "give a text file with one prompt per line, or a .jsonl file with a \"prompt\" field per line"
+PROMPTS_FILE_FIX = 'give a text file with one prompt per line, or a .jsonl file with a "prompt" field per line'
 
 
 def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
@@ -33,9 +32,13 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise ValueError(f"--prompts_file {path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); {PROMPTS_FILE_FIX}.") from None
+        raise ValueError(
+            f"--prompts_file {path} is not UTF-8 text (byte {e.start} is {e.object[e.start : e.start + 1]!r}); {PROMPTS_FILE_FIX}."
+        ) from None
     except OSError as e:
-        raise ValueError(f"--prompts_file {path} cannot be read ({e.strerror or type(e).__name__}); {PROMPTS_FILE_FIX}.") from None
+        raise ValueError(
+            f"--prompts_file {path} cannot be read ({e.strerror or type(e).__name__}); {PROMPTS_FILE_FIX}."
+        ) from None
     if path.suffix == ".jsonl":
         prompts = []
         for number, line in enumerate(lines, 1):
@@ -44,7 +47,7 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
             try:
                 prompts.append(json.loads(line)["prompt"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{number} is not a JSON object with a \"prompt\" field.") from None
+                raise ValueError(f'{path}:{number} is not a JSON object with a "prompt" field.') from None
     else:
         prompts = lines
     if not prompts:
@@ -52,9 +55,18 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     return prompts
 
 
-def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_file: str | None = None, num_samples: int = 1,
-                     max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
-                     device: str = "cpu") -> int:
+def generate_command(
+    ckpt: str,
+    out: str,
+    prompt: str | None = None,
+    prompts_file: str | None = None,
+    num_samples: int = 1,
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> int:
     """Continue each prompt ``num_samples`` times and write ``{"prompt": ..., "completion": ...}`` per line to ``out``.
 
     Works on any language-model weights file (a reference or an exported policy): the model's tokenizer travels
@@ -79,7 +91,9 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
     """
     for name, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens), ("top_k", top_k)):
         if value is not None and value < 1:
-            raise ValueError(f"--{name}={value} must be ≥ 1" + (" (or null: sample from every token)." if name == "top_k" else "."))
+            raise ValueError(
+                f"--{name}={value} must be ≥ 1" + (" (or null: sample from every token)." if name == "top_k" else ".")
+            )
     if temperature < 0:
         raise ValueError(f"--temperature={temperature} must be ≥ 0 (0: greedy).")
     device = resolve_device(device)
@@ -94,8 +108,10 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
     model = load_model(ckpt)
     tokenizer = tokenizer_of_model(model)
     if tokenizer is None or not hasattr(model, "block_size"):
-        raise CheckpointError(f"{ckpt} holds a {type(model).__name__}, not a trained language model (no vocabulary): "
-                              "give a weights file written by an LM config (e.g. configs/lm_pretrain.yaml).")
+        raise CheckpointError(
+            f"{ckpt} holds a {type(model).__name__}, not a trained language model (no vocabulary): "
+            "give a weights file written by an LM config (e.g. configs/lm_pretrain.yaml)."
+        )
     model = model.to(device).eval()
     encoded = [tokenizer.encode(p, what=f"prompt {i + 1}") for i, p in enumerate(prompts)]
     if any(len(e) == 0 for e in encoded):
@@ -103,11 +119,15 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
     too_long = [i + 1 for i, e in enumerate(encoded) if len(e) > model.block_size]
     if too_long:
         unit = tokenizer.unit
-        raise ValueError(f"prompt {too_long[0]} is {len(encoded[too_long[0] - 1])} {unit}s long, more than the model's block of "
-                         f"{model.block_size}: the model would never see its beginning. Shorten it to its last {model.block_size} {unit}s.")
+        raise ValueError(
+            f"prompt {too_long[0]} is {len(encoded[too_long[0] - 1])} {unit}s long, more than the model's block of "
+            f"{model.block_size}: the model would never see its beginning. Shorten it to its last {model.block_size} {unit}s."
+        )
     generator = torch.Generator(device=device).manual_seed(seed)
     completions: dict[int, list[str]] = {}
-    for length in sorted({len(e) for e in encoded}):  # one batch per prompt length (in tokens): no padding inside the context
+    for length in sorted(
+        {len(e) for e in encoded}
+    ):  # one batch per prompt length (in tokens): no padding inside the context
         rows = [i for i, e in enumerate(encoded) if len(e) == length]
         batch = torch.stack([encoded[i] for i in rows]).repeat_interleave(num_samples, dim=0).to(device)
         ids = sample(model, batch, max_new_tokens, len(tokenizer), model.block_size, temperature, top_k, generator)
@@ -119,7 +139,12 @@ def generate_command(ckpt: str, out: str, prompt: str | None = None, prompts_fil
 
 def write_samples(out: str, prompts: list[str], completions: dict[int, list[str]]) -> None:
     """``{"prompt", "completion"}`` per line, written atomically."""
-    write_text_atomically(out, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for i, p in enumerate(prompts) for c in completions[i]))
+    write_text_atomically(
+        out,
+        "".join(
+            json.dumps({"prompt": p, "completion": c}) + "\n" for i, p in enumerate(prompts) for c in completions[i]
+        ),
+    )
     print(f"wrote {sum(len(c) for c in completions.values())} samples to {out}")
 
 

@@ -33,13 +33,17 @@ class LexicalValidity(RewardFunction):
     def setup(self, module: Any, datamodule: Any) -> None:
         text = getattr(datamodule, "text", {}).get("train")
         if not text:
-            raise ValueError("LexicalValidity needs the training text for its word list: use prefalign.data.text.CharTextDataModule.")
+            raise ValueError(
+                "LexicalValidity needs the training text for its word list: use prefalign.data.text.CharTextDataModule."
+            )
         self.words = lexicon(text)
         self.tokenizer = module.family.tokenizer
 
     def forward(self, rollout: Any) -> Tensor:
         b, k, _ = rollout.responses.shape
-        texts = [self.tokenizer.decode(r[m]) for r, m in zip(rollout.responses.view(b * k, -1), rollout.mask.view(b * k, -1))]
+        texts = [
+            self.tokenizer.decode(r[m]) for r, m in zip(rollout.responses.view(b * k, -1), rollout.mask.view(b * k, -1))
+        ]
         return valid_word_rates(texts, self.words, self.min_distinct_2).view(b, k).to(rollout.responses.device)
 
 

@@ -10,8 +10,9 @@ from torch import Tensor
 from prefalign.families.sequences import gather_token_logps, wpo_token_logweights
 
 
-def token_log_probs(model: Callable[[Tensor], Tensor], prompts: Tensor, responses: Tensor, n_vocab: int,
-                    with_dist: bool = True) -> tuple[Tensor, Tensor | None]:
+def token_log_probs(
+    model: Callable[[Tensor], Tensor], prompts: Tensor, responses: Tensor, n_vocab: int, with_dist: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """(log-prob of each response token ``[N, R]``, full log-softmax at each response position ``[N, R, V]``), fp32.
 
     One forward over ``prompt + response`` without its last token: position ``P - 1 + j`` predicts response token

@@ -196,6 +196,20 @@ class AlignmentModule(L.LightningModule):
         if self.compile and self._forward is self.policy:
             object.__setattr__(self, "_forward", torch.compile(self.policy))
 
+    def configure_model(self) -> None:
+        # A strategy that shards parameters (FSDP2Strategy) shards the policy, and a reference that owns its weights
+        # the same way (frozen: no gradient, never in the optimizer). A peft reference is a view of the policy's
+        # own, already sharded, base weights. Other strategies leave the models alone.
+        shard = getattr(self._trainer.strategy, "shard", None) if self._trainer is not None else None
+        if shard is None:
+            return
+        shard(self.policy)
+        reference = self._reference
+        if reference is not None:
+            own = {id(p) for p in self.policy.parameters()}
+            if not any(id(p) in own for p in reference.parameters()):
+                shard(reference, trainable=False)
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if self.is_ppo:
@@ -318,6 +332,7 @@ class AlignmentModule(L.LightningModule):
 
     # ------------------------------------------------------------------ lifecycle
     def on_fit_start(self) -> None:
+        self.family.on_fit_start(self)
         datamodule = self.datamodule
         if isinstance(datamodule, PreferenceData) and datamodule.mining_stats:
             for logger in self.loggers:
@@ -327,6 +342,9 @@ class AlignmentModule(L.LightningModule):
         from prefalign.loggers import run_dir as _run_dir
 
         run_dir = _run_dir(self.trainer)  # a broadcast under DDP: every rank asks, before the rank-zero check
+        # A sharded policy (FSDP2Strategy) is gathered whole on rank 0 first: collective, so every rank asks.
+        gather = getattr(self.trainer.strategy, "full_state_dict", None)
+        full_state = gather(getattr(self.policy, "model", self.policy)) if gather is not None else None
         if not self.trainer.is_global_zero:
             return
         meta = {
@@ -340,7 +358,7 @@ class AlignmentModule(L.LightningModule):
         ):  # a Hugging Face model: a directory transformers/peft load unchanged
             paths = [run_dir / "policy"] + ([Path(self.export_path)] if self.export_path else [])
             for path in paths:
-                self.policy.save_pretrained(path)
+                self.policy.save_pretrained(path, state_dict=full_state)
             rank_zero_info("Saved the policy (save_pretrained) to " + ", ".join(str(p) for p in paths))
             return
         paths = [run_dir / "policy.pt"] + ([Path(self.export_path)] if self.export_path else [])

@@ -18,7 +18,8 @@ from prefalign.checkpoint import CheckpointError, UnsafeFileError, atomic_save, 
 log = logging.getLogger(__name__)
 
 
-def _valid(path: Path, digest: str, what: str) -> bool:
+def cache_is_valid(path: Path, digest: str, what: str) -> bool:
+    """Whether ``path`` holds a readable cache with fingerprint ``digest`` (an unsafe file raises)."""
     if not path.is_file():
         return False
     try:
@@ -39,7 +40,7 @@ def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trai
     """
     path = Path(path)
     is_zero = trainer is None or trainer.global_rank == 0
-    if is_zero and not _valid(path, digest, what):
+    if is_zero and not cache_is_valid(path, digest, what):
         atomic_save({"fingerprint": digest, **build()}, path)
     if trainer is not None:
         trainer.strategy.barrier("prefalign-pair-cache")
@@ -49,4 +50,4 @@ def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trai
     return cached
 
 
-__all__ = ["load_or_build"]
+__all__ = ["cache_is_valid", "load_or_build"]

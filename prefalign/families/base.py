@@ -94,6 +94,10 @@ class ModelFamily(nn.Module):
     def setup(self, module: Any, stage: str) -> None:
         """Called from the LightningModule's ``setup``: check the data against the model, build metrics."""
 
+    def on_fit_start(self, module: Any) -> None:
+        """Called from the LightningModule's ``on_fit_start``: the models are on their devices and wrapped (DDP) or
+        sharded (FSDP) by now, so work that runs them once before training (caching reference log-probs) goes here."""
+
     def weights_meta(self) -> dict[str, Any]:
         """What a weights file of this family's model must carry besides the model (e.g. a denoiser's noise schedule)."""
         return {}

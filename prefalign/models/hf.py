@@ -153,7 +153,9 @@ class HFCausalLM(nn.Module):
                 if isinstance(m, nn.Dropout):
                     m.p = 0.0
         if gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            from prefalign.strategies.sharding import enable_activation_checkpointing
+
+            enable_activation_checkpointing(model)
         self.uses_peft = peft is not None
         if self.uses_peft:
             peft_lib = require("peft", "LoRA (model.backbone.init_args.peft)")
@@ -190,12 +192,13 @@ class HFCausalLM(nn.Module):
         reference = HFCausalLM(self.model_name_or_path, dtype=self.dtype_name)
         return reference.eval().requires_grad_(False)
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, state_dict: dict[str, Tensor] | None = None) -> Path:
         """Write the policy so transformers/peft load it unchanged: the full model (``AutoModelForCausalLM``) or, with
-        peft, the adapter (``PeftModel.from_pretrained(base, folder)``); the tokenizer beside it either way."""
+        peft, the adapter (``PeftModel.from_pretrained(base, folder)``); the tokenizer beside it either way.
+        ``state_dict``: the model's full state dict when its own parameters are shards (FSDP, gathered on rank 0)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder))
+        self.model.save_pretrained(str(folder), state_dict=state_dict)
         self.load_tokenizer().save_pretrained(str(folder))
         (folder / "prefalign.json").write_text(
             json.dumps({"base_model": self.model_name_or_path, "peft": self.uses_peft}, indent=2)

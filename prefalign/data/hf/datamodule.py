@@ -10,9 +10,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from prefalign.data.pair_cache import load_or_build
+from prefalign.data.pair_cache import cache_is_valid, load_or_build
 from prefalign.data.batches import TensorBatches
 from prefalign.digests import fingerprint
+from prefalign.strategies.sharding import shards_parameters
 from prefalign.data.hf.formats import add_eos, detect_format, extract_prompt, is_conversational, load_any, tokenize_batch
 
 
@@ -23,17 +24,40 @@ def pad_rows(rows: list[list[int]], value: int, width: int) -> Tensor:
     return out
 
 
+def interleave(gathered: Tensor, n: int) -> Tensor:
+    """Undo a world-strided split: ``gathered[r, j]`` is row ``j * W + r`` (shards wrapped to equal length)."""
+    return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:n]
+
+
 class TRLSamplerOrder(TensorBatches):
-    """:class:`TensorBatches` drawing each epoch's order as TRL's Trainer does on one process: accelerate's
-    ``SeedableRandomSampler`` (transformers' ``RandomSampler`` replaced by ``accelerator.prepare``; accelerate
-    data_loader.py) seeds a generator with ``seed + epoch`` and takes ``torch.randperm(n)``, where ``seed`` is
-    TrainingArguments' ``data_seed``, else the torch seed ``set_seed(args.seed)`` left (TRL's default 42). Under DDP
-    accelerate shards batches its own way; there the order is prefalign's (seeded, the same on every rank)."""
+    """:class:`TensorBatches` drawing each epoch's order as TRL's Trainer does: accelerate's ``SeedableRandomSampler``
+    (transformers' ``RandomSampler`` replaced by ``accelerator.prepare``; accelerate data_loader.py) seeds a generator
+    with ``seed + epoch`` and takes ``torch.randperm(n)``, where ``seed`` is TrainingArguments' ``data_seed``, else the
+    torch seed ``set_seed(args.seed)`` left (TRL's default 42).
+
+    Under DDP the training order is sharded as accelerate's ``BatchSamplerShard`` shards it (``split_batches=False``,
+    ``even_batches=True``): the permutation is cut into batches of ``batch_size`` and rank ``r`` takes batches
+    ``r, r + W, r + 2W, ...``; the last round is completed by cycling from the start of the permutation. So step
+    ``k`` of a W-process run with per-device batch B sees, over all ranks, the rows that step ``k`` of a
+    single-process run with batch ``W * B`` sees, and every rank sees TRL's own per-rank batch."""
+
+    def _accelerate_shards(self) -> bool:
+        return self.shuffle and self.world_size > 1
+
+    def __len__(self) -> int:
+        if not self._accelerate_shards():
+            return super().__len__()
+        return -(-self.n // (self.world_size * self.batch_size))
 
     def _indices(self) -> Tensor:
-        if not self.shuffle or self.world_size > 1:
+        if not self.shuffle:
             return super()._indices()
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        if self.world_size == 1:
+            return order
+        rounds, width = len(self), self.world_size * self.batch_size
+        padded = order.repeat(-(-rounds * width // self.n))[: rounds * width]  # cyclic, as accelerate's initial_data
+        return padded.view(rounds, self.world_size, self.batch_size)[:, self.rank].reshape(-1)
 
 
 class TRLBatches:
@@ -225,34 +249,54 @@ class TRLPreferenceDataModule(L.LightningDataModule):
 
     def precompute_reference(self, policy: Any, reference_sums: Any, trainer: Any = None) -> None:
         """Reference log-prob sums of every training row, computed once and cached on disk (pair cache), keyed by the
-        model's files, the tokenized data's fingerprint and the tokenization settings."""
+        model's files, the tokenized data's fingerprint and the tokenization settings.
+
+        Under several processes every rank computes an equal share of the rows (so a sharded reference, whose forward
+        is collective, runs the same number of batches on every rank), the shares are gathered, and rank 0 alone
+        writes the file; every rank then reads that file after a barrier."""
         train = self.splits["train"]
         if "ref_head" in train:
             return
         key = {"model": policy.files_digest(), "data": self.fingerprints["train"], "max_length": self.max_length,
                "truncation_mode": self.truncation_mode, "format": 1}
         digest = fingerprint(key)
-
-        def build() -> dict:
-            rank_zero_info(f"Computing reference log-probs of {len(train['chosen_ids'])} training rows (cached under {self.cache_dir}) ...")
-            batches = TRLBatches(train, self.paired, batch_size=self.eval_batch_size)
+        path = Path(self.cache_dir) / f"hf-ref-{digest}.pt"
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        cached = cache_is_valid(path, digest, "reference log-probs") if rank == 0 else False
+        if world > 1:
+            cached = trainer.strategy.broadcast(cached)
+        computed: dict[str, Tensor] = {}
+        if not cached:
+            rank_zero_info(f"Computing reference log-probs of {len(train['chosen_ids'])} training rows over {world} "
+                           f"process(es) (cached under {self.cache_dir}) ...")
             device = next(policy.parameters()).device
-            heads, tails = [], []
-            for batch in batches:
-                sums = reference_sums({k: v.to(device) for k, v in batch.items()})
-                n = len(batch["input_ids"]) // (2 if self.paired else 1)
-                shape = (2, n) if self.paired else (1, n)
-                heads.append(sums["ref_head"].view(shape).t().cpu())
-                tails.append(sums["ref_tail"].view(shape).t().cpu())
-            return {"ref_head": torch.cat(heads), "ref_tail": torch.cat(tails)}
-
-        cached = load_or_build(Path(self.cache_dir) / f"hf-ref-{digest}.pt", digest, build, trainer, what="reference log-probs")
+            computed = self._reference_share(train, reference_sums, device, rank, world)
+            if world > 1:
+                computed = {k: interleave(trainer.strategy.all_gather(v), len(train["chosen_ids"])) for k, v in computed.items()}
+            computed = {k: v.cpu() for k, v in computed.items()}
+        cached = load_or_build(path, digest, lambda: computed, trainer, what="reference log-probs")
         # [N, 2] (chosen, rejected) per row; a batch's rows are re-laid out as [chosen; rejected] in TRLBatches.assemble.
         train["ref_head"], train["ref_tail"] = cached["ref_head"], cached["ref_tail"]
+
+    def _reference_share(self, train: dict[str, Tensor], reference_sums: Any, device: Any, rank: int, world: int) -> dict[str, Tensor]:
+        """This rank's rows ``rank, rank + W, ...`` (wrapped to equal length), ``[ceil(N / W), 1 or 2]`` per key."""
+        batches = TRLBatches(train, self.paired, batch_size=self.eval_batch_size, rank=rank, world_size=world, pad_shards=True)
+        heads, tails = [], []
+        for batch in batches:
+            sums = reference_sums({k: v.to(device) for k, v in batch.items()})
+            n = len(batch["input_ids"]) // (2 if self.paired else 1)
+            shape = (2, n) if self.paired else (1, n)
+            heads.append(sums["ref_head"].view(shape).t())
+            tails.append(sums["ref_tail"].view(shape).t())
+        return {"ref_head": torch.cat(heads), "ref_tail": torch.cat(tails)}
 
     def _loader(self, split: str, train: bool) -> TRLBatches:
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if not train and trainer is not None and shards_parameters(trainer.strategy):
+            # A sharded model's forward is collective: every rank must run the same batches, so under FSDP every rank
+            # evaluates every row (the family's sums then reduce to the same means).
+            rank, world = 0, 1
         tensors = self.splits[split]
         if not train:
             tensors = {k: v for k, v in tensors.items() if not k.startswith("ref_")}

@@ -79,13 +79,13 @@ class HFCausalLMFamily(ModelFamily):
         if hasattr(datamodule, "prepare"):
             datamodule.prepare(policy.load_tokenizer())
 
-    def setup(self, module: Any, stage: str) -> None:
+    def on_fit_start(self, module: Any) -> None:
         # Reference log-probs once, on disk, when the reference is frozen and the data fixed (TRL's
-        # precompute_ref_log_probs, with prefalign's pair cache): the data module owns the cache.
-        datamodule = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+        # precompute_ref_log_probs, with prefalign's pair cache): the data module owns the cache. Here rather than in
+        # setup: the reference is on its device by now (not the CPU), and sharded under FSDP.
+        datamodule = module.datamodule
         if (
-            stage == "fit"
-            and hasattr(datamodule, "precompute_reference")
+            hasattr(datamodule, "precompute_reference")
             and module.reference is not None
             and module.objective.needs_reference
             and not module.recompute_reference
@@ -185,12 +185,20 @@ class HFCausalLMFamily(ModelFamily):
         sums = self._sums.pop(stage, None)
         if not sums:
             return
-        if "nll_sum" in sums:
-            loss = sums["nll_sum"] / sums["tokens"].clamp(min=1)
-            module.log_dict({f"{stage}/loss": loss, f"{stage}/ppl": loss.exp()}, sync_dist=True)
+        # Sums and counts over every rank, then one division: each row (token) counts once however the unpadded
+        # evaluation shards split (a mean of per-rank means would weigh a rank's rows by its shard's size). Under
+        # FSDP every rank evaluates every row: the totals are W times each rank's, and the ratios the same.
+        keys = sorted(sums)
+        reduced = module.trainer.strategy.reduce(
+            torch.stack([sums[k] for k in keys]).to(module.device), reduce_op="sum"
+        )
+        totals = dict(zip(keys, reduced.cpu()))
+        if "nll_sum" in totals:
+            loss = totals["nll_sum"] / totals["tokens"].clamp(min=1)
+            module.log_dict({f"{stage}/loss": loss, f"{stage}/ppl": loss.exp()})
             return
-        rows = sums.pop("rows")
-        module.log_dict({f"{stage}/{k}": v / rows for k, v in sums.items()}, sync_dist=True)
+        rows = totals.pop("rows")
+        module.log_dict({f"{stage}/{k}": v / rows for k, v in totals.items()})
 
     def teardown(self, stage: str) -> None:
         self._sums.clear()

@@ -24,6 +24,11 @@ def pad_rows(rows: list[list[int]], value: int, width: int) -> Tensor:
     return out
 
 
+def prompt_fits(batch: dict[str, list], max_length: int) -> list[bool]:
+    """TRL's filter: rows whose prompt alone fills ``max_length`` are dropped."""
+    return [len(p) < max_length for p in batch["prompt_ids"]]
+
+
 def interleave(gathered: Tensor, n: int) -> Tensor:
     """Undo a world-strided split: ``gathered[r, j]`` is row ``j * W + r`` (shards wrapped to equal length)."""
     return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:n]
@@ -209,7 +214,9 @@ class TRLPreferenceDataModule(L.LightningDataModule):
                               desc=f"Tokenizing ({name})", **kwargs)
         rows = len(dataset)
         if self.max_length is not None and self.truncation_mode == "keep_start":
-            dataset = dataset.filter(lambda b: [len(p) < self.max_length for p in b["prompt_ids"]], batched=True, num_proc=self.num_proc)
+            # A module-level function and plain fn_kwargs: a lambda over ``self`` made the fingerprint (and so the
+            # reference cache's key) depend on every attribute of the data module, the batch size included.
+            dataset = dataset.filter(prompt_fits, fn_kwargs={"max_length": self.max_length}, batched=True, num_proc=self.num_proc)
         dropped = rows - len(dataset)
         if len(dataset) == 0:
             raise ValueError(f"dataset {self.dataset_name} ({name}) is empty after truncation: all {rows} prompts are at least max_length="

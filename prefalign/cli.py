@@ -38,7 +38,7 @@ from prefalign.precision import resolve_precision
 DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand,
 then on any Hugging Face causal LM.
 
-  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the seed recipe)
+  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the notebook's recipe)
   python -m prefalign fit --config configs/dpo.yaml        mine pairs with it, align, and test
   python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt

@@ -196,6 +196,9 @@ class PrefAlignCLI(LightningCLI):
         self._resolve_last_checkpoint()
         self._check_paths()
         self.model.family.check_config(self.model.policy, self.datamodule)
+        reward = getattr(self.model.objective, "reward", None)
+        if hasattr(reward, "check_config"):  # PPO-lite's reward: refused before any work, like the family
+            reward.check_config(self.model.policy, self.datamodule)
         self._ensure_reference()
 
     before_validate = before_test = _before_run

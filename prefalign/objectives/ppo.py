@@ -30,7 +30,8 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
 
     ``rewards [B, k]`` → ``[B, k]``. The std is the unbiased one over the k samples of each prompt (as TRL's
     GRPO). A group whose rewards are all equal carries no preference signal and gets exactly zero
-    advantage (rather than rounding noise divided by ``eps``).
+    advantage (rather than rounding noise divided by ``eps``). A NaN reward (a response no reward function could
+    score: TRL's ``None``) is left out of its group's mean and std and gets zero advantage, as in TRL.
     """
     if rewards.dim() != 2:
         raise ValueError(f"group_advantages expects rewards of shape [B, k], got {tuple(rewards.shape)}.")
@@ -39,7 +40,17 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
     mean = r.mean(dim=1, keepdim=True)
     std = r.std(dim=1, keepdim=True, correction=1 if k > 1 else 0)
     flat = (r == r[:, :1]).all(dim=1, keepdim=True)
-    return torch.where(flat, torch.zeros_like(r), (r - mean) / (std + eps))
+    plain = torch.where(flat, torch.zeros_like(r), (r - mean) / (std + eps))
+    # Groups holding a NaN: the same statistics over their scored responses only (no host sync to pick a branch).
+    valid = ~torch.isnan(r)
+    n = valid.sum(dim=1, keepdim=True)
+    nan_mean = torch.where(valid, r, 0.0).sum(dim=1, keepdim=True) / n.clamp(min=1)
+    centred = torch.where(valid, r - nan_mean, 0.0)
+    nan_std = (centred.square().sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+    high = torch.where(valid, r, -torch.inf).amax(dim=1, keepdim=True)
+    spread = high > torch.where(valid, r, torch.inf).amin(dim=1, keepdim=True)
+    masked = torch.where(valid & spread, centred / (nan_std + eps), 0.0)
+    return torch.where(valid.all(dim=1, keepdim=True), plain, masked)
 
 
 def rloo_advantages(rewards: Tensor) -> Tensor:

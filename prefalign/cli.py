@@ -196,6 +196,7 @@ class PrefAlignCLI(LightningCLI):
         self._resolve_last_checkpoint()
         self._check_paths()
         self.model.family.check_config(self.model.policy, self.datamodule)
+        self.model.family.check_objective(self.model.objective, self.datamodule)
         reward = getattr(self.model.objective, "reward", None)
         if hasattr(reward, "check_config"):  # PPO-lite's reward: refused before any work, like the family
             reward.check_config(self.model.policy, self.datamodule)

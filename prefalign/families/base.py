@@ -95,6 +95,10 @@ class ModelFamily(nn.Module):
         """Refuse a model/data combination this family cannot run. The CLI calls it before the trainer starts,
         so a bad config stops with nothing written; raise ``ValueError`` naming the setting to change."""
 
+    def check_objective(self, objective: nn.Module, datamodule: Any) -> None:
+        """Refuse an objective this family can run but not on this data (e.g. RL on preference pairs); called by the
+        CLI right after :meth:`check_config`, before anything is written. Raise ``ValueError`` naming the fix."""
+
     def setup(self, module: Any, stage: str) -> None:
         """Called from the LightningModule's ``setup``: check the data against the model, build metrics."""
 

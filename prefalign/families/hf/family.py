@@ -20,6 +20,11 @@ from prefalign.objectives import SFT
 from prefalign.objectives.base import PairLogps
 from prefalign.validation import check_in_range
 
+PROMPT_DATA_NEEDED = (
+    "PPO-lite on a Hugging Face model samples from prompts: set data.class_path to "
+    "prefalign.data.hf.TRLPromptDataModule (prompt-only data in TRL's format)."
+)
+
 
 def sequence_batch(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """(input_ids, attention_mask, completion_mask) ``[N, T]`` of a batch in TRL's collated layout, or of a pretraining
@@ -118,6 +123,10 @@ class HFCausalLMFamily(ModelFamily):
         if hasattr(datamodule, "prepare"):
             datamodule.prepare(policy.load_tokenizer())
 
+    def check_objective(self, objective: nn.Module, datamodule: Any) -> None:
+        if getattr(objective, "requires", frozenset()) >= {"sampling"} and not hasattr(datamodule, "rows"):
+            raise ValueError(PROMPT_DATA_NEEDED)
+
     def setup(self, module: Any, stage: str) -> None:
         # Reference log-probs once, on disk, when the reference is frozen and the data fixed (TRL's
         # precompute_ref_log_probs, with prefalign's pair cache): the data module owns the cache.
@@ -211,10 +220,7 @@ class HFCausalLMFamily(ModelFamily):
     def sample(self, policy: Forward, batch: dict[str, Tensor], k: int) -> Rollout:
         """``k`` completions per prompt and their metrics (``completions/*``), without old log-probs."""
         if "prompt_ids" not in batch:
-            raise ValueError(
-                "PPO-lite on a Hugging Face model samples from prompts: set data.class_path to "
-                "prefalign.data.hf.TRLPromptDataModule (prompt-only data in TRL's format)."
-            )
+            raise ValueError(PROMPT_DATA_NEEDED)
         model = getattr(policy, "_orig_mod", policy)  # a torch.compile-d forward: generate with the module itself
         config, stops, stop_and_pad = self._generation_setup(model)
         prompts, prompt_mask = batch["prompt_ids"].repeat_interleave(k, 0), batch["prompt_mask"].repeat_interleave(k, 0)

@@ -170,6 +170,10 @@ class PPOLite(nn.Module):
         baseline: ``group`` (group-normalised, GRPO), ``rloo`` (leave-one-out, RLOO) or ``none`` (the raw reward is the
             advantage: plain REINFORCE, as seed 002's loop; high variance, kept for reproducing it).
         kl_estimator: ``auto`` (exact when the family gives full distributions, else k3), ``exact``, ``k1`` or ``k3``.
+        advantage_eps: added to a group's reward std before dividing by it (``baseline: group``; TRL's GRPO uses 1e-4).
+        kl_bias_correction: multiply the estimated (k1/k3) per-token KL by the ratio :math:`\rho_t` (DeepSeek-V3.2,
+            TRL 1.16's ``use_bias_correction_kl``, on by default there): its value is 1 on-policy, but its gradient
+            makes the KL term's gradient the unbiased reverse-KL gradient.
 
     Metrics: ``ppo/loss_surrogate``, ``ppo/clip_fraction``, ``ppo/kl`` (mean per-token KL; omitted when no reference is given).
     """
@@ -189,12 +193,15 @@ class PPOLite(nn.Module):
         loss_type: LossType = "grpo",
         baseline: Baseline = "group",
         kl_estimator: KLEstimator = "auto",
+        advantage_eps: float = 1e-6,
+        kl_bias_correction: bool = False,
     ) -> None:
         super().__init__()
         check_in_range("k", k, 1 if baseline == "none" else 2)
         check_in_range("clip_eps", clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         check_in_range("ppo_epochs", ppo_epochs, 1)
         check_in_range("kl_coef", kl_coef, 0.0)
+        check_in_range("advantage_eps", advantage_eps, 0.0)
         for name, value, allowed in (
             ("loss_type", loss_type, LossType),
             ("baseline", baseline, Baseline),
@@ -210,12 +217,16 @@ class PPOLite(nn.Module):
         self.loss_type = loss_type
         self.baseline = baseline
         self.kl_estimator = kl_estimator
+        self.advantage_eps = advantage_eps
+        self.kl_bias_correction = kl_bias_correction
 
     def advantages(self, rewards: Tensor) -> Tensor:
         """``[B, k]`` rewards → ``[B, k]`` advantages with the configured baseline."""
         if self.baseline == "none":
             return rewards.float()
-        return group_advantages(rewards) if self.baseline == "group" else rloo_advantages(rewards)
+        if self.baseline == "group":
+            return group_advantages(rewards, self.advantage_eps)
+        return rloo_advantages(rewards)
 
     def wants_exact_kl(self, family_has_exact_kl: bool) -> bool:
         if self.kl_estimator == "exact" and not family_has_exact_kl:
@@ -265,6 +276,9 @@ class PPOLite(nn.Module):
                     f"PPOLite.loss: reference_logps {tuple(reference_logps.shape)} must match logps_new {tuple(logps_new.shape)}."
                 )
             kl = estimated_kl(logps_new, reference_logps, "k1" if self.kl_estimator == "k1" else "k3")
+            if self.kl_bias_correction:  # × the ratio (1 in value; its gradient is the correction)
+                log_ratio = (logps_new.float() - logps_old.float().detach()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+                kl = kl * log_ratio.exp()
         if kl is not None:
             per_token = per_token + self.kl_coef * kl
             metrics["ppo/kl"] = (kl.detach() * m).sum() / tokens

@@ -142,3 +142,21 @@ def test_bad_grpo_input_is_one_line_before_any_work(make_args, message, tiny_mod
     assert message in err, err
     assert "Traceback (most recent" not in err and len(err.strip().splitlines()) == 1, err
     assert not (in_tmp / "runs").exists() and not (in_tmp / "artifacts").exists()
+
+
+def test_grpo_with_lora_uses_the_adapters_off_model_as_reference(tiny_model, in_tmp):
+    data = write_jsonl(prompt_rows(STANDARD), in_tmp / "prompts.jsonl")
+    peft = json.dumps({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    args = fit(
+        tiny_model,
+        data,
+        f"--model.backbone.init_args.peft={peft}",
+        "--model.objective.init_args.kl_coef=0.1",
+        "--model.optimizer.init_args.lr=0.01",
+        "--trainer.log_every_n_steps=1",
+    )
+    assert main(args) == 0
+    run = in_tmp / "runs" / "hf_grpo" / "version_0"
+    kl = [float(r["train/kl"]) for r in csv.DictReader((run / "metrics.csv").open()) if r.get("train/loss")]
+    assert kl[0] == 0 and kl[-1] > 0  # the adapters start at zero: the policy is the reference until it trains
+    assert (run / "policy" / "adapter_config.json").is_file()

@@ -1,4 +1,4 @@
-"""HFCausalLMFamily: pretrained Hugging Face causal LMs on TRL-format preference data."""
+"""HFCausalLMFamily: pretrained Hugging Face causal LMs on TRL-format preference data, or on prompts for online RL."""
 
 from __future__ import annotations
 

@@ -131,6 +131,16 @@ CASES = [
 ]
 
 
+CASES.append(
+    (
+        "preference objective on prompts",
+        lambda d, m: fit(m, _prompts(d), "--model.objective=prefalign.objectives.DPO"),
+        "objective DPO trains on the data's responses, and TRLPromptDataModule holds prompts only: set data.class_path to "
+        "prefalign.data.hf.TRLPreferenceDataModule",
+    )
+)
+
+
 @pytest.mark.parametrize("make_args,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_grpo_input_is_one_line_before_any_work(make_args, message, tiny_model, in_tmp, capsys, monkeypatch):
     monkeypatch.delenv("PREFALIGN_DEBUG")

@@ -124,8 +124,15 @@ class HFCausalLMFamily(ModelFamily):
             datamodule.prepare(policy.load_tokenizer())
 
     def check_objective(self, objective: nn.Module, datamodule: Any) -> None:
-        if getattr(objective, "requires", frozenset()) >= {"sampling"} and not hasattr(datamodule, "rows"):
+        rl = getattr(objective, "requires", frozenset()) >= {"sampling"}
+        if rl and not hasattr(datamodule, "rows"):
             raise ValueError(PROMPT_DATA_NEEDED)
+        if not rl and hasattr(datamodule, "rows"):  # SFT, KTO and the DPO family all read responses from the data
+            raise ValueError(
+                f"objective {type(objective).__name__} trains on the data's responses, and {type(datamodule).__name__} holds "
+                "prompts only: set data.class_path to prefalign.data.hf.TRLPreferenceDataModule (or the objective to "
+                "prefalign.objectives.PPOLite)."
+            )
 
     def setup(self, module: Any, stage: str) -> None:
         # Reference log-probs once, on disk, when the reference is frozen and the data fixed (TRL's

@@ -175,7 +175,10 @@ class PPOLite(nn.Module):
             TRL 1.16's ``use_bias_correction_kl``, on by default there): its value is 1 on-policy, but its gradient
             makes the KL term's gradient the unbiased reverse-KL gradient.
 
-    Metrics: ``ppo/loss_surrogate``, ``ppo/clip_fraction``, ``ppo/kl`` (mean per-token KL; omitted when no reference is given).
+    Metrics: ``ppo/loss_surrogate``, ``ppo/clip_fraction`` (tokens with :math:`|\rho - 1| > \epsilon`),
+    ``ppo/clip_ratio/{low,high,region}_mean`` (TRL's: :math:`\rho < 1 - \epsilon` with :math:`A < 0`,
+    :math:`\rho > 1 + \epsilon` with :math:`A > 0`, either), ``ppo/kl`` (mean per-token KL; omitted when no reference
+    is given).
     """
 
     needs_reference = True
@@ -263,9 +266,17 @@ class PPOLite(nn.Module):
         surrogate, clipped = clipped_surrogate(logps_new, logps_old, advantages.unsqueeze(-1), self.clip_eps)
         per_token = -surrogate
         tokens = m.sum().clamp(min=1)
+        # TRL's clip ratios: tokens whose ratio left the trust region on the side where clipping stops the gradient.
+        ratio = (logps_new.detach().float() - logps_old.float()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO).exp()
+        adv = advantages.detach().unsqueeze(-1)
+        low = (ratio < 1 - self.clip_eps) & (adv < 0)
+        high = (ratio > 1 + self.clip_eps) & (adv > 0)
         metrics = {
             "ppo/loss_surrogate": aggregate_token_loss(per_token.detach(), mask, self.loss_type, num_tokens),
             "ppo/clip_fraction": (clipped.float() * m).sum() / tokens,
+            "ppo/clip_ratio/low_mean": (low.float() * m).sum() / tokens,
+            "ppo/clip_ratio/high_mean": (high.float() * m).sum() / tokens,
+            "ppo/clip_ratio/region_mean": ((low | high).float() * m).sum() / tokens,
         }
         kl = None
         if kl_exact is not None:

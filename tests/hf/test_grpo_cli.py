@@ -70,6 +70,7 @@ def test_grpo_fit_logs_trl_metrics_with_functions_a_reward_model_and_kl(tiny_mod
         "train/kl",
         "train/completions/mean_length",
         "train/completions/clipped_ratio",
+        "train/clip_ratio/region_mean",
     ):
         assert all(r[name] for r in train), name
     first = train[0]

@@ -32,7 +32,17 @@ COMPLETIONS = [
     [[40, 41, EOS], [50, 51, 52, 53, 54, 55], [60, EOS], [70, 71, 72, 73, EOS]],
     [[30, 31, 32, 33, 34, 35], [44, EOS], [45, 46, 47, EOS], [90, 91, 92, 93, 94, 95]],
 ]
-KEYS = ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
+KEYS = (
+    "loss",
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "kl",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "completions/mean_terminated_length",
+    "clip_ratio/region_mean",
+)
 FUNCS = ("tiny_rm", "char_count", "mentions_answer")
 WEIGHTS = [0.5, 1.0, 0.5]
 TEMPERATURE, LR, BETA = 0.7, 0.5, 0.1
@@ -42,7 +52,7 @@ def which_prompt(tokenizer, ids: list[int]) -> int:
     return [tokenizer(text=p["prompt"])["input_ids"] for p in PROMPTS].index(ids)
 
 
-def run_trl(model_dir, rm_dir, data_file, out_dir):
+def run_trl(model_dir, rm_dir, data_file, out_dir, iterations):
     from datasets import load_dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -64,7 +74,8 @@ def run_trl(model_dir, rm_dir, data_file, out_dir):
         beta=BETA,
         loss_type="dapo",
         reward_weights=WEIGHTS,
-        max_steps=3,
+        max_steps=3 * iterations,
+        num_iterations=iterations,
         logging_steps=1,
         learning_rate=LR,
         optim="sgd",
@@ -87,7 +98,7 @@ def run_trl(model_dir, rm_dir, data_file, out_dir):
         rollout_func=rollout_func,
     )
     trainer.train()
-    return [e for e in trainer.state.log_history if "reward" in e]
+    return [e for e in trainer.state.log_history if "loss" in e and "kl" in e]
 
 
 def fixed_completions(model, prompt_ids, prompt_mask, generation_config, stop_ids, pad_id):
@@ -103,7 +114,7 @@ def fixed_completions(model, prompt_ids, prompt_mask, generation_config, stop_id
     return out, mask_after_stop(out, stop_ids) & (out != pad_id)
 
 
-def run_prefalign(model_dir, rm_dir, data_file, save_dir, monkeypatch):
+def run_prefalign(model_dir, rm_dir, data_file, save_dir, monkeypatch, iterations):
     monkeypatch.setattr("prefalign.families.hf.family.sample_completions", fixed_completions)
     funcs = [
         {"class_path": "prefalign.families.hf.RewardModel", "init_args": {"model_name_or_path": str(rm_dir)}},
@@ -119,7 +130,8 @@ def run_prefalign(model_dir, rm_dir, data_file, save_dir, monkeypatch):
         "--dataset_name",
         str(data_file),
         "--wandb=false",
-        "--trainer.max_steps=3",
+        f"--trainer.max_steps={3 * iterations}",  # an optimizer step per pass: 3 batches
+        f"--model.objective.init_args.ppo_epochs={iterations}",
         "--trainer.log_every_n_steps=1",
         "--trainer.limit_val_batches=0",
         f"--trainer.logger.init_args.save_dir={save_dir}",
@@ -138,16 +150,31 @@ def run_prefalign(model_dir, rm_dir, data_file, save_dir, monkeypatch):
     return [r for r in csv.DictReader(metrics.open()) if r.get("train/loss")]
 
 
-def test_grpo_matches_trl_for_fixed_completions(tiny_model, tmp_path, monkeypatch):
+REWARD_KEYS = [k for k in KEYS if not k.startswith(("loss", "kl", "clip_ratio"))] + [
+    f"rewards/{f}/{s}" for f in FUNCS for s in ("mean", "std")
+]
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_grpo_matches_trl_for_fixed_completions(tiny_model, tmp_path, monkeypatch, iterations):
+    """``iterations`` 2 (TRL's ``num_iterations``, prefalign's ``ppo_epochs``): each rollout is used for two updates,
+    the second with old log-probs from before the first, so ratios leave 1 and get clipped. TRL logs each update,
+    prefalign each batch (after its last update): prefalign's row i is TRL's row 2i + 1 for the loss, the KL and the
+    clip ratios, and TRL's row 2i (the rollout's) for the rewards and lengths."""
     monkeypatch.chdir(tmp_path)
     rm_dir = make_reward_model_dir(tmp_path / "tiny_rm")
     data = write_jsonl(PROMPTS, tmp_path / "prompts.jsonl")
-    ours = run_prefalign(tiny_model, rm_dir, data, tmp_path / "runs", monkeypatch)
-    theirs = run_trl(tiny_model, rm_dir, data, tmp_path / "trl")
-    assert len(ours) == len(theirs) == 3
-    names = [f"rewards/{f}/{s}" for f in FUNCS for s in ("mean", "std")]
-    for step, (a, b) in enumerate(zip(ours, theirs)):
-        for key in (*KEYS, *names):
-            got, want = float(a[f"train/{key}"]), float(b[key])
+    ours = run_prefalign(tiny_model, rm_dir, data, tmp_path / "runs", monkeypatch, iterations)
+    theirs = run_trl(tiny_model, rm_dir, data, tmp_path / "trl", iterations)
+    assert len(ours) == 3 and len(theirs) == 3 * iterations
+    for step, a in enumerate(ours):
+        last, first = theirs[iterations * step + iterations - 1], theirs[iterations * step]
+        for key in KEYS:
+            want = float((first if key in REWARD_KEYS else last)[key])
+            got = float(a[f"train/{key}"])
             assert got == pytest.approx(want, rel=1e-4, abs=1e-6), (step, key, got, want)
-    assert float(ours[0]["train/kl"]) == 0 and float(ours[2]["train/kl"]) > 1e-4  # the updates moved the policy
+        for key in REWARD_KEYS:
+            assert float(a[f"train/{key}"]) == pytest.approx(float(first[key]), rel=1e-4, abs=1e-6), (step, key)
+    assert float(ours[-1]["train/kl"]) > 1e-4  # the updates moved the policy
+    if iterations == 2:
+        assert any(float(r["train/clip_ratio/region_mean"]) > 0 for r in ours)  # the second passes clipped some tokens

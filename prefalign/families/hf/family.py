@@ -87,7 +87,10 @@ class HFCausalLMFamily(ModelFamily):
     capabilities = frozenset({"true_logprob", "token_lengths", "wpo_weights", "sampling"})
     summary_keys = ("loss", "rewards/accuracies", "rewards/margins")
     main_metric = "val/loss"
-    metric_names = {"ppo/kl": "kl"}  # TRL's GRPO name for the mean per-token KL
+    # TRL's GRPO names for the mean per-token KL and the clip ratios
+    metric_names = {"ppo/kl": "kl"} | {
+        f"ppo/clip_ratio/{s}_mean": f"clip_ratio/{s}_mean" for s in ("low", "high", "region")
+    }
 
     def __init__(
         self,

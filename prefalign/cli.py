@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from prefalign import preflight
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_lightning_checkpoint
+from prefalign.cli_parser import OneLineErrorParser
 from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, run_guarded
 from prefalign.core.module import AlignmentModule
 from prefalign.loggers import WandbLogger, run_dir
@@ -34,9 +35,10 @@ from prefalign.models.loading import check_architecture
 from prefalign.models.lora import LoRA
 from prefalign.precision import resolve_precision
 
-DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
+DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand,
+then on any Hugging Face causal LM.
 
-  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the seed recipe)
+  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the notebook's recipe)
   python -m prefalign fit --config configs/dpo.yaml        mine pairs with it, align, and test
   python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
@@ -44,6 +46,8 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
   python -m prefalign fit --config configs/quickstart.yaml           first run: the whole pipeline on synthetic digits, under a minute
   python -m prefalign fit --config configs/lm_ppo.yaml               a character LM on Shakespeare, aligned with PPO-lite
   python -m prefalign generate --ckpt artifacts/reference/lm_tiny.pt --prompt "To be" --out samples.jsonl
+  python -m prefalign fit --config configs/hf_dpo.yaml --model_name_or_path MODEL --dataset_name DATA
+                                                                     DPO on a Hugging Face model and TRL-format data
 
 Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
 and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
@@ -69,6 +73,7 @@ SUBCOMMAND_HELP = {
 class PrefAlignCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", OneLineErrorParser)
         kwargs.setdefault(
             "parser_kwargs", {"prog": PROG, "description": DESCRIPTION, "formatter_class": _RawFormatter()}
         )

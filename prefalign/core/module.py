@@ -157,7 +157,13 @@ class AlignmentModule(L.LightningModule):
         return ref
 
     def setup(self, stage: str) -> None:
-        if self.own_reference and self._reference is None and (self.objective.needs_reference or self.is_ppo):
+        # PPO-lite with kl_coef 0 (TRL GRPO's default beta) never reads a reference: none is loaded (a full model copy).
+        if (
+            self.own_reference
+            and self._reference is None
+            and self.objective.needs_reference
+            and getattr(self.objective, "kl_coef", 1) != 0
+        ):
             object.__setattr__(self, "_reference", self.policy.load_reference())
         if self.reference_ckpt is not None and self._reference is None:
             if not Path(self.reference_ckpt).is_file():

@@ -168,13 +168,36 @@ class HFCausalLM(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
-    def completion_logps(self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
+    def completion_logps(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        completion_mask: Tensor,
+        temperature: float = 1.0,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
         """``[N, T-1]`` fp32 log-probs of the completion tokens (0 elsewhere), without the ``[N, T, V]`` logits
-        (:mod:`prefalign.models.hf_logps`); what the family uses unless it needs the full distribution (WPO)."""
-        from prefalign.models.hf_logps import completion_token_logps
+        (:mod:`prefalign.models.hf_logps`); what the family uses unless it needs the full distribution (WPO).
+        ``temperature`` scores a tempered sampling distribution (RL rollouts)."""
+        from prefalign.models.hf_logps import CHUNK_ROWS, completion_token_logps
 
         base = self.model.get_base_model() if self.uses_peft else self.model
-        return completion_token_logps(base, input_ids, attention_mask, completion_mask)
+        return completion_token_logps(
+            base, input_ids, attention_mask, completion_mask, CHUNK_ROWS, temperature, position_ids
+        )
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, generation_config: Any) -> Tensor:
+        """``transformers``' ``generate`` (KV cache) on left-padded prompts, in eval mode (no dropout; gradient
+        checkpointing, which only acts in training mode, stays out of the way of the cache); the mode is restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+            )
+        finally:
+            self.train(was_training)
 
     def load_tokenizer(self) -> Any:
         return load_tokenizer(str(self.folder))
@@ -226,12 +249,14 @@ class AdaptersOff(nn.Module):
         finally:
             self.policy.train(was_training)
 
-    def completion_logps(self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
+    def completion_logps(
+        self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, **kwargs: Any
+    ) -> Tensor:
         was_training = self.policy.training
         self.policy.eval()
         try:
             with torch.no_grad(), self.policy.adapters_disabled():
-                return self.policy.completion_logps(input_ids, attention_mask, completion_mask)
+                return self.policy.completion_logps(input_ids, attention_mask, completion_mask, **kwargs)
         finally:
             self.policy.train(was_training)
 

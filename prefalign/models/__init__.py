@@ -8,6 +8,7 @@ log-probabilities and mixed precision never touches the normalisation.
 
 from prefalign.models.binary_cnn import BinaryCNN
 from prefalign.models.hf import HFCausalLM  # transformers is imported only when one is built
+from prefalign.models.hf_config import HFCausalLMFromConfig
 from prefalign.models.lenet import LeNet
 from prefalign.models.lora import LoRA
 from prefalign.models.mlp import MLP
@@ -24,6 +25,7 @@ __all__ = [
     "LoRA",
     "ConditionalUNet",
     "HFCausalLM",
+    "HFCausalLMFromConfig",
     "first_conv",
 ]
 

@@ -105,7 +105,7 @@ def block(r: dict) -> str:
     wall = f"{t['wall_seconds'] / 60:.1f} minutes" if "wall_seconds" in t else "not measured"
     lines = [
         f"Measured with `/usr/bin/time -v {r['command']}` from a clean state (no tokenizer, model or pairs; the corpus "
-        f"already cached) on {machine}, fp32: **{wall}** wall time for the whole process "
+        f"already cached) on {machine} ({r['machine'].get('cpu_capability', '?')} kernels), fp32: **{wall}** wall time for the whole process "
         + (
             f"({t['cpu_seconds'] / 60:.1f} CPU-minutes, peak memory {t['peak_rss_mb']:.0f} MB)"
             if "cpu_seconds" in t

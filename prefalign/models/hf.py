@@ -216,13 +216,30 @@ class HFCausalLM(nn.Module):
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write the policy so transformers/peft load it unchanged: the full model (``AutoModelForCausalLM``) or, with
         peft, the adapter (``PeftModel.from_pretrained(base, folder)``); the tokenizer beside it either way."""
+        import os
+        import shutil
+        import tempfile
+
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder))
-        self.load_tokenizer().save_pretrained(str(folder))
-        (folder / "prefalign.json").write_text(
-            json.dumps({"base_model": self.model_name_or_path, "peft": self.uses_peft}, indent=2)
-        )
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Written into a temporary folder beside it and renamed: a crash never leaves a half-written model where a
+        # recipe looks for one (a reference recipe's export is "done" once its config.json exists).
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.model.save_pretrained(str(tmp))
+            self.load_tokenizer().save_pretrained(str(tmp))
+            (tmp / "prefalign.json").write_text(
+                json.dumps({"base_model": self.model_name_or_path, "peft": self.uses_peft}, indent=2)
+            )
+            if folder.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+                os.replace(folder, old / folder.name)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     @contextmanager

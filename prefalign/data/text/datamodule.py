@@ -127,12 +127,17 @@ class CharTextDataModule(L.LightningDataModule):
 
             ensure_gpt2_vocab()
 
+    def split_text(self, text: str) -> dict[str, str]:
+        """The first ``1 - val_fraction`` of the characters train, the rest validate (what a tokenizer trained for
+        this text must not see: :mod:`prefalign.families.hf.model_from_config`)."""
+        cut = int(len(text) * (1 - self.val_fraction))
+        return {"train": text[:cut], "val": text[cut:]}
+
     def setup(self, stage: str | None = None) -> None:
         if self.ids:
             return
         text = self.load_text()
-        cut = int(len(text) * (1 - self.val_fraction))
-        self.text = {"train": text[:cut], "val": text[cut:]}
+        self.text = self.split_text(text)
         if min(len(t) for t in self.text.values()) <= self.block_size + 1:
             raise ValueError(f"the text ({len(text)} characters) is too short for block_size={self.block_size} with "
                              f"val_fraction={self.val_fraction}: each split needs more than {self.block_size + 1} characters.")

@@ -27,16 +27,19 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from prefalign import preflight
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_lightning_checkpoint
+from prefalign.cli_parser import OneLineErrorParser
 from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, run_guarded
 from prefalign.core.module import AlignmentModule
+from prefalign.hf_base_first import check_before_training, missing_base_model
 from prefalign.loggers import WandbLogger, run_dir
 from prefalign.models.loading import check_architecture
 from prefalign.models.lora import LoRA
 from prefalign.precision import resolve_precision
 
-DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand.
+DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand,
+then on any Hugging Face causal LM.
 
-  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the seed recipe)
+  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the notebook's recipe)
   python -m prefalign fit --config configs/dpo.yaml        mine pairs with it, align, and test
   python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
   python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
@@ -44,6 +47,10 @@ DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) 
   python -m prefalign fit --config configs/quickstart.yaml           first run: the whole pipeline on synthetic digits, under a minute
   python -m prefalign fit --config configs/lm_ppo.yaml               a character LM on Shakespeare, aligned with PPO-lite
   python -m prefalign generate --ckpt artifacts/reference/lm_tiny.pt --prompt "To be" --out samples.jsonl
+  python -m prefalign fit --config configs/hf_dpo.yaml --model_name_or_path MODEL --dataset_name DATA
+                                                                     DPO on a Hugging Face model and TRL-format data
+  python -m prefalign fit --config configs/hf_grpo.yaml --model_name_or_path MODEL --dataset_name PROMPTS
+                                                                     GRPO (online RL) on it with your reward functions
 
 Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
 and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
@@ -69,6 +76,7 @@ SUBCOMMAND_HELP = {
 class PrefAlignCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", OneLineErrorParser)
         kwargs.setdefault(
             "parser_kwargs", {"prog": PROG, "description": DESCRIPTION, "formatter_class": _RawFormatter()}
         )
@@ -105,7 +113,8 @@ class PrefAlignCLI(LightningCLI):
             "--reference_recipe",
             type=str | None,
             default=None,
-            help="Config that trains the reference when model.reference_ckpt is missing (e.g. configs/sft.yaml).",
+            help="Config that trains the reference when model.reference_ckpt is missing (e.g. configs/sft.yaml), or a "
+            "Hugging Face run's local model directory (model.backbone.init_args.model_name_or_path).",
         )
         parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="fit: test the final policy when training ends."
@@ -152,6 +161,28 @@ class PrefAlignCLI(LightningCLI):
         if warning:
             rank_zero_warn(warning)
             trainer.precision = precision
+        if self.subcommand in ("fit", "validate", "test", "predict"):
+            self._ensure_base_model()
+
+    def _ensure_base_model(self) -> None:
+        """A Hugging Face recipe whose local model directory is missing trains it first with its reference_recipe
+        (:mod:`prefalign.hf_base_first`), before the model is loaded."""
+        cfg = self.config[self.subcommand]
+        folder = missing_base_model(cfg)
+        if folder is None:
+            return
+        data_keys = check_before_training(cfg, folder)
+        Path(folder).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(Path(folder).expanduser()) + ".lock"):
+            if missing_base_model(cfg) is None:
+                return  # another run trained it while this one waited
+            rank_zero_info(f"Model {folder} is missing: training it first with {cfg.reference_recipe}.")
+            run_cli(_reference_recipe_args(cfg.reference_recipe, folder, cfg, data_keys))
+            _reseed(cfg)
+        if missing_base_model(cfg) is not None:
+            raise CheckpointError(
+                f"the reference recipe {cfg.reference_recipe} finished but did not write {folder}; check its model.export_path."
+            )
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would read --ckpt_path's hyper_parameters into the config (prefalign saves none, so a file's would
@@ -196,6 +227,10 @@ class PrefAlignCLI(LightningCLI):
         self._resolve_last_checkpoint()
         self._check_paths()
         self.model.family.check_config(self.model.policy, self.datamodule)
+        self.model.family.check_objective(self.model.objective, self.datamodule)
+        reward = getattr(self.model.objective, "reward", None)
+        if hasattr(reward, "check_config"):  # PPO-lite's reward: refused before any work, like the family
+            reward.check_config(self.model.policy, self.datamodule)
         self._ensure_reference()
 
     before_validate = before_test = _before_run
@@ -215,7 +250,11 @@ class PrefAlignCLI(LightningCLI):
             and not Path(reference).is_file()
         )
         preflight.check_file("--model.reference_ckpt", reference, will_write=trains_reference)
-        preflight.check_file("--model.export_path", getattr(self.model, "export_path", None))
+        export = getattr(self.model, "export_path", None)
+        if hasattr(self.model.policy, "save_pretrained"):  # a directory (save_pretrained), replaced atomically
+            preflight.check_folder("--model.export_path", Path(export).parent if export else None)
+        else:
+            preflight.check_file("--model.export_path", export)
         for key in ("cache_dir", "judge_dir"):
             preflight.check_folder(f"--data.init_args.{key}", getattr(self.datamodule, key, None))
         preflight.check_folder("--model.family.init_args.judge_dir", getattr(self.model.family, "judge_dir", None))
@@ -259,18 +298,8 @@ class PrefAlignCLI(LightningCLI):
                 return
             rank_zero_info(f"Reference checkpoint {path} is missing: training it first with {recipe}.")
             cfg = self.config[self.subcommand]
-            data = cfg.data.init_args
-            args = [
-                "fit",
-                "--config",
-                recipe,
-                f"--model.export_path={path}",
-                "--test_after_fit=false",
-                "--trainer.devices=1",
-                "--trainer.num_nodes=1",
-                "--trainer.strategy=auto",
-            ]
-            # The reference must have the policy's architecture and family, and see the same data.
+            args = _reference_recipe_args(recipe, path, cfg, getattr(type(self.datamodule), "reference_data_keys", ()))
+            # The reference must have the policy's architecture and family.
             for key in ("backbone", "family"):
                 value = cfg.model.get(key)
                 if value is not None:
@@ -278,18 +307,8 @@ class PrefAlignCLI(LightningCLI):
                     if key == "backbone" and isinstance(self.model.policy, LoRA):
                         value = value["init_args"]["base"]  # a LoRA policy's reference is its base, trained in full
                     args.append(f"--model.{key}=" + json.dumps(value))
-            for key in getattr(type(self.datamodule), "reference_data_keys", ()):
-                if key in data:
-                    args.append(f"--data.init_args.{key}=" + _cli_value(data.get(key)))
-            seed = cfg.get("seed_everything")
-            args.append(f"--seed_everything={_cli_value(seed)}")
-            args.append(f"--bf16_fallback={_cli_value(cfg.get('bf16_fallback', True))}")
-            # The reference run logs where this run logs (W&B or not, the same logger and folder), under its own name.
-            args.append(f"--wandb={_cli_value(bool(cfg.get('wandb', True)))}")
-            args += _logger_args(cfg.trainer.get("logger"))
             run_cli(args)
-            if seed is not None and seed is not False:
-                seed_everything(seed if seed is not True else None)
+            _reseed(cfg)
         if not Path(path).is_file():
             raise CheckpointError(
                 f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path."
@@ -363,6 +382,37 @@ def hf_shortcuts(args: list[str] | dict) -> list[str] | dict:
         else:
             out.append(word)
     return out
+
+
+def _reference_recipe_args(recipe: str, export_path: str, cfg: Any, data_keys: tuple[str, ...]) -> list[str]:
+    """The command line of a reference recipe run for this run: it exports to ``export_path``, on one device, sees
+    this run's data (``data_keys``: the data module's ``reference_data_keys``), seed, precision fallback and logger."""
+    data = cfg.data.init_args
+    args = [
+        "fit",
+        "--config",
+        recipe,
+        f"--model.export_path={export_path}",
+        "--test_after_fit=false",
+        "--trainer.devices=1",
+        "--trainer.num_nodes=1",
+        "--trainer.strategy=auto",
+    ]
+    for key in data_keys:
+        if key in data:
+            args.append(f"--data.init_args.{key}=" + _cli_value(data.get(key)))
+    args.append(f"--seed_everything={_cli_value(cfg.get('seed_everything'))}")
+    args.append(f"--bf16_fallback={_cli_value(cfg.get('bf16_fallback', True))}")
+    # The reference run logs where this run logs (W&B or not, the same logger and folder), under its own name.
+    args.append(f"--wandb={_cli_value(bool(cfg.get('wandb', True)))}")
+    return args + _logger_args(cfg.trainer.get("logger"))
+
+
+def _reseed(cfg: Any) -> None:
+    """Seed again after a nested reference run, so this run draws what it would have drawn without it."""
+    seed = cfg.get("seed_everything")
+    if seed is not None and seed is not False:
+        seed_everything(seed if seed is not True else None)
 
 
 def _checkpoint_dirs(trainer) -> list[str]:

@@ -12,6 +12,8 @@ import re
 import sys
 from typing import Callable
 
+from prefalign.preflight import check_config_files
+
 PROG = "python -m prefalign"
 
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,7 +72,7 @@ def run_command(name: str, function: Callable, argv: list[str] | None) -> int:
     from jsonargparse import CLI
 
     try:
-        check_config_files(argv or [])
+        check_config_files(argv or [])  # one YAML check for every command (prefalign.preflight)
         # exit_on_error=False: usage errors raise instead of printing the whole usage block and exiting.
         result = CLI(function, args=argv, as_positional=False, exit_on_error=False, prog=f"{PROG} {name}")
     except argparse.ArgumentError as e:
@@ -80,30 +82,6 @@ def run_command(name: str, function: Callable, argv: list[str] | None) -> int:
         print(f"prefalign {name}: error: {one_line(e)}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     return result if isinstance(result, int) else 0
-
-
-def check_config_files(argv: list[str]) -> None:
-    """Each ``--config FILE`` is readable YAML, else a ValueError naming the file, the line and the column (the
-    parser's own message names neither the file nor the option)."""
-    import yaml
-
-    paths = [b for a, b in zip(argv, argv[1:]) if a == "--config"] + [
-        a.split("=", 1)[1] for a in argv if a.startswith("--config=")
-    ]
-    for path in paths:
-        if not os.path.isfile(path):
-            continue  # a missing file or an inline YAML string: the parser's message says which
-        try:
-            with open(path, encoding="utf-8") as f:
-                yaml.safe_load(f)
-        except UnicodeDecodeError:
-            raise ValueError(f"--config {path} is not a text file; give a YAML config.") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise ValueError(
-                f"--config {path} is not valid YAML ({getattr(e, 'problem', None) or 'parse error'}{where}); fix the file."
-            ) from None
 
 
 def resolve_device(device: str) -> str:

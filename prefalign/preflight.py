@@ -70,7 +70,9 @@ def check_config_files(words: list[str]) -> None:
         if not Path(path).is_file():
             continue  # jsonargparse reports a missing file, or reads a YAML string given in place of one
         try:
-            yaml.safe_load(Path(path).read_text())
+            yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"--config {path} is not a text file; give a YAML config.") from None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"

@@ -49,6 +49,7 @@ SEED_DPO = (
     "--model.backbone.channels=4",
     "--model.log_figures=false",
 )
+HF = ("fit", "--config", str(REPO / "configs" / "hf_dpo.yaml"), "--trainer.max_steps=1", "--model_name_or_path")
 GEN = ("generate", "--max_new_tokens", "2")  # + --ckpt lm.pt (a char LM), or a bad file
 UNKNOWN = "which is not a known architecture, and nothing was imported"
 CODE = "it holds pickled objects, code that would run when unpickled"
@@ -134,6 +135,88 @@ CASES: list[Case] = [
         "dream: two --l2_values share file names",
         ("dream", "--ckpt", "cnn.pt", "--out_dir", "d", "--sweep_l2", "true", "--l2_values", "[0.1, 0.1000001]"),
         "would both be written to d/l2_0.1_grid.png",
+    ),
+    # fit: paths it will write, checked before a reference is trained, pairs are mined or a run folder is made.
+    Case(
+        "fit: --ckpt_path last with nothing to resume",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=last"),
+        "--ckpt_path last: nothing to resume",
+    ),
+    Case(
+        "fit: resume from a corrupt checkpoint",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--ckpt_path=corrupt.ckpt"),
+        "is not a readable PyTorch file",
+    ),
+    Case("fit: reference path is a folder", ("fit", *SEED_DPO, "--model.reference_ckpt=o"), "is a folder"),
+    Case(
+        "fit: reference to train under /proc",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=/proc/prefalign/reference.pt"),
+        "cannot create files in /proc",
+    ),
+    Case(
+        "fit: pair cache under /sys",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--data.init_args.cache_dir=/sys/pairs"),
+        "--data.init_args.cache_dir=/sys/pairs cannot be written",
+    ),
+    Case(
+        "fit: pair cache under a file",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--data.init_args.cache_dir=prompts.txt/pairs"),
+        "is a file, not a folder",
+    ),
+    Case(
+        "fit: logger folder under /proc",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--trainer.logger.init_args.save_dir=/proc/runs"),
+        "--trainer.logger.init_args.save_dir=/proc/runs cannot be written",
+    ),
+    Case(
+        "fit: default_root_dir under /proc",
+        (
+            "fit",
+            *SEED_DPO,
+            "--model.reference_ckpt=cnn.pt",
+            "--trainer.logger=false",
+            "--trainer.default_root_dir=/proc/runs",
+        ),
+        "--trainer.default_root_dir=/proc/runs cannot be written",
+    ),
+    Case(
+        "fit: export_path is a folder",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--model.export_path=o"),
+        "is a folder; give a file path",
+    ),
+    Case(
+        "fit: reference of another architecture",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--model.backbone.channels=8"),
+        "but the configured backbone is",
+    ),
+    Case(
+        "fit: an objective that does not exist",
+        ("fit", *SEED_DPO, "--model.reference_ckpt=cnn.pt", "--model.objective=prefalign.objectives.NoSuchLoss"),
+        "NoSuchLoss",
+    ),
+    Case("fit: --config is malformed YAML", ("fit", "--config", "bad.yaml"), "--config bad.yaml is not valid YAML"),
+    # Hugging Face runs (configs/hf_dpo.yaml): the model, the data and its format, max_length.
+    Case("hf: model not found", (*HF, "no_such_model", "--dataset_name", "prefs.jsonl"), "model not found: "),
+    Case("hf: dataset not found", (*HF, "llama", "--dataset_name", "missing.jsonl"), "dataset not found: "),
+    Case(
+        "hf: columns of no TRL format",
+        (*HF, "llama", "--dataset_name", "qa.jsonl"),
+        "lacks the column(s) prompt, chosen, rejected (it has: answer, question); accepted TRL formats",
+    ),
+    Case(
+        "hf: conversational data, no chat template",
+        (*HF, "llama_no_template", "--dataset_name", "chat.jsonl"),
+        "but the model's tokenizer has no chat template",
+    ),
+    Case(
+        "hf: every prompt fills max_length",
+        (*HF, "llama", "--dataset_name", "one.jsonl", "--data.init_args.max_length=3"),
+        "is empty after truncation",
+    ),
+    Case(
+        "hf: max_length shorter than any sequence",
+        (*HF, "llama", "--dataset_name", "prefs.jsonl", "--data.init_args.max_length=1"),
+        "max_length=1 is too short",
     ),
     # Options and input files of the extra commands.
     Case(
@@ -233,7 +316,21 @@ def make_files(folder: Path) -> Path:
     (folder / "bin.txt").write_bytes(b"\xff\xfe\x00binary")
     (folder / "bad.yaml").write_text("ckpt: [unclosed\n  out: :\n")
     (folder / "o").mkdir()
+    (folder / "corrupt.ckpt").write_bytes(bytes(range(256)) * 4)
+    _hf_files(folder)
     return folder
+
+
+def _hf_files(folder: Path) -> None:
+    """A tiny local Llama (with and without a chat template) and TRL-format files, as the HF tests build them."""
+    from tests.hf.tiny import STANDARD, conversational, make_model_dir, write_jsonl
+
+    make_model_dir(folder / "llama")
+    make_model_dir(folder / "llama_no_template", chat_template=False)
+    write_jsonl(STANDARD * 2, folder / "prefs.jsonl")
+    write_jsonl([STANDARD[0]], folder / "one.jsonl")  # "the cat sat on": a 4-token prompt
+    write_jsonl(conversational(STANDARD), folder / "chat.jsonl")
+    write_jsonl([{"question": "q", "answer": "a"}], folder / "qa.jsonl")
 
 
 def _code_pickle() -> bytes:
@@ -273,6 +370,7 @@ def run_case(case: Case, files: Path) -> Result:
         before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
         env = {k: v for k, v in os.environ.items() if k != "PREFALIGN_DEBUG"}
         env.update(PYTHONPATH=str(REPO), PREFALIGN_WANDB="0", WANDB_MODE="offline", OMP_NUM_THREADS="1")
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # never the hub
         done = subprocess.run(
             [sys.executable, "-m", "prefalign", *case.argv],
             cwd=folder,

@@ -32,7 +32,8 @@ BLOCKS: dict[str, str] = {
     "bench": "docs/performance.md",  # scripts/update_docs.py (from benchmarks/latest.md)
     "benchlm": "docs/performance.md",  # scripts/bench_lm.py
     "benchprecision": "docs/performance.md",  # scripts/bench_precision.py
-    "families": "README.md",  # update_family_table(), from the three results files
+    "hfrecipe": "docs/huggingface.md",  # scripts/hf_recipe_results.py
+    "families": "README.md",  # update_family_table(), from the results files
 }
 
 
@@ -155,6 +156,14 @@ def _language(root: Path) -> str:
     )
 
 
+def _hf_recipe(root: Path) -> str:
+    r = json.loads((Path(root) / "docs/hf_recipe_results.json").read_text())
+    return (
+        f"valid-word rate of samples {r['reference']['valid_words']:.3f} → {r['policy']['valid_words']:.3f} "
+        f"({r['objective']}; loss {r['loss_vs_reference']:+.1%}; {r['timing']['wall_seconds'] / 60:.0f} min on 2 CPU cores, no hub)"
+    )
+
+
 def _diffusion(root: Path) -> str:
     rpo = _row(json.loads((Path(root) / "docs/diffusion_results.json").read_text())["rows"], "rpo")
     return f"judge's error rate {rpo['reference']['error_rate']:.3f} → {rpo['error_rate']:.3f} (RPO; win rate {rpo['win_rate']:.0%})"
@@ -179,6 +188,12 @@ FAMILIES = [
         "docs/families/diffusion.md",
         "python -m prefalign fit --config configs/diffusion_dpo.yaml",
         _diffusion,
+    ),
+    (
+        "Llama built from a config, offline: tokenizer, pretraining, mining, RPO",
+        "docs/huggingface.md#offline-recipe",
+        "python -m prefalign fit --config configs/hf_shakespeare_dpo.yaml",
+        _hf_recipe,
     ),
     (
         "Hugging Face causal LMs, TRL-format data",

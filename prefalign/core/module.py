@@ -51,10 +51,10 @@ class AlignmentModule(L.LightningModule):
             (Diffusion-DPO's way) instead of loading a frozen copy of ``reference_ckpt``; both compute the same
             numbers, this one without a second copy of the weights. Needs a LoRA backbone and ``reference_ckpt``.
         export_path: also write the final policy weights here (a reference recipe writes the reference here).
-        optimizer: optimizer factory (default Adam, lr 1e-3 — the seed's).
+        optimizer: optimizer factory (default Adam, lr 1e-3 — the notebook's).
         lr_scheduler: optional scheduler factory (stepped every epoch).
         recompute_reference: run the reference on every training batch instead of reading the cached
-            log-probs (slower; the seed notebook's way; results are identical up to fp noise).
+            log-probs (slower; the DPO-on-noisy-MNIST notebook's way; results are identical up to fp noise).
         nan_policy: on a non-finite loss, ``raise`` (checked at every logging step and at epoch end,
             without a per-step host sync) or ``skip`` the step and count it (one sync per step).
         compile: ``torch.compile`` the policy's forward.
@@ -157,7 +157,13 @@ class AlignmentModule(L.LightningModule):
         return ref
 
     def setup(self, stage: str) -> None:
-        if self.own_reference and self._reference is None and (self.objective.needs_reference or self.is_ppo):
+        # PPO-lite with kl_coef 0 (TRL GRPO's default beta) never reads a reference: none is loaded (a full model copy).
+        if (
+            self.own_reference
+            and self._reference is None
+            and self.objective.needs_reference
+            and getattr(self.objective, "kl_coef", 1) != 0
+        ):
             object.__setattr__(self, "_reference", self.policy.load_reference())
         if self.reference_ckpt is not None and self._reference is None:
             if not Path(self.reference_ckpt).is_file():

@@ -52,6 +52,10 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
     show, write = module.train_logging()
     if show or write:
         module.log("train/loss", out.loss.detach(), prog_bar=show)
-        module.log("ppo/reward_mean", rewards.mean(), prog_bar=show)
+        module.log("ppo/reward_mean", rewards.nanmean(), prog_bar=show)
     if write:
-        module.log_dict({k if k.startswith("ppo/") else f"train/{k}": v for k, v in out.metrics.items()})
+        names = family.metric_names
+        metrics = {names.get(k, k): v for k, v in out.metrics.items()}
+        module.log_dict({k if k.startswith("ppo/") else f"train/{k}": v for k, v in metrics.items()})
+        if rollout.metrics:  # what the family and the reward measured on the rollout (lengths, per-function rewards)
+            module.log_dict({f"train/{k}": v for k, v in rollout.metrics.items()})

@@ -38,7 +38,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         val_size: training images held out for validation; default 5000 for MNIST, a fifth of the training
             set for the synthetic stand-in (so ``source: synthetic`` works without touching it).
         split_seed: seed of the train/validation split and of the shuffling.
-        corruption: how the noisy view is made (default: the seed recipe, Gaussian noise ×0.5, clipped).
+        corruption: how the noisy view is made (default: the DPO-on-noisy-MNIST notebook's, Gaussian noise ×0.5, clipped).
         train_on: which view SFT trains on: ``clean`` (the reference recipe), ``noisy``, or ``both``.
         digits: keep only these digits, relabelled 0..k-1 in the given order (e.g. ``[8, 1]`` for the
             seed-004 1-vs-8 study: 8→0, 1→1). The test set is then the first ``holdout_per_class`` images of
@@ -146,7 +146,7 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         test_images, test_labels = raw["test_images"], raw["test_labels"]
         test_keys = torch.arange(len(test_labels)) + TEST_INDEX_OFFSET
         if self.digits:
-            # Seed 004: both splits come from the training file; the first holdout_per_class of each digit are test.
+            # The 1-vs-8 filter notebook: both splits come from the training file; the first holdout_per_class of each digit are test.
             keep_train, keep_test, new_labels = [], [], torch.full_like(train_labels, -1)
             for new, digit in enumerate(self.digits):
                 where = torch.nonzero(train_labels == digit).squeeze(1)

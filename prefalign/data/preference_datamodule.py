@@ -31,7 +31,7 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
     the cached log-probs would be stale: batches then omit ``ref_logps`` and the model runs the reference.
 
     Args:
-        strategy: ``mistakes`` (seed 000), ``hard_negative`` or ``random_negative`` (see
+        strategy: ``mistakes`` (the DPO-on-noisy-MNIST notebook), ``hard_negative`` or ``random_negative`` (see
             :mod:`prefalign.data.mining`).
         mine_on: which training view to mine: ``noisy`` (the seed), ``clean`` or ``both``.
         reference_ckpt: the reference weights file; default: the model's ``reference_ckpt``.

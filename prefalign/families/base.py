@@ -18,7 +18,7 @@ What a family can provide is declared in :attr:`ModelFamily.capabilities`; an ob
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import Tensor, nn
@@ -48,13 +48,15 @@ class Rollout:
     ``responses``: sampled token ids / labels (long); ``mask``: True where a response token is real (padding
     and anything after an end token is False); ``old_logps``: the sampling policy's log-probs of each
     response token, computed exactly as :meth:`ModelFamily.response_logps` computes them, so the first PPO
-    ratio is exactly 1.
+    ratio is exactly 1; ``metrics``: scalars the family (completion lengths) or the reward (per-function means)
+    measured on this rollout, logged with the step under ``train/`` (a family may leave it empty).
     """
 
     batch: dict[str, Tensor]
     responses: Tensor
     mask: Tensor
     old_logps: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,11 +87,17 @@ class ModelFamily(nn.Module):
     summary_keys: tuple[str, ...] = ()
     #: the validation metric a progress line or checkpoint monitor should watch.
     main_metric: str | None = None
+    #: names under which this family logs the objective's RL metrics (e.g. ``ppo/kl`` as TRL's ``kl``); others keep theirs.
+    metric_names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def check_config(self, policy: nn.Module, datamodule: Any) -> None:
         """Refuse a model/data combination this family cannot run. The CLI calls it before the trainer starts,
         so a bad config stops with nothing written; raise ``ValueError`` naming the setting to change."""
+
+    def check_objective(self, objective: nn.Module, datamodule: Any) -> None:
+        """Refuse an objective this family can run but not on this data (e.g. RL on preference pairs); called by the
+        CLI right after :meth:`check_config`, before anything is written. Raise ``ValueError`` naming the fix."""
 
     def setup(self, module: Any, stage: str) -> None:
         """Called from the LightningModule's ``setup``: check the data against the model, build metrics."""

@@ -22,7 +22,7 @@ def sample(
 ) -> Tensor:
     """Continue each row of ``prompts [N, P]`` by ``max_new_tokens`` sampled ids; returns ``[N, max_new_tokens]``.
 
-    The context is cropped to the last ``block_size`` ids, so generation may run past the block (the seed's
+    The context is cropped to the last ``block_size`` ids, so generation may run past the block (the notebook's
     code crashes there). ``temperature`` 0 is greedy. All rows advance together (one forward per token).
     """
     if max_new_tokens < 1:

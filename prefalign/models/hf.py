@@ -170,13 +170,36 @@ class HFCausalLM(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
-    def completion_logps(self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
+    def completion_logps(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        completion_mask: Tensor,
+        temperature: float = 1.0,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
         """``[N, T-1]`` fp32 log-probs of the completion tokens (0 elsewhere), without the ``[N, T, V]`` logits
-        (:mod:`prefalign.models.hf_logps`); what the family uses unless it needs the full distribution (WPO)."""
-        from prefalign.models.hf_logps import completion_token_logps
+        (:mod:`prefalign.models.hf_logps`); what the family uses unless it needs the full distribution (WPO).
+        ``temperature`` scores a tempered sampling distribution (RL rollouts)."""
+        from prefalign.models.hf_logps import CHUNK_ROWS, completion_token_logps
 
         base = self.model.get_base_model() if self.uses_peft else self.model
-        return completion_token_logps(base, input_ids, attention_mask, completion_mask)
+        return completion_token_logps(
+            base, input_ids, attention_mask, completion_mask, CHUNK_ROWS, temperature, position_ids
+        )
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, generation_config: Any) -> Tensor:
+        """``transformers``' ``generate`` (KV cache) on left-padded prompts, in eval mode (no dropout; gradient
+        checkpointing, which only acts in training mode, stays out of the way of the cache); the mode is restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+            )
+        finally:
+            self.train(was_training)
 
     def load_tokenizer(self) -> Any:
         return load_tokenizer(str(self.folder))
@@ -196,13 +219,30 @@ class HFCausalLM(nn.Module):
         """Write the policy so transformers/peft load it unchanged: the full model (``AutoModelForCausalLM``) or, with
         peft, the adapter (``PeftModel.from_pretrained(base, folder)``); the tokenizer beside it either way.
         ``state_dict``: the model's full state dict when its own parameters are shards (FSDP, gathered on rank 0)."""
+        import os
+        import shutil
+        import tempfile
+
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder), state_dict=state_dict)
-        self.load_tokenizer().save_pretrained(str(folder))
-        (folder / "prefalign.json").write_text(
-            json.dumps({"base_model": self.model_name_or_path, "peft": self.uses_peft}, indent=2)
-        )
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Written into a temporary folder beside it and renamed: a crash never leaves a half-written model where a
+        # recipe looks for one (a reference recipe's export is "done" once its config.json exists).
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.model.save_pretrained(str(tmp), state_dict=state_dict)
+            self.load_tokenizer().save_pretrained(str(tmp))
+            (tmp / "prefalign.json").write_text(
+                json.dumps({"base_model": self.model_name_or_path, "peft": self.uses_peft}, indent=2)
+            )
+            if folder.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+                os.replace(folder, old / folder.name)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     @contextmanager
@@ -229,12 +269,14 @@ class AdaptersOff(nn.Module):
         finally:
             self.policy.train(was_training)
 
-    def completion_logps(self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> Tensor:
+    def completion_logps(
+        self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, **kwargs: Any
+    ) -> Tensor:
         was_training = self.policy.training
         self.policy.eval()
         try:
             with torch.no_grad(), self.policy.adapters_disabled():
-                return self.policy.completion_logps(input_ids, attention_mask, completion_mask)
+                return self.policy.completion_logps(input_ids, attention_mask, completion_mask, **kwargs)
         finally:
             self.policy.train(was_training)
 

@@ -34,23 +34,39 @@ def logit_transform(model: nn.Module) -> tuple[float, float | None]:
 
 
 def _chunk_logps(
-    hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None, scale: float, softcap: float | None
+    hidden: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    scale: float,
+    softcap: float | None,
+    temperature: float = 1.0,
 ) -> Tensor:
     logits = F.linear(hidden, weight, bias).float() * scale
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
+    if temperature != 1.0:  # the sampling distribution of a tempered rollout (TRL's GRPO scores it the same way)
+        logits = logits / temperature
     return -F.cross_entropy(logits, targets, reduction="none")
 
 
 def completion_token_logps(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, chunk_rows: int = CHUNK_ROWS
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_mask: Tensor,
+    chunk_rows: int = CHUNK_ROWS,
+    temperature: float = 1.0,
+    position_ids: Tensor | None = None,
 ) -> Tensor:
     """``[N, T-1]`` fp32: log p(input_ids[:, t+1] | input_ids[:, :t+1]) where ``completion_mask[:, t+1]``, else 0.
 
-    ``model`` is a transformers ``*ForCausalLM`` (a peft model's base, adapters included)."""
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[
-        :, :-1
-    ]
+    ``model`` is a transformers ``*ForCausalLM`` (a peft model's base, adapters included). ``temperature`` divides
+    the (scaled, soft-capped) logits; ``position_ids`` are passed to the model (left-padded prompts: see the HF family)."""
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    hidden = model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra
+    ).last_hidden_state[:, :-1]
     mask = completion_mask[:, 1:].bool()
     head = model.get_output_embeddings()
     rows, targets = hidden[mask].to(head.weight.device), input_ids[:, 1:][mask].to(head.weight.device)
@@ -65,6 +81,7 @@ def completion_token_logps(
             head.bias,
             scale,
             softcap,
+            temperature,
         )
         pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if grad else _chunk_logps(*args))
     values = torch.cat(pieces) if pieces else rows.new_zeros(0, dtype=torch.float32)

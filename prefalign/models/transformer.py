@@ -1,4 +1,4 @@
-"""TinyTransformer: seed 002's decoder-only model (d_model 128, 4 heads, 2 layers, feed-forward 256, block 64), over
+"""TinyTransformer: the tiny-transformer notebook's decoder-only model (d_model 128, 4 heads, 2 layers, feed-forward 256, block 64), over
 characters or, as in the seed, GPT-2's BPE tokens."""
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ class Block(nn.Module):
         if self.norm_first:
             x = x + self.drop(self.attn(self.norm1(x)))
             return x + self.drop(self.ff(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x)))  # the seed's nn.TransformerEncoderLayer (post-norm)
+        x = self.norm1(x + self.drop(self.attn(x)))  # the notebook's nn.TransformerEncoderLayer (post-norm)
         return self.norm2(x + self.drop(self.ff(x)))
 
 
 class TinyTransformer(nn.Module):
     """A decoder-only transformer over characters or BPE tokens: ``model(ids [B, T]) -> logits [B, T, vocab_size]``.
 
-    Seed 002's sizes by default. Two deliberate differences from the seed's ``nn.TransformerEncoder``: pre-norm
+    The tiny-transformer notebook's sizes by default. Two deliberate differences from the notebook's ``nn.TransformerEncoder``: pre-norm
     (``norm_first``; the seed is post-norm, which trains worse at this size) and no dropout (the run is far
     from over-fitting 4.5M characters); both are options. Attention is PyTorch's fused causal
     ``scaled_dot_product_attention``.

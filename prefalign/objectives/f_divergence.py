@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps
+from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
 from prefalign.validation import check_in_range
 
 Divergence = Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"]
@@ -50,7 +50,8 @@ class FDivergence(Objective):
 
     It wraps any objective that reads the policy and reference only through the log-ratio (DPO, cDPO, robust DPO,
     IPO, hinge, KTO, EXO, NCA, BCO, SPPO, APO, DiscoPOP, AOTPair) and refuses the others with the reason. The
-    ``logps/*`` metrics stay the true log-probs; ``rewards/*`` are the wrapped objective's, on the scores.
+    ``logps/*`` metrics stay the true log-probs, and ``rewards/*`` stay TRL's :math:`\beta\log\frac{\pi_\theta}{\pi_{ref}}`
+    (for a wrapped objective with a ``beta``), so they compare across divergences.
 
     Args:
         objective: the objective to modify, e.g. ``{class_path: prefalign.objectives.DPO, init_args: {beta: 0.1}}``.
@@ -89,7 +90,15 @@ class FDivergence(Objective):
             reference_rejected=None if lp.policy_rejected is None else zero,
         )
         out = self.objective(scored)
-        out.metrics["logps/chosen"] = lp.policy_chosen.detach().mean()
-        if lp.policy_rejected is not None:
-            out.metrics["logps/rejected"] = lp.policy_rejected.detach().mean()
+        beta = getattr(self.objective, "beta", None)
+        if beta is not None and lp.policy_rejected is not None and "rewards/chosen" in out.metrics:
+            # TRL logs β·log(π/π_ref) as the reward whatever the divergence: the numbers stay comparable across
+            # divergences, and with TRL's.
+            chosen = beta * (lp.policy_chosen - lp.reference_chosen)
+            rejected = beta * (lp.policy_rejected - lp.reference_rejected)
+            out.metrics.update(preference_metrics(chosen, rejected, lp.policy_chosen, lp.policy_rejected))
+        else:
+            out.metrics["logps/chosen"] = lp.policy_chosen.detach().mean()
+            if lp.policy_rejected is not None:
+                out.metrics["logps/rejected"] = lp.policy_rejected.detach().mean()
         return out

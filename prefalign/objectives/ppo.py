@@ -30,7 +30,8 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
 
     ``rewards [B, k]`` → ``[B, k]``. The std is the unbiased one over the k samples of each prompt (as TRL's
     GRPO). A group whose rewards are all equal carries no preference signal and gets exactly zero
-    advantage (rather than rounding noise divided by ``eps``).
+    advantage (rather than rounding noise divided by ``eps``). A NaN reward (a response no reward function could
+    score: TRL's ``None``) is left out of its group's mean and std and gets zero advantage, as in TRL.
     """
     if rewards.dim() != 2:
         raise ValueError(f"group_advantages expects rewards of shape [B, k], got {tuple(rewards.shape)}.")
@@ -39,7 +40,17 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
     mean = r.mean(dim=1, keepdim=True)
     std = r.std(dim=1, keepdim=True, correction=1 if k > 1 else 0)
     flat = (r == r[:, :1]).all(dim=1, keepdim=True)
-    return torch.where(flat, torch.zeros_like(r), (r - mean) / (std + eps))
+    plain = torch.where(flat, torch.zeros_like(r), (r - mean) / (std + eps))
+    # Groups holding a NaN: the same statistics over their scored responses only (no host sync to pick a branch).
+    valid = ~torch.isnan(r)
+    n = valid.sum(dim=1, keepdim=True)
+    nan_mean = torch.where(valid, r, 0.0).sum(dim=1, keepdim=True) / n.clamp(min=1)
+    centred = torch.where(valid, r - nan_mean, 0.0)
+    nan_std = (centred.square().sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+    high = torch.where(valid, r, -torch.inf).amax(dim=1, keepdim=True)
+    spread = high > torch.where(valid, r, torch.inf).amin(dim=1, keepdim=True)
+    masked = torch.where(valid & spread, centred / (nan_std + eps), 0.0)
+    return torch.where(valid.all(dim=1, keepdim=True), plain, masked)
 
 
 def rloo_advantages(rewards: Tensor) -> Tensor:
@@ -157,10 +168,17 @@ class PPOLite(nn.Module):
         reward: the reward function (``forward(rollout) -> [B, k]``).
         loss_type: token aggregation: ``grpo``, ``bnpo``, ``dapo`` or ``dr_grpo`` (see :func:`aggregate_token_loss`).
         baseline: ``group`` (group-normalised, GRPO), ``rloo`` (leave-one-out, RLOO) or ``none`` (the raw reward is the
-            advantage: plain REINFORCE, as seed 002's loop; high variance, kept for reproducing it).
+            advantage: plain REINFORCE, as the tiny-transformer notebook's loop; high variance, kept for reproducing it).
         kl_estimator: ``auto`` (exact when the family gives full distributions, else k3), ``exact``, ``k1`` or ``k3``.
+        advantage_eps: added to a group's reward std before dividing by it (``baseline: group``; TRL's GRPO uses 1e-4).
+        kl_bias_correction: multiply the estimated (k1/k3) per-token KL by the ratio :math:`\rho_t` (DeepSeek-V3.2,
+            TRL 1.16's ``use_bias_correction_kl``, on by default there): its value is 1 on-policy, but its gradient
+            makes the KL term's gradient the unbiased reverse-KL gradient.
 
-    Metrics: ``ppo/loss_surrogate``, ``ppo/clip_fraction``, ``ppo/kl`` (mean per-token KL; omitted when no reference is given).
+    Metrics: ``ppo/loss_surrogate``, ``ppo/clip_fraction`` (tokens with :math:`|\rho - 1| > \epsilon`),
+    ``ppo/clip_ratio/{low,high,region}_mean`` (TRL's: :math:`\rho < 1 - \epsilon` with :math:`A < 0`,
+    :math:`\rho > 1 + \epsilon` with :math:`A > 0`, either), ``ppo/kl`` (mean per-token KL; omitted when no reference
+    is given).
     """
 
     needs_reference = True
@@ -178,12 +196,15 @@ class PPOLite(nn.Module):
         loss_type: LossType = "grpo",
         baseline: Baseline = "group",
         kl_estimator: KLEstimator = "auto",
+        advantage_eps: float = 1e-6,
+        kl_bias_correction: bool = False,
     ) -> None:
         super().__init__()
         check_in_range("k", k, 1 if baseline == "none" else 2)
         check_in_range("clip_eps", clip_eps, 0.0, 1.0, low_open=True, high_open=True)
         check_in_range("ppo_epochs", ppo_epochs, 1)
         check_in_range("kl_coef", kl_coef, 0.0)
+        check_in_range("advantage_eps", advantage_eps, 0.0)
         for name, value, allowed in (
             ("loss_type", loss_type, LossType),
             ("baseline", baseline, Baseline),
@@ -199,12 +220,16 @@ class PPOLite(nn.Module):
         self.loss_type = loss_type
         self.baseline = baseline
         self.kl_estimator = kl_estimator
+        self.advantage_eps = advantage_eps
+        self.kl_bias_correction = kl_bias_correction
 
     def advantages(self, rewards: Tensor) -> Tensor:
         """``[B, k]`` rewards → ``[B, k]`` advantages with the configured baseline."""
         if self.baseline == "none":
             return rewards.float()
-        return group_advantages(rewards) if self.baseline == "group" else rloo_advantages(rewards)
+        if self.baseline == "group":
+            return group_advantages(rewards, self.advantage_eps)
+        return rloo_advantages(rewards)
 
     def wants_exact_kl(self, family_has_exact_kl: bool) -> bool:
         if self.kl_estimator == "exact" and not family_has_exact_kl:
@@ -241,9 +266,17 @@ class PPOLite(nn.Module):
         surrogate, clipped = clipped_surrogate(logps_new, logps_old, advantages.unsqueeze(-1), self.clip_eps)
         per_token = -surrogate
         tokens = m.sum().clamp(min=1)
+        # TRL's clip ratios: tokens whose ratio left the trust region on the side where clipping stops the gradient.
+        ratio = (logps_new.detach().float() - logps_old.float()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO).exp()
+        adv = advantages.detach().unsqueeze(-1)
+        low = (ratio < 1 - self.clip_eps) & (adv < 0)
+        high = (ratio > 1 + self.clip_eps) & (adv > 0)
         metrics = {
             "ppo/loss_surrogate": aggregate_token_loss(per_token.detach(), mask, self.loss_type, num_tokens),
             "ppo/clip_fraction": (clipped.float() * m).sum() / tokens,
+            "ppo/clip_ratio/low_mean": (low.float() * m).sum() / tokens,
+            "ppo/clip_ratio/high_mean": (high.float() * m).sum() / tokens,
+            "ppo/clip_ratio/region_mean": ((low | high).float() * m).sum() / tokens,
         }
         kl = None
         if kl_exact is not None:
@@ -254,6 +287,9 @@ class PPOLite(nn.Module):
                     f"PPOLite.loss: reference_logps {tuple(reference_logps.shape)} must match logps_new {tuple(logps_new.shape)}."
                 )
             kl = estimated_kl(logps_new, reference_logps, "k1" if self.kl_estimator == "k1" else "k3")
+            if self.kl_bias_correction:  # × the ratio (1 in value; its gradient is the correction)
+                log_ratio = (logps_new.float() - logps_old.float().detach()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+                kl = kl * log_ratio.exp()
         if kl is not None:
             per_token = per_token + self.kl_coef * kl
             metrics["ppo/kl"] = (kl.detach() * m).sum() / tokens

@@ -18,7 +18,12 @@ class RewardFunction(nn.Module):
     """Maps a rollout (``batch``, ``responses [B, k, T]``, ``mask``) to float rewards ``[B, k]``.
 
     ``setup(module, datamodule)`` runs once before training (after the model family's own setup): a reward that
-    needs the data (a word list) or the family (a tokenizer) takes them there."""
+    needs the data (a word list) or the family (a tokenizer) takes them there. A reward may add scalars to the
+    rollout's ``metrics`` (logged with the step)."""
+
+    def check_config(self, policy: Any, datamodule: Any) -> None:
+        """Refuse a reward that cannot work with this model and data; the CLI calls it before the trainer starts
+        (after the family's ``check_config``), so a bad reward stops with one line and nothing written."""
 
     def setup(self, module: Any, datamodule: Any) -> None:
         pass

@@ -20,7 +20,7 @@ def policy_of(pl_module: nn.Module) -> nn.Module:
 
 
 def parameter_table(model: nn.Module) -> str:
-    """A per-parameter table (name, shape, count, trainable) and the totals, like seed 004's printout."""
+    """A per-parameter table (name, shape, count, trainable) and the totals, like the 1-vs-8 filter notebook's printout."""
     rows = [
         (name, "×".join(map(str, p.shape)) or "scalar", p.numel(), p.requires_grad)
         for name, p in model.named_parameters()

@@ -82,7 +82,7 @@ def dream_command(
         targets: Class ids to dream, one image each; default: every class of the model (0..C-1).
         steps: Optimisation steps per dream.
         lr: Learning rate of the input optimiser.
-        optimizer: "adam" (as in the seed notebook) or "sgd".
+        optimizer: "adam" (as in the network-dreams notebook) or "sgd".
         clamp_min: Lowest pixel value after every step (pixels are in [0, 1]); null for no lower bound.
         clamp_max: Highest pixel value after every step; null for no upper bound.
         lambda_l2: Weight of the L2 penalty lambda * x.pow(2).mean() on the dreamed pixels.

@@ -1,8 +1,8 @@
-"""Network dreams (seed 003): optimise the *input* of a frozen classifier until it predicts a chosen class.
+"""Network dreams (the network-dreams notebook): optimise the *input* of a frozen classifier until it predicts a chosen class.
 
 Starting from seeded Gaussian noise, a batch of images is trained with Adam/SGD so that the network
 assigns each image its target: a class id (cross-entropy) or a soft distribution over classes ("hybrids",
-KL(target ‖ softmax)). An optional ``lambda_l2 * x.pow(2).mean()`` penalty (the seed's task 3) trades
+KL(target ‖ softmax)). An optional ``lambda_l2 * x.pow(2).mean()`` penalty (the notebook's task 3) trades
 confidence for smoother, darker images.
 
 Differences from the notebook, on purpose:
@@ -34,7 +34,7 @@ __all__ = [
     "compare_dreams",
 ]
 
-DEFAULT_L2_VALUES: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # the seed's exponential progression
+DEFAULT_L2_VALUES: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)  # the notebook's exponential progression
 
 
 @dataclass
@@ -138,7 +138,7 @@ def dream(
             for hybrids; see :func:`hybrid_targets`).
         steps: optimisation steps.
         lr: learning rate of the input optimiser.
-        optimizer: ``"adam"`` (scale-free, the seed's choice) or ``"sgd"``. Both losses are batch means as in the
+        optimizer: ``"adam"`` (scale-free, the notebook's choice) or ``"sgd"``. Both losses are batch means as in the
             seed, so with SGD the per-image step shrinks with the batch size; Adam is unaffected.
         clamp: ``(min, max)`` pixel range enforced after every step (and on the initial noise); ``None`` = no clamp.
             The default (0, 1) is the valid pixel range of our backbones (the seed used (-1, 1) in normalised space).
@@ -231,7 +231,7 @@ def l2_sweep(
     clamp: tuple[float | None, float | None] | None = (0.0, 1.0),
     **dream_kwargs,
 ) -> dict[float, DreamResult]:
-    """One dream per L2 coefficient, all from the same initial noise (as the seed's single ``initial_dream``),
+    """One dream per L2 coefficient, all from the same initial noise (as the notebook's single ``initial_dream``),
     so differences between results come from the penalty alone. Extra kwargs go to :func:`dream`."""
     x0 = initial_noise(len(targets), seed, init_mean, init_std, clamp)
     return {

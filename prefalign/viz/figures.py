@@ -178,7 +178,7 @@ def calibration_figure(
 
 
 def filters_figure(weight: Tensor, title: str = "First-layer filters", max_filters: int = 64) -> Figure:
-    """Each conv filter ``weight[o, i]`` as an image, diverging colormap on one symmetric scale (as in seed 004).
+    """Each conv filter ``weight[o, i]`` as an image, diverging colormap on one symmetric scale (as in the 1-vs-8 filter notebook).
 
     The shared symmetric scale makes filters comparable: white is zero, red/blue are the sign, and the
     colour intensity means the same weight magnitude in every panel. Small kernels also show their values.

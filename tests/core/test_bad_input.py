@@ -103,7 +103,7 @@ CASES = [
             SEED_DPO + [f"--model.reference_ckpt={ref}", "--model.objective=prefalign.objectives.NoSuchLoss"]
         ),
         2,
-        "NoSuchLoss",
+        "--model.objective: cannot use class_path prefalign.objectives.NoSuchLoss",
     ),
     (
         "dream on a missing file",

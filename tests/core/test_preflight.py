@@ -18,6 +18,11 @@ def _file(folder):
     return folder / "a_file"
 
 
+def _binary(folder):
+    (folder / "binary.yaml").write_bytes(b"\xff\xfe\x00yaml")
+    return folder / "binary.yaml"
+
+
 def _bad_yaml(folder):
     (folder / "bad.yaml").write_text("trainer:\n  max_epochs: 2\n  logger: [unclosed\nmodel: {}\n")
     return folder / "bad.yaml"
@@ -75,6 +80,11 @@ CASES = [
         "config file that is not YAML",
         lambda d, ref: ["fit", "--config", str(_bad_yaml(d))],
         "--config {d}/bad.yaml is not valid YAML: expected ',' or ']', but got ':' at line 4, column 6.",
+    ),
+    (
+        "config file is binary",
+        lambda d, ref: ["fit", "--config", str(_binary(d))],
+        "--config {d}/binary.yaml is not a text file; give a YAML config.",
     ),
 ]
 

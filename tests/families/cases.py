@@ -130,7 +130,11 @@ def hf_case() -> FamilyCase:
         completion[i, p : p + c] = 1
     ids[attention == 0] = 3  # the pad id
     pairs = {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
-    return FamilyCase(HFCausalLMFamily(), model, pairs, {}, None)
+    # Prompts left-padded, as TRLPromptDataModule batches them (lengths 3, 1, 2).
+    prompt_mask = torch.tensor([[1, 1, 1], [0, 0, 1], [0, 1, 1]])
+    prompt_ids = torch.randint(6, model.config.vocab_size, (3, 3)).masked_fill(prompt_mask == 0, 3)
+    prompts = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "row": torch.arange(3)}
+    return FamilyCase(HFCausalLMFamily(max_new_tokens=4), model, pairs, prompts, _CountReward(e_id=10))
 
 
 FAMILY_CASES: dict[str, Callable[[], FamilyCase]] = {

@@ -63,9 +63,10 @@ CASES = [
     ),
     ("dataset not found", lambda d, m, files, nt: fit(m, d / "missing.jsonl"), "dataset not found: "),
     (
-        "objective the family cannot run",
+        "RL objective on preference data",
         lambda d, m, files, nt: fit(m, files["standard"], "--model.objective=prefalign.objectives.PPOLite"),
-        "objective PPOLite cannot train a HFCausalLMFamily model: it needs sampling",
+        "PPO-lite on a Hugging Face model samples from prompts: set data.class_path to "
+        "prefalign.data.hf.TRLPromptDataModule",
     ),
 ]
 

@@ -29,7 +29,7 @@ TOLERANCE = {
 }
 
 
-def run_trl(model_dir, data_file, loss_type, beta, out_dir, ld_alpha=None, batch_size=16):
+def run_trl(model_dir, data_file, loss_type, beta, out_dir, ld_alpha=None, batch_size=16, **config):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -46,7 +46,7 @@ def run_trl(model_dir, data_file, loss_type, beta, out_dir, ld_alpha=None, batch
         lr_scheduler_type="constant",
         max_grad_norm=0.0,
         beta=beta,
-        loss_type=[loss_type],
+        loss_type=loss_type if isinstance(loss_type, list) else [loss_type],
         report_to="none",
         save_strategy="no",
         use_cpu=True,
@@ -55,6 +55,7 @@ def run_trl(model_dir, data_file, loss_type, beta, out_dir, ld_alpha=None, batch
         fp16=False,
         dataloader_num_workers=0,
         ld_alpha=ld_alpha,
+        **config,
     )
     trainer = DPOTrainer(
         model=model,

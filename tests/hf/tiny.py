@@ -115,3 +115,35 @@ def distinct_rows(n: int, seed: int = 0) -> list[dict]:
             }
         )
     return rows
+
+
+def make_reward_model_dir(path: Path, seed: int = 1, chat_template: bool = True) -> Path:
+    """A 2-layer Llama sequence classifier with one label (a reward model, TRL's num_labels=1) and the same
+    tokenizer, saved with save_pretrained into ``path``."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = make_tokenizer(chat_template)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=128,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def prompt_rows(rows: list[dict]) -> list[dict]:
+    """Prompt-only rows (TRL's GRPO format) with an extra ``answer`` column (the chosen completion)."""
+    return [{"prompt": r["prompt"], "answer": r["chosen"].strip()} for r in rows]
+
+
+def conversational_prompts(rows: list[dict]) -> list[dict]:
+    return [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["chosen"].strip()} for r in rows]

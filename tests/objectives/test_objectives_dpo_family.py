@@ -89,6 +89,27 @@ def test_rpo_hand_value_and_alpha0_is_dpo():
     assert RPO(beta=0.1, alpha=0.0)(pair()).loss.item() == pytest.approx(DPO(beta=0.1)(pair()).loss.item())
 
 
+def test_rpo_token_mean_is_trl_sft_term_over_the_batch_tokens():
+    # Two examples with summed chosen log-probs -3 and -1 over 3 and 1 tokens: TRL's sft term is (3 + 1) / (3 + 1) = 1,
+    # the per-response sum would be (3 + 1) / 2 = 2. The DPO term sees the true log-probs either way (h = 0: ln 2).
+    logps = PairLogps(
+        policy_chosen=torch.tensor([-3.0, -1.0]),
+        policy_rejected=torch.tensor([-2.0, -2.0]),
+        reference_chosen=torch.tensor([-3.0, -1.0]),
+        reference_rejected=torch.tensor([-2.0, -2.0]),
+        chosen_length=torch.tensor([3, 1]),
+        rejected_length=torch.tensor([2, 2]),
+    )
+    mean = RPO(beta=0.1, alpha=0.5, nll="token_mean")
+    assert "token_lengths" in mean.requires
+    assert "token_lengths" not in RPO().requires
+    assert mean(logps).loss.item() == pytest.approx(math.log(2) + 0.5 * 1.0, rel=1e-6)
+    assert mean(logps).metrics["nll"].item() == pytest.approx(1.0)
+    assert RPO(beta=0.1, alpha=0.5)(logps).loss.item() == pytest.approx(math.log(2) + 0.5 * 2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="token_mean"):
+        RPO(nll="tokens")
+
+
 def test_dpo_gradient_direction_and_value():
     p = pair(grad=True)
     DPO(beta=0.1)(p).loss.backward()

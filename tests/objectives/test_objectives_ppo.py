@@ -172,3 +172,28 @@ def test_ppolite_hyperparameters():
     ):
         with pytest.raises(ValueError):
             PPOLite(**bad)
+
+
+def test_group_advantages_leave_nan_rewards_out_of_their_group():
+    rewards = torch.tensor([[1.0, 2.0, 3.0, math.nan], [1.0, 2.0, 3.0, 4.0], [math.nan] * 4, [2.0, 2.0, math.nan, 2.0]])
+    got = group_advantages(rewards, eps=1e-4)
+    torch.testing.assert_close(got[0], torch.tensor([-1 / 1.0001, 0.0, 1 / 1.0001, 0.0]))  # mean 2, std 1 of the three
+    torch.testing.assert_close(got[1], group_advantages(rewards[1:2], eps=1e-4)[0])  # NaN-free rows: unchanged
+    assert (got[2:] == 0).all()  # nothing scored, or no spread among the scored: no signal
+
+
+def test_kl_bias_correction_keeps_the_loss_and_adds_the_ratio_gradient():
+    new = torch.tensor([[[-1.0, -2.0]]], requires_grad=True)
+    old, ref, adv = new.detach().clone(), torch.tensor([[[-1.5, -1.0]]]), torch.zeros(1, 1)
+    grads = {}
+    for corrected in (False, True):
+        objective = PPOLite(k=1, baseline="none", kl_coef=1.0, kl_estimator="k3", kl_bias_correction=corrected)
+        out = objective.loss(new, old, adv, None, ref)
+        (grads[corrected],) = torch.autograd.grad(out.loss, new)
+        grads[f"loss{corrected}"] = out.loss.detach()
+    assert grads["lossFalse"] == grads["lossTrue"]  # the ratio is 1 on-policy
+    d = ref - old
+    k3 = d.exp() - d - 1
+    # d(k3 * ratio)/d logp = (1 - e^d) + k3 at ratio 1; the grpo mean over 2 tokens halves both.
+    torch.testing.assert_close(grads[False], (1 - d.exp()) / 2)
+    torch.testing.assert_close(grads[True], (1 - d.exp() + k3) / 2)

@@ -60,7 +60,7 @@ def test_one_epoch_prints_parameters_plots_filters_and_exports_dreamable_weights
                 "--model.log_figures=false",
             ]
         )
-    # ParameterCount: the seed's per-layer printout, at fit start.
+    # ParameterCount: the notebook's per-layer printout, at fit start.
     for line in ("conv1.weight", "8×1×3×3", "fc.weight", "2×128", "BinaryCNN: 338 parameters"):
         assert line in caplog.text
     run = in_tmp / "runs/binary_1v8/version_0"

@@ -87,7 +87,7 @@ def test_l2_sweep_same_start_and_penalty_shrinks_pixels(trained_cnn):
     assert all(torch.equal(r.frames[0], start) for r in results.values())
     assert all(r.lambda_l2 == lam for lam, r in results.items())
     energy = [r.images.pow(2).mean().item() for r in results.values()]
-    assert energy[-1] < energy[0]  # the seed's observation: the penalty darkens the dreams
+    assert energy[-1] < energy[0]  # the notebook's observation: the penalty darkens the dreams
     assert sweep_figure(results).axes
 
 

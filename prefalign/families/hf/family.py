@@ -1,4 +1,4 @@
-"""HFCausalLMFamily: pretrained Hugging Face causal LMs on TRL-format preference data."""
+"""HFCausalLMFamily: pretrained Hugging Face causal LMs on TRL-format preference data, or on prompts for online RL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prefalign.families.base import Forward, ModelFamily, masked_mean
+from prefalign.families.base import Forward, ModelFamily, ResponseLogps, Rollout, masked_mean
+from prefalign.families.hf.rollout import SamplingSettings, completion_metrics, sample_completions, stop_token_ids
 from prefalign.families.sequences import (
     gather_token_logps,
     reduce_sequences,
@@ -17,6 +18,12 @@ from prefalign.families.sequences import (
 )
 from prefalign.objectives import SFT
 from prefalign.objectives.base import PairLogps
+from prefalign.validation import check_in_range
+
+PROMPT_DATA_NEEDED = (
+    "PPO-lite on a Hugging Face model samples from prompts: set data.class_path to "
+    "prefalign.data.hf.TRLPromptDataModule (prompt-only data in TRL's format)."
+)
 
 
 def sequence_batch(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -46,26 +53,66 @@ class HFCausalLMFamily(ModelFamily):
     - A pretraining batch ``{"tokens": [B, T + 1]}`` is SFT on token windows (every token after the first).
     - Data modules: one with ``prepare(tokenizer)`` is handed the model's tokenizer before training
       (:meth:`check_config`); one with ``precompute_reference(policy, reference_sums, trainer)`` is asked to cache the
-      reference's log-probs (:meth:`setup`).
+      reference's log-probs (:meth:`on_fit_start`, once the models are on their devices).
     - Cached reference log-probs in the batch (``ref_chosen_head``/``_tail``..., computed once by the data module,
       see :meth:`precompute_reference`) replace the reference's forward unless ``recompute_reference``.
 
-    Capabilities: ``true_logprob`` and ``token_lengths``; ``wpo_weights`` (the full log-softmax is taken only when
-    WPO asks). Not ``exact_kl`` (a KL over a 50k-token vocabulary at every position costs two ``[2B, T, V]`` fp32
-    tensors per step) nor ``sampling`` (PPO-lite's rollouts are not implemented for HF models): those objectives are
-    refused with the reason.
+    - A prompt batch (``prompt_ids``/``prompt_mask`` left-padded, ``row``; from
+      :class:`~prefalign.data.hf.TRLPromptDataModule`) is for online RL (PPO-lite as TRL's GRPO): :meth:`rollout`
+      samples ``k`` completions per prompt with ``transformers``' ``generate`` (:mod:`prefalign.families.hf.rollout`),
+      and :meth:`response_logps` scores them with the training forward (completion positions only, logits divided by
+      the sampling temperature as TRL does), so the old log-probs are the first update's exactly.
+
+    Capabilities: ``true_logprob``, ``token_lengths``, ``sampling``; ``wpo_weights`` (the full log-softmax is taken only
+    when WPO asks). Not ``exact_kl`` (a KL over a 50k-token vocabulary at every position costs two ``[2B, T, V]`` fp32
+    tensors per step): PPO-lite estimates its KL from the sampled tokens (k3, TRL's), and an objective needing the
+    exact KL is refused with the reason.
 
     Evaluation: on validation/test batches the objective's own loss and metrics (``val/loss``, ``val/rewards/*``,
-    ``val/logps/*``: TRL's ``eval_*``), or, on pretraining windows, the mean token NLL (``val/loss``, ``val/ppl``).
+    ``val/logps/*``: TRL's ``eval_*``), or, on pretraining windows, the mean token NLL (``val/loss``, ``val/ppl``), or,
+    on prompt batches, the rewards and lengths of ``k`` sampled completions per prompt (``val/reward``, ...).
+
+    Args (sampling, for PPO-lite; TRL ``GRPOConfig``'s names in brackets):
+        max_new_tokens: the longest completion (``max_completion_length``).
+        temperature: sampling temperature (``temperature``); log-probs are of the tempered distribution, as TRL's.
+        top_p: nucleus sampling (``top_p``).
+        top_k: keep the k most likely tokens; None: all (``top_k``; TRL's 0).
+        min_p: minimum token probability relative to the most likely (``min_p``).
+        repetition_penalty: ``repetition_penalty``.
+        generation_kwargs: any other ``transformers.GenerationConfig`` argument (``generation_kwargs``).
+        mask_truncated_completions: leave completions that hit ``max_new_tokens`` out of the loss
+            (``mask_truncated_completions``).
     """
 
-    capabilities = frozenset({"true_logprob", "token_lengths", "wpo_weights"})
+    capabilities = frozenset({"true_logprob", "token_lengths", "wpo_weights", "sampling"})
     summary_keys = ("loss", "rewards/accuracies", "rewards/margins")
     main_metric = "val/loss"
+    # TRL's GRPO names for the mean per-token KL and the clip ratios
+    metric_names = {"ppo/kl": "kl"} | {
+        f"ppo/clip_ratio/{s}_mean": f"clip_ratio/{s}_mean" for s in ("low", "high", "region")
+    }
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        max_new_tokens: int = 512,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        generation_kwargs: dict[str, Any] | None = None,
+        mask_truncated_completions: bool = False,
+    ) -> None:
         super().__init__()
+        check_in_range("max_new_tokens", max_new_tokens, 1)
+        check_in_range("temperature", temperature, 0.0, low_open=True)
+        check_in_range("top_p", top_p, 0.0, 1.0, low_open=True)
+        self.sampling = SamplingSettings(
+            max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, dict(generation_kwargs or {})
+        )
+        self.mask_truncated_completions = mask_truncated_completions
         self._sums: dict[str, dict[str, Tensor]] = {}  # per stage: running sums of the evaluation metrics
+        self._generation: tuple[Any, list[int], list[int]] | None = None  # (config, stop ids, stop + pad ids)
 
     # ------------------------------------------------------------------ lifecycle
     def check_config(self, policy: nn.Module, datamodule: Any) -> None:
@@ -78,6 +125,17 @@ class HFCausalLMFamily(ModelFamily):
         # trainer starts, and loads and tokenizes its data now, so bad data is reported before any work with nothing written.
         if hasattr(datamodule, "prepare"):
             datamodule.prepare(policy.load_tokenizer())
+
+    def check_objective(self, objective: nn.Module, datamodule: Any) -> None:
+        rl = getattr(objective, "requires", frozenset()) >= {"sampling"}
+        if rl and not hasattr(datamodule, "rows"):
+            raise ValueError(PROMPT_DATA_NEEDED)
+        if not rl and hasattr(datamodule, "rows"):  # SFT, KTO and the DPO family all read responses from the data
+            raise ValueError(
+                f"objective {type(objective).__name__} trains on the data's responses, and {type(datamodule).__name__} holds "
+                "prompts only: set data.class_path to prefalign.data.hf.TRLPreferenceDataModule (or the objective to "
+                "prefalign.objectives.PPOLite)."
+            )
 
     def on_fit_start(self, module: Any) -> None:
         # Reference log-probs once, on disk, when the reference is frozen and the data fixed (TRL's
@@ -159,8 +217,78 @@ class HFCausalLMFamily(ModelFamily):
             rejected_length=split(lengths, True),
         )
 
+    # ------------------------------------------------------------------ RL (PPO-lite / GRPO)
+    def _generation_setup(self, model: Any) -> tuple[Any, list[int], list[int]]:
+        if self._generation is None:  # once per run: the tokenizer is read from the model's directory
+            tokenizer = model.load_tokenizer()
+            stops = stop_token_ids(model.model, tokenizer)
+            config = self.sampling.generation_config(tokenizer, stops)
+            self._generation = (config, stops, [*stops, tokenizer.pad_token_id])
+        return self._generation
+
+    @torch.no_grad()
+    def sample(self, policy: Forward, batch: dict[str, Tensor], k: int) -> Rollout:
+        """``k`` completions per prompt and their metrics (``completions/*``), without old log-probs."""
+        if "prompt_ids" not in batch:
+            raise ValueError(PROMPT_DATA_NEEDED)
+        model = getattr(policy, "_orig_mod", policy)  # a torch.compile-d forward: generate with the module itself
+        config, stops, stop_and_pad = self._generation_setup(model)
+        prompts, prompt_mask = batch["prompt_ids"].repeat_interleave(k, 0), batch["prompt_mask"].repeat_interleave(k, 0)
+        completions, mask = sample_completions(model, prompts, prompt_mask, config, stops, config.pad_token_id)
+        metrics, truncated = completion_metrics(completions, mask, stop_and_pad)
+        sampled = mask  # what the completion text is; the loss mask may drop truncated completions
+        if self.mask_truncated_completions:
+            mask = mask & ~truncated.unsqueeze(1)
+        b = len(batch["prompt_ids"])
+        return Rollout(
+            batch={**batch, "completion_mask": sampled.view(b, k, -1)},
+            responses=completions.view(b, k, -1),
+            mask=mask.view(b, k, -1),
+            old_logps=torch.empty(0),
+            metrics=metrics,
+        )
+
+    @torch.no_grad()
+    def rollout(self, policy: Forward, batch: dict[str, Tensor], k: int) -> Rollout:
+        rollout = self.sample(policy, batch, k)
+        rollout.old_logps = self.response_logps(policy, rollout).tokens
+        return rollout
+
+    def response_logps(self, model: Forward, rollout: Rollout) -> ResponseLogps:
+        """Token log-probs ``[B, k, C]`` of the completions (0 where masked): one forward over prompt + completion,
+        the prompt's left padding and everything after a completion's stop token masked out of attention, positions
+        counted over real tokens (as ``generate`` counts them), logits divided by the sampling temperature."""
+        b, k, c = rollout.responses.shape
+        prompt_mask = rollout.batch["prompt_mask"].repeat_interleave(k, 0)
+        mask = rollout.batch.get("completion_mask", rollout.mask).reshape(b * k, c)
+        ids = torch.cat([rollout.batch["prompt_ids"].repeat_interleave(k, 0), rollout.responses.reshape(b * k, c)], 1)
+        attention = torch.cat([prompt_mask, mask.long()], 1)
+        scored = torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), mask], 1)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        temperature = self.sampling.temperature
+        if hasattr(model, "completion_logps"):
+            tokens = model.completion_logps(ids, attention, scored, temperature=temperature, position_ids=positions)
+        else:  # a plain forward (logits): the same numbers through the full [N, T, V] logits
+            tokens, _ = gather_token_logps(model(ids, attention)[:, :-1] / temperature, ids[:, 1:])
+            tokens = tokens * scored[:, 1:]
+        return ResponseLogps(tokens[:, -c:].reshape(b, k, c) * rollout.mask)
+
+    def _eval_prompts(self, module: Any, batch: dict[str, Tensor], stage: str) -> None:
+        objective = module.objective
+        rollout = self.sample(module.policy_forward, batch, getattr(objective, "k", 1))
+        reward = getattr(objective, "reward", None)
+        if reward is not None:
+            with torch.no_grad():
+                reward(rollout)  # records reward, reward_std and rewards/<function>/* in rollout.metrics
+        rows = float(len(batch["prompt_ids"]))
+        values = {k: v.detach().float() * rows for k, v in rollout.metrics.items()}
+        self._add(stage, values | {"rows": torch.tensor(rows)})
+
     # ------------------------------------------------------------------ evaluation
     def eval_step(self, module: Any, batch: dict[str, Tensor], stage: str) -> None:
+        if "prompt_ids" in batch:
+            self._eval_prompts(module, batch, stage)
+            return
         objective = module.objective
         if "tokens" in batch or isinstance(objective, SFT) or not hasattr(objective, "check"):
             tokens, mask, _ = self.token_logps(module.policy, batch)

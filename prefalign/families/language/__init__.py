@@ -1,4 +1,4 @@
-"""The language-model family: character-level decoders (seed 002's TinyTransformer) on text."""
+"""The language-model family: character-level decoders (the tiny-transformer notebook's TinyTransformer) on text."""
 
 from prefalign.families.language.family import LanguageFamily
 

@@ -1,4 +1,4 @@
-"""Rewards for text: lexical validity (with a repetition guard), and seed 002's length "reward"."""
+"""Rewards for text: lexical validity (with a repetition guard), and the tiny-transformer notebook's length "reward"."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class LexicalValidity(RewardFunction):
 
 
 class NegativeLength(RewardFunction):
-    """Seed 002's "reward model that prefers shorter responses": minus the length of prompt plus continuation.
+    """The tiny-transformer notebook's "reward model that prefers shorter responses": minus the length of prompt plus continuation.
 
     With a fixed number of new tokens it is the same number for every sample: a constant. Kept to reproduce the
     seed's loop (``configs/lm_seed_pg.yaml``) and to show what a constant reward does to a policy gradient.

@@ -50,6 +50,7 @@ SEED_DPO = (
     "--model.log_figures=false",
 )
 HF = ("fit", "--config", str(REPO / "configs" / "hf_dpo.yaml"), "--trainer.max_steps=1", "--model_name_or_path")
+GRPO = ("fit", "--config", str(REPO / "configs" / "hf_grpo.yaml"), "--trainer.max_steps=1", "--model_name_or_path")
 GEN = ("generate", "--max_new_tokens", "2")  # + --ckpt lm.pt (a char LM), or a bad file
 UNKNOWN = "which is not a known architecture, and nothing was imported"
 CODE = "it holds pickled objects, code that would run when unpickled"
@@ -218,6 +219,30 @@ CASES: list[Case] = [
         (*HF, "llama", "--dataset_name", "prefs.jsonl", "--data.init_args.max_length=1"),
         "max_length=1 is too short",
     ),
+    # GRPO on Hugging Face models (configs/hf_grpo.yaml): prompt-only data, rewards, objective and data that disagree.
+    Case("hf grpo: no prompt column", (*GRPO, "llama", "--dataset_name", "qa.jsonl"), "lacks the column prompt"),
+    Case(
+        "hf grpo: reward model not found",
+        (
+            *GRPO,
+            "llama",
+            "--dataset_name",
+            "prompts.jsonl",
+            "--model.objective.init_args.reward.init_args.reward_funcs="
+            '[{"class_path": "prefalign.families.hf.RewardModel", "init_args": {"model_name_or_path": "no_such_rm"}}]',
+        ),
+        "reward model not found: ",
+    ),
+    Case(
+        "hf grpo: a preference objective on prompts",
+        (*GRPO, "llama", "--dataset_name", "prompts.jsonl", "--model.objective=prefalign.objectives.DPO"),
+        "holds prompts only",
+    ),
+    Case(
+        "hf: PPO-lite on preference data",
+        (*HF, "llama", "--dataset_name", "prefs.jsonl", "--model.objective=prefalign.objectives.PPOLite"),
+        "PPO-lite on a Hugging Face model samples from prompts",
+    ),
     # Options and input files of the extra commands.
     Case(
         "generate: --top_k 0",
@@ -331,6 +356,7 @@ def _hf_files(folder: Path) -> None:
     write_jsonl([STANDARD[0]], folder / "one.jsonl")  # "the cat sat on": a 4-token prompt
     write_jsonl(conversational(STANDARD), folder / "chat.jsonl")
     write_jsonl([{"question": "q", "answer": "a"}], folder / "qa.jsonl")
+    write_jsonl([{"prompt": r["prompt"]} for r in STANDARD], folder / "prompts.jsonl")
 
 
 def _code_pickle() -> bytes:

@@ -123,3 +123,25 @@ class TensorBatches:
         if done >= len(self):  # saved at the end of an epoch: resume at the start of the next one
             self.epoch, done = self.epoch + 1, 0
         self._resume_batch = self._yielded = done
+
+
+class AssembledBatches:
+    """Rows drawn by a :class:`TensorBatches` (seeded shuffling, DDP shards, resumable), each batch turned into what
+    a family reads by :meth:`assemble`: the iteration and resume state are the sampler's."""
+
+    rows: TensorBatches
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return (self.assemble(b) for b in iter(self.rows))
+
+    def state_dict(self) -> dict[str, int]:
+        return self.rows.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.rows.load_state_dict(state)
+
+    def assemble(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

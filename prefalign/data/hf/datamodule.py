@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from prefalign.data.pair_cache import cache_is_valid, load_or_build
-from prefalign.data.batches import TensorBatches
+from prefalign.data.batches import AssembledBatches, TensorBatches
 from prefalign.digests import fingerprint
 from prefalign.data.hf.formats import (add_eos, check_chat_template, check_split, detect_format, extract_prompt, is_conversational,
                                        load_any, tokenize_batch)
@@ -66,7 +66,7 @@ class TRLSamplerOrder(TensorBatches):
         return padded.view(rounds, self.world_size, self.batch_size)[:, self.rank].reshape(-1)
 
 
-class TRLBatches:
+class TRLBatches(AssembledBatches):
     """Batches in TRL's ``DataCollatorForPreference`` layout from pre-padded tensors, without per-example Python.
 
     Each split is held as ``[N, L]`` tensors (prompt + completion ids truncated to ``max_length``, their lengths and
@@ -79,18 +79,6 @@ class TRLBatches:
     def __init__(self, tensors: dict[str, Tensor], paired: bool, **kwargs: Any) -> None:
         self.paired = paired
         self.rows = TRLSamplerOrder(tensors, **kwargs)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        return (self.assemble(b) for b in iter(self.rows))
-
-    def state_dict(self) -> dict[str, int]:
-        return self.rows.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.rows.load_state_dict(state)
 
     def assemble(self, b: dict[str, Tensor]) -> dict[str, Tensor]:
         sides = ("chosen", "rejected") if self.paired else ("chosen",)

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from prefalign.data.batches import TensorBatches
+from prefalign.data.batches import AssembledBatches, TensorBatches
 from prefalign.data.hf.formats import check_chat_template, check_prompt_columns, check_split, load_any, tokenize_prompts
 
 # Columns a reward function never receives as keyword arguments: the prompt and the completions are passed by name
@@ -26,7 +26,7 @@ def left_pad(rows: list[list[int]], value: int) -> tuple[Tensor, Tensor]:
     return out, torch.tensor([len(r) for r in rows], dtype=torch.long)
 
 
-class PromptBatches:
+class PromptBatches(AssembledBatches):
     """Batches of left-padded prompts: ``prompt_ids`` and ``prompt_mask`` ``[B, P]`` (trimmed to the batch's longest
     prompt) and ``row`` ``[B]``, the rows' indices in the data module's table (what reward functions read their
     columns from). Rows come from :class:`TensorBatches` (seeded shuffling, DDP shards, resumable)."""
@@ -34,20 +34,7 @@ class PromptBatches:
     def __init__(self, tensors: dict[str, Tensor], **kwargs: Any) -> None:
         self.rows = TensorBatches(tensors, **kwargs)
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        return (self.assemble(b) for b in iter(self.rows))
-
-    def state_dict(self) -> dict[str, int]:
-        return self.rows.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.rows.load_state_dict(state)
-
-    @staticmethod
-    def assemble(b: dict[str, Tensor]) -> dict[str, Tensor]:
+    def assemble(self, b: dict[str, Tensor]) -> dict[str, Tensor]:
         width = int(b["prompt_length"].max())
         ids = b["prompt_ids"][:, b["prompt_ids"].shape[1] - width :]
         mask = (torch.arange(width) >= width - b["prompt_length"].unsqueeze(1)).long()

@@ -3,6 +3,7 @@
 
     python scripts/bench_hf.py                          # ~20M-parameter Llama, 3 repeats; writes docs/performance.md
     python scripts/bench_hf.py --size tiny --steps 2 --repeats 1 --no-docs   # smoke run, seconds
+    python scripts/bench_hf.py --from-json docs/bench_hf_results.json      # the block again from saved measurements
 
 Contenders, each measurement in its own subprocess (``scripts/bench_hf_worker.py``: own peak RSS, cold start), run
 interleaved repeat by repeat so drifting load on a shared machine spreads over all of them:
@@ -18,9 +19,11 @@ The data file has exactly ``steps × batch`` rows, so the run is one epoch and e
 exactly the rows it trains on. Nothing comes from the hub: the model is built from a config and saved locally, the
 tokenizer trained locally (``tests/hf/tiny.py``), the rows generated.
 
-Throughput is measured from the end of the first optimizer step to the end of the last (steps 2..N: the first step
-pays one-off allocation and is left out), inside the worker by a training callback. The reference caching time is
-reported separately and, pro rata (the share of the rows the timed steps used), included in a second pairs/s column.
+Throughput is the batch ÷ the median duration of optimizer steps 2..N over every repeat (the first step pays one-off
+allocation and is left out; a median over steps ignores a neighbour's burst on a shared machine), step ends taken inside
+the worker by a training callback. The reference caching time is reported separately and, pro rata (one batch's share
+of it per step), included in a second pairs/s column. ``--json`` saves every measurement, ``--from-json`` rebuilds the
+block from them without running anything.
 """
 
 from __future__ import annotations
@@ -161,72 +164,112 @@ def summarise(result: dict, batch_size: int) -> dict:
     }
 
 
-def median(runs: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+def step_times(result: dict) -> list[float]:
+    """Durations of steps 2..N (the first pays one-off allocation), or of the only step."""
+    ends = result["ends"]
+    return [b - a for a, b in zip(ends, ends[1:])] or [ends[0] - result["start"]]
 
 
-def table(runs: dict[str, list[dict]], args, params: int, machine: dict, minutes: float) -> str:
+def aggregate(raw: list[dict], batch_size: int) -> dict:
+    """One contender over its repeats. The step time is the median over every timed step of every repeat: on a shared
+    machine a neighbour's burst slows a few steps, which a median over steps ignores and a per-run mean does not (the
+    same choice as scripts/bench.py's epoch rows). The reference caching is added per step: its median ÷ the steps of
+    one run (the data are one epoch, so each step's share of the cache is one batch's rows)."""
+    steps = [t for r in raw for t in step_times(r)]
+    step = statistics.median(steps)
+    cache = statistics.median(r["reference_s"] for r in raw)
+    tokens = [t for r in raw for t in (r["tokens"][1:] or r["tokens"])]
+    return {
+        "step_s": step,
+        "n": len(steps),
+        "pairs_s": batch_size / step,
+        "tokens_s": statistics.mean(tokens) / step,
+        "reference_s": cache,
+        "pairs_s_incl": batch_size / (step + cache / len(raw[0]["ends"])),
+        "rss_mb": statistics.median(r["rss_mb"] for r in raw),
+        "losses": raw[0]["losses"],
+        "per_repeat": [summarise(r, batch_size)["pairs_s"] for r in raw],
+        "tokens_per_step": statistics.mean(t for r in raw for t in r["tokens"]),
+    }
+
+
+def table(raw: dict[str, list[dict]], args, params: int, machine: dict, when: str) -> str:
     """The generated block: command, machine, the table, loss agreement and the goal."""
-    base = {c: median(runs[c], "pairs_s") for c in runs}
-    base_incl = {c: median(runs[c], "pairs_s_incl") for c in runs}
+    runs = {c: aggregate(raw[c], args.batch_size) for c in CONTENDERS}
+    base = {c: runs[c]["pairs_s"] for c in runs}
+    base_incl = {c: runs[c]["pairs_s_incl"] for c in runs}
     lines = [
         f"Command: `python scripts/bench_hf.py --size {args.size} --steps {args.steps} --batch-size {args.batch_size} "
-        f"--repeats {args.repeats} --threads {args.threads}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-        f"({minutes:.1f} min in all).",
+        f"--repeats {args.repeats} --threads {args.threads}`, {when}.",
         "",
         f"Machine: {reporting.describe_machine(machine)} (CPU capability {machine['cpu_capability']}); "
         f"{args.threads} intra-op thread(s) for both sides. Model: Llama built from a config, {params / 1e6:.1f}M "
         f"parameters, fp32; {args.steps} steps of {args.batch_size} pairs "
-        f"({median(runs['prefalign'], 'tokens_per_step'):.0f} completion tokens a step, chosen + rejected).",
+        f"({runs['prefalign']['tokens_per_step']:.0f} completion tokens a step, chosen + rejected).",
         "",
         "| contender | pairs/s | completion tokens/s | prefalign ÷ this | reference caching s | pairs/s incl. caching "
-        "| prefalign ÷ this (incl.) | peak RSS MB | loss steps 1-3 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| prefalign ÷ this (incl.) | peak RSS MB | loss steps 1-3 | pairs/s of each repeat |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for c in CONTENDERS:
         r = runs[c]
-        caches = c != "trl"
-        ratio = base["prefalign"] / base[c]
-        ratio_incl = base_incl["prefalign"] / base_incl[c]
-        losses = ", ".join(f"{x:.6f}" for x in r[0]["losses"])
+        cache = f"{r['reference_s']:.2f}" if c != "trl" else "–"
         lines.append(
-            f"| {LABELS[c]} | {base[c]:.2f} | {median(r, 'tokens_s'):.0f} | {ratio:.2f} | "
-            f"{median(r, 'reference_s'):.2f} | {base_incl[c]:.2f} | {ratio_incl:.2f} | {median(r, 'rss_mb'):.0f} "
-            f"| {losses} |"
-            if caches
-            else f"| {LABELS[c]} | {base[c]:.2f} | {median(r, 'tokens_s'):.0f} | {ratio:.2f} | – | {base_incl[c]:.2f} "
-            f"| {ratio_incl:.2f} | {median(r, 'rss_mb'):.0f} | {losses} |"
+            f"| {LABELS[c]} | {base[c]:.2f} | {r['tokens_s']:.0f} | {base['prefalign'] / base[c]:.2f} | {cache} "
+            f"| {base_incl[c]:.2f} | {base_incl['prefalign'] / base_incl[c]:.2f} | {r['rss_mb']:.0f} "
+            f"| {', '.join(f'{x:.6f}' for x in r['losses'])} | {', '.join(f'{x:.2f}' for x in r['per_repeat'])} |"
         )
     gap = loss_gap(runs)
     goal = base_incl["prefalign"] / base_incl["trl"]
     lines += [
         "",
-        f"Medians of {args.repeats} repeat(s), each contender in its own process, interleaved. pairs/s and tokens/s: "
-        "optimizer steps 2..N (end of step 1 to end of step N, measured by a callback in the training loop; "
-        "interpreter start, imports, model loading and tokenization excluded). *incl. caching* adds the reference "
-        "log-prob caching pro rata (the data are one epoch, so the cache covers exactly the rows trained on). "
-        "Peak RSS is each process's maximum resident set.",
+        f"{args.repeats} repeat(s), each contender in its own process, interleaved. pairs/s and tokens/s: the batch "
+        f"÷ the median duration of optimizer steps 2..N over all repeats ({runs['trl']['n']} steps a contender; "
+        "step ends taken by a callback in the training loop, so interpreter start, imports, model loading and "
+        "tokenization are excluded). *incl. caching* adds the median reference log-prob caching time pro rata, per "
+        "step (the data are one epoch, so the cache covers exactly the rows trained on). *each repeat*: pairs/s of "
+        "each run over its whole window (end of step 1 to end of step N), to show the spread. Peak RSS: median of "
+        "each process's maximum resident set.",
         "",
         f"Losses of steps 1-3 (first repeat): max |prefalign − TRL| = {gap:.1e} over both TRL rows "
         f"({'agree' if gap <= LOSS_TOLERANCE else '**disagree**'} within {LOSS_TOLERANCE:g}); completion tokens of "
-        f"every step identical on all three: {'yes' if same_tokens(runs) else '**no**'} (the same batches).",
+        f"every step identical on all three: {'yes' if same_tokens(raw) else '**no**'} (the same batches).",
         "",
         f"Goal (issue #25): prefalign ≥ {GOAL:.2f} × TRL's DPO throughput (default `DPOTrainer`, caching included): "
-        f"{goal:.2f} × — **{'met' if goal >= GOAL else 'not met'}** on this machine "
-        f"(against `precompute_ref_log_probs=True`: {base_incl['prefalign'] / base_incl['trl_precompute']:.2f} × incl. "
-        f"caching, {base['prefalign'] / base['trl_precompute']:.2f} × loop only).",
+        f"{goal:.2f} × — **{'met' if goal >= GOAL else 'not met'}** on this machine; training loop alone "
+        f"{base['prefalign'] / base['trl']:.2f} × (the caching is a reference forward pass over every row "
+        "before the first step). Against `precompute_ref_log_probs=True`: "
+        f"{base_incl['prefalign'] / base_incl['trl_precompute']:.2f} × incl. caching, "
+        f"{base['prefalign'] / base['trl_precompute']:.2f} × loop only.",
     ]
     return "\n".join(lines)
 
 
-def loss_gap(runs: dict[str, list[dict]]) -> float:
-    ours = runs["prefalign"][0]["losses"]
-    return max(abs(a - b) for c in ("trl", "trl_precompute") for a, b in zip(ours, runs[c][0]["losses"]))
+def loss_gap(runs: dict[str, dict]) -> float:
+    ours = runs["prefalign"]["losses"]
+    return max(abs(a - b) for c in ("trl", "trl_precompute") for a, b in zip(ours, runs[c]["losses"]))
 
 
-def same_tokens(runs: dict[str, list[dict]]) -> bool:
+def same_tokens(raw: dict[str, list[dict]]) -> bool:
     """Whether every run saw the same completion tokens step by step (same rows, same order, same tokenization)."""
-    return len({tuple(r["tokens"]) for c in CONTENDERS for r in runs[c]}) == 1
+    return len({tuple(r["tokens"]) for c in CONTENDERS for r in raw[c]}) == 1
+
+
+def rebuild(args: argparse.Namespace) -> str:
+    """The block again from saved measurements (same numbers, e.g. after a change in how they are summarised)."""
+    saved = json.loads(args.from_json.read_text())
+    run_args = argparse.Namespace(**saved["args"])
+    params = saved.get("params")
+    if params is None:  # saved before the count was stored: the model is deterministic, build it again
+        sys.path.insert(0, str(CODE))
+        with tempfile.TemporaryDirectory() as tmp:
+            params = make_model(Path(tmp) / "model", run_args.size)
+    when = saved.get("when") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(args.from_json.stat().st_mtime))
+    text = table(saved["raw"], run_args, params, saved["machine"], when)
+    print(text)
+    if not args.no_docs:
+        print(f"\nwrote {reporting.write_block(BLOCK, text, REPO)}")
+    return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -239,12 +282,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--no-docs", action="store_true", help="print the table without writing docs/performance.md")
     p.add_argument("--json", type=Path, help="also write every measurement here")
+    p.add_argument("--from-json", type=Path, help="rebuild the table from measurements saved by --json (runs nothing)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    if args.from_json:
+        return rebuild(args)
     started = time.perf_counter()
     machine = reporting.machine_info(args.threads)
     print(f"Machine: {reporting.describe_machine(machine)} (CPU capability {machine['cpu_capability']})", flush=True)
@@ -277,13 +323,13 @@ def main(argv: list[str] | None = None) -> str:
                     f"losses {['%.6f' % x for x in s['losses']]}",
                     flush=True,
                 )
-    runs = {c: [summarise(r, args.batch_size) for r in raw[c]] for c in CONTENDERS}
-    text = table(runs, args, params, machine, (time.perf_counter() - started) / 60)
-    print("\n" + text)
+    minutes = (time.perf_counter() - started) / 60
+    when = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({minutes:.1f} min in all)"
     if args.json:
-        args.json.write_text(
-            json.dumps({"machine": machine, "args": vars(args) | {"json": str(args.json)}, "raw": raw})
-        )
+        saved = {"machine": machine, "args": vars(args) | {"json": str(args.json)}, "params": params, "when": when}
+        args.json.write_text(json.dumps(saved | {"raw": raw}))
+    text = table(raw, args, params, machine, when)
+    print("\n" + text)
     if not args.no_docs:
         print(f"\nwrote {reporting.write_block(BLOCK, text, REPO)}")
     return text

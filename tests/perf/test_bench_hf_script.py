@@ -53,3 +53,8 @@ def test_bench_hf_writes_a_parsable_table(tmp_path, monkeypatch, capsys):
     assert float(rows[0].split("|")[4]) == 1.0  # prefalign against itself
     assert re.search(r"\(agree within 0\.0001\); completion tokens of every step identical on all three: yes", block)
     assert re.search(r"— \*\*(met|not met)\*\* on this machine", block)
+    # --from-json rebuilds the same rows from the saved measurements, running nothing
+    again = bench.main(["--from-json", str(tmp_path / "raw.json"), "--no-docs"])
+    assert [line for line in again.splitlines() if line.startswith("| ")] == [
+        line for line in block.splitlines() if line.startswith("| ")
+    ]

@@ -32,6 +32,7 @@ BLOCKS: dict[str, str] = {
     "bench": "docs/performance.md",  # scripts/update_docs.py (from benchmarks/latest.md)
     "benchlm": "docs/performance.md",  # scripts/bench_lm.py
     "benchprecision": "docs/performance.md",  # scripts/bench_precision.py
+    "bench-hf": "docs/performance.md",  # scripts/bench_hf.py
     "hfrecipe": "docs/huggingface.md",  # scripts/hf_recipe_results.py
     "families": "README.md",  # update_family_table(), from the results files
 }

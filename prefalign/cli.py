@@ -19,7 +19,6 @@ import lightning as L
 import torch
 from filelock import FileLock
 from jsonargparse import namespace_to_dict
-from lightning.pytorch import seed_everything
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -27,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from prefalign import preflight
 from prefalign.callbacks.save_config import LoggedSaveConfigCallback
 from prefalign.checkpoint import CheckpointError, SafeCheckpointIO, atomic_save, check_lightning_checkpoint
+from prefalign.cli_help import CLASS_OPTIONS_HELP, DESCRIPTION, SUBCOMMAND_HELP, RawFormatter
 from prefalign.cli_parser import OneLineErrorParser
 from prefalign.commands import EXTRA_COMMANDS, PROG, debug_requested, extra_command, run_guarded
 from prefalign.core.module import AlignmentModule
@@ -34,43 +34,9 @@ from prefalign.hf_base_first import check_before_training, missing_base_model
 from prefalign.loggers import WandbLogger, run_dir
 from prefalign.models.loading import check_architecture
 from prefalign.models.lora import LoRA
+from prefalign.nested_runs import reference_recipe_args, reseed
 from prefalign.precision import resolve_precision
-
-DESCRIPTION = """prefalign — preference alignment (SFT, DPO family, PPO-lite) on models small enough to understand,
-then on any Hugging Face causal LM.
-
-  python -m prefalign fit --config configs/sft.yaml        train the reference (clean MNIST, the notebook's recipe)
-  python -m prefalign fit --config configs/dpo.yaml        mine pairs with it, align, and test
-  python -m prefalign test --config configs/dpo.yaml --ckpt_path runs/dpo/version_0/checkpoints/last.ckpt
-  python -m prefalign dream --ckpt runs/dpo/version_0/policy.pt --compare_ckpt artifacts/reference/seed_cnn.pt
-  python -m prefalign fit --config configs/dpo.yaml --print_config   show the fully resolved config
-  python -m prefalign fit --config configs/quickstart.yaml           first run: the whole pipeline on synthetic digits, under a minute
-  python -m prefalign fit --config configs/lm_ppo.yaml               a character LM on Shakespeare, aligned with PPO-lite
-  python -m prefalign generate --ckpt artifacts/reference/lm_tiny.pt --prompt "To be" --out samples.jsonl
-  python -m prefalign fit --config configs/hf_dpo.yaml --model_name_or_path MODEL --dataset_name DATA
-                                                                     DPO on a Hugging Face model and TRL-format data
-  python -m prefalign fit --config configs/hf_grpo.yaml --model_name_or_path MODEL --dataset_name PROMPTS
-                                                                     GRPO (online RL) on it with your reward functions
-
-Runs log to Weights & Biases (offline without an account; `--wandb false` or configs/logger/csv.yaml turns it off)
-and to CSV files in runs/<name>/version_<n>/. Errors print one line; --debug (or PREFALIGN_DEBUG=1) shows the traceback.
-"""
-
-# Where the options of the classes a config names are: not in `fit --help`, which would list them all.
-CLASS_OPTIONS_HELP = """The options of the classes a config names (data module, objective, backbone, ...) are not listed
-here; show them one class at a time:
-  --data.help CLASS             e.g. --data.help prefalign.data.PreferenceDataModule: the data module's options
-  --model.objective.help CLASS  e.g. --model.objective.help prefalign.objectives.DPO; likewise --model.backbone.help,
-                                --model.family.help, --model.optimizer.help, --trainer.logger.help
-  --config RECIPE --print_config   every value a recipe resolves to"""
-
-# One full sentence per subcommand (Lightning's are the first lines of its docstrings, cut mid-sentence).
-SUBCOMMAND_HELP = {
-    "fit": "Train a policy (a missing reference first, when --reference_recipe names its recipe), then test it.",
-    "validate": "Evaluate a checkpoint on the validation split and write results_val.json.",
-    "test": "Evaluate a checkpoint on the test split and write results_test.json.",
-    "predict": "Write a checkpoint's predictions on the test split to predictions.pt in the run folder.",
-}
+from prefalign.resume import checkpoint_dirs, find_last_checkpoint
 
 
 class PrefAlignCLI(LightningCLI):
@@ -78,7 +44,7 @@ class PrefAlignCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_class", OneLineErrorParser)
         kwargs.setdefault(
-            "parser_kwargs", {"prog": PROG, "description": DESCRIPTION, "formatter_class": _RawFormatter()}
+            "parser_kwargs", {"prog": PROG, "description": DESCRIPTION, "formatter_class": RawFormatter()}
         )
         super().__init__(
             AlignmentModule,
@@ -97,7 +63,7 @@ class PrefAlignCLI(LightningCLI):
             sub = kwargs.setdefault(name, {})
             sub.setdefault("description", f"{help_}\n\n{CLASS_OPTIONS_HELP}")
             sub.setdefault("usage", f"{PROG} {name} [--config RECIPE] [options]")  # not one line per option
-            sub.setdefault("formatter_class", _RawFormatter())
+            sub.setdefault("formatter_class", RawFormatter())
         super()._add_subcommands(parser, **kwargs)
         subcommands = parser._subcommands_action
         for action in subcommands._choices_actions:
@@ -177,8 +143,8 @@ class PrefAlignCLI(LightningCLI):
             if missing_base_model(cfg) is None:
                 return  # another run trained it while this one waited
             rank_zero_info(f"Model {folder} is missing: training it first with {cfg.reference_recipe}.")
-            run_cli(_reference_recipe_args(cfg.reference_recipe, folder, cfg, data_keys))
-            _reseed(cfg)
+            run_cli(reference_recipe_args(cfg.reference_recipe, folder, cfg, data_keys))
+            reseed(cfg)
         if missing_base_model(cfg) is not None:
             raise CheckpointError(
                 f"the reference recipe {cfg.reference_recipe} finished but did not write {folder}; check its model.export_path."
@@ -277,7 +243,7 @@ class PrefAlignCLI(LightningCLI):
             )
             raise CheckpointError(
                 f"--ckpt_path last: nothing to resume, no checkpoint of an earlier run under "
-                f"{', '.join(_checkpoint_dirs(self.trainer))}.{fresh}"
+                f"{', '.join(checkpoint_dirs(self.trainer))}.{fresh}"
             )
         why = "" if is_last else " (no last.ckpt: the newest checkpoint of the run)"
         rank_zero_info(f"--ckpt_path last: resuming from {path}{why}")
@@ -298,7 +264,7 @@ class PrefAlignCLI(LightningCLI):
                 return
             rank_zero_info(f"Reference checkpoint {path} is missing: training it first with {recipe}.")
             cfg = self.config[self.subcommand]
-            args = _reference_recipe_args(recipe, path, cfg, getattr(type(self.datamodule), "reference_data_keys", ()))
+            args = reference_recipe_args(recipe, path, cfg, getattr(type(self.datamodule), "reference_data_keys", ()))
             # The reference must have the policy's architecture and family.
             for key in ("backbone", "family"):
                 value = cfg.model.get(key)
@@ -308,7 +274,7 @@ class PrefAlignCLI(LightningCLI):
                         value = value["init_args"]["base"]  # a LoRA policy's reference is its base, trained in full
                     args.append(f"--model.{key}=" + json.dumps(value))
             run_cli(args)
-            _reseed(cfg)
+            reseed(cfg)
         if not Path(path).is_file():
             raise CheckpointError(
                 f"the reference recipe {recipe} finished but did not write {path}; check its model.export_path."
@@ -382,137 +348,6 @@ def hf_shortcuts(args: list[str] | dict) -> list[str] | dict:
         else:
             out.append(word)
     return out
-
-
-def _reference_recipe_args(recipe: str, export_path: str, cfg: Any, data_keys: tuple[str, ...]) -> list[str]:
-    """The command line of a reference recipe run for this run: it exports to ``export_path``, on one device, sees
-    this run's data (``data_keys``: the data module's ``reference_data_keys``), seed, precision fallback and logger."""
-    data = cfg.data.init_args
-    args = [
-        "fit",
-        "--config",
-        recipe,
-        f"--model.export_path={export_path}",
-        "--test_after_fit=false",
-        "--trainer.devices=1",
-        "--trainer.num_nodes=1",
-        "--trainer.strategy=auto",
-    ]
-    for key in data_keys:
-        if key in data:
-            args.append(f"--data.init_args.{key}=" + _cli_value(data.get(key)))
-    args.append(f"--seed_everything={_cli_value(cfg.get('seed_everything'))}")
-    args.append(f"--bf16_fallback={_cli_value(cfg.get('bf16_fallback', True))}")
-    # The reference run logs where this run logs (W&B or not, the same logger and folder), under its own name.
-    args.append(f"--wandb={_cli_value(bool(cfg.get('wandb', True)))}")
-    return args + _logger_args(cfg.trainer.get("logger"))
-
-
-def _reseed(cfg: Any) -> None:
-    """Seed again after a nested reference run, so this run draws what it would have drawn without it."""
-    seed = cfg.get("seed_everything")
-    if seed is not None and seed is not False:
-        seed_everything(seed if seed is not True else None)
-
-
-def _checkpoint_dirs(trainer) -> list[str]:
-    """Glob patterns of the folders where this experiment's runs keep their checkpoints (Lightning's layout)."""
-    patterns = []
-    for callback in trainer.checkpoint_callbacks:
-        if getattr(callback, "dirpath", None):
-            patterns.append(str(callback.dirpath))
-    if len(patterns) < len(
-        trainer.checkpoint_callbacks
-    ):  # a ModelCheckpoint without dirpath: <save_dir>/<name>/<version>/checkpoints
-        if trainer.loggers:
-            logger = trainer.loggers[0]
-            patterns.append(
-                str(Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "") / "*" / "checkpoints")
-            )
-        else:
-            patterns.append(str(Path(trainer.default_root_dir) / "checkpoints"))
-    return patterns
-
-
-def find_last_checkpoint(trainer) -> tuple[Path | None, bool]:
-    """The checkpoint ``--ckpt_path last`` resumes, and whether it is a ``last`` one.
-
-    The most recently written ``last*.ckpt`` of any run of this experiment, or SLURM ``hpc_ckpt_*.ckpt``; without
-    those (a config whose ModelCheckpoint has no ``save_last``), the most recently written ``*.ckpt`` of the run,
-    the higher step first on a tie."""
-    import glob
-    import re
-
-    files = [Path(p) for pattern in _checkpoint_dirs(trainer) for p in glob.glob(str(Path(pattern) / "*.ckpt"))]
-    files = [p for p in files if p.is_file()]
-    last = [p for p in files if re.fullmatch(r"last(-v?\d+)?", p.stem)]
-    last += [
-        p for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt") if p.is_file()
-    ]  # Lightning, on SLURM's SIGUSR1
-    candidates = last or files
-    if not candidates:
-        return None, False
-
-    def newest(p: Path) -> tuple[int, int]:
-        step = re.search(r"step=(\d+)", p.stem)
-        return p.stat().st_mtime_ns, int(step.group(1)) if step else -1
-
-    return max(candidates, key=newest), bool(last)
-
-
-# A nested run keeps its own run name (its recipe's) and gets a run id of its own.
-_OWN_LOGGER_KEYS = ("name", "version", "id")
-
-
-def _logger_args(logger: Any) -> list[str]:
-    """Command-line words giving a nested run this run's ``trainer.logger``: the same class and settings (save_dir,
-    project, ...), but the nested recipe's own run name. ``false`` (no logger) stays ``false``."""
-    if logger is None or isinstance(logger, bool):  # None is Lightning's default logger, as true is
-        return [f"--trainer.logger={_cli_value(logger is not False)}"]
-    if isinstance(logger, (list, tuple)):  # several loggers: no recipe name to keep, so name them after this run
-        loggers = [namespace_to_dict(item) for item in logger]
-        for item in loggers:
-            init = item.get("init_args") or {}
-            for key in ("version", "id"):
-                init.pop(key, None)
-            if init.get("name"):
-                init["name"] = f"{init['name']}_reference"
-        return ["--trainer.logger=" + json.dumps(loggers)]
-    logger = namespace_to_dict(logger)
-    # jsonargparse keeps the recipe's init_args that the new class also takes (its run name) when class_path changes.
-    args = [f"--trainer.logger={logger['class_path']}"]
-    for key, value in (logger.get("init_args") or {}).items():
-        if key not in _OWN_LOGGER_KEYS and value is not None and value != "":
-            args.append(f"--trainer.logger.init_args.{key}={_cli_value(value)}")
-    return args
-
-
-def _cli_value(value: Any) -> str:
-    """A config value as one command-line word (strings raw, everything else as JSON)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(list(value) if isinstance(value, tuple) else value)
-
-
-class _RawFormatter:
-    """``--help`` that a person reads: the description's line breaks kept (argparse re-wraps it otherwise), each
-    option's first sentence only, and no "known subclasses" list (for ``--model.backbone``, every torch module)."""
-
-    def __new__(cls):
-        import argparse
-        import copy
-        import re
-
-        from jsonargparse import DefaultHelpFormatter
-
-        class Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-            def _get_help_string(self, action):
-                if action.help and isinstance(action.help, str):
-                    action = copy.copy(action)
-                    action.help = re.split(r"(?<=[.])\s", " ".join(action.help.split()), maxsplit=1)[0]
-                return re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
-
-        return Formatter
 
 
 _RUN_DEPTH = [0]  # run_cli calls in progress: the reference recipe runs inside the run that needs it

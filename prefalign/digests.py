@@ -26,4 +26,15 @@ def fingerprint(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-__all__ = ["file_sha256", "fingerprint"]
+def tensors_sha256(tensors: dict[str, Any]) -> str:
+    """The hex sha256 of named tensors' names, dtypes, shapes and contents: a key for data by what it holds, the
+    same in every process (unlike a fingerprint of the code that made it)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+__all__ = ["file_sha256", "fingerprint", "tensors_sha256"]

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from prefalign.data.pair_cache import cache_is_valid, load_or_build
 from prefalign.data.batches import AssembledBatches, TensorBatches
-from prefalign.digests import fingerprint
+from prefalign.digests import fingerprint, tensors_sha256
 from prefalign.data.hf.formats import (add_eos, check_chat_template, check_split, detect_format, extract_prompt, is_conversational,
                                        load_any, tokenize_batch)
 from prefalign.strategies.sharding import shards_parameters
@@ -179,8 +179,11 @@ class TRLPreferenceDataModule(L.LightningDataModule):
 
     def _tokenize(self, dataset: Any, name: str) -> dict[str, Tensor]:
         dataset = self.tokenize_dataset(dataset, name)
-        self.fingerprints[name] = dataset._fingerprint
-        return self._tensors(dataset, ("chosen", "rejected") if self.paired else ("completion",))
+        tensors = self._tensors(dataset, ("chosen", "rejected") if self.paired else ("completion",))
+        # Keyed by what the rows hold: datasets' own fingerprint hashes the tokenizer object too, and CI once saw it
+        # give the same data two keys in two processes.
+        self.fingerprints[name] = tensors_sha256(tensors)[:16]
+        return tensors
 
     def tokenize_dataset(self, dataset: Any, name: str = "train") -> Any:
         """TRL's dataset preparation (``DPOTrainer._prepare_dataset``): the ``datasets.Dataset`` with ``prompt_ids`` and
@@ -248,7 +251,7 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         if "ref_head" in train:
             return
         key = {"model": policy.files_digest(), "data": self.fingerprints["train"], "max_length": self.max_length,
-               "truncation_mode": self.truncation_mode, "format": 1}
+               "truncation_mode": self.truncation_mode, "format": 2}
         digest = fingerprint(key)
         path = Path(self.cache_dir) / f"hf-ref-{digest}.pt"
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)

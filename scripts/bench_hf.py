@@ -54,6 +54,15 @@ LABELS = {
 }
 GOAL = 1.25  # issue #25: prefalign ≥ 1.25 × TRL's DPO throughput
 LOSS_TOLERANCE = 1e-4  # what tests/hf/test_parity.py allows on the loss
+# The ~20M-parameter Llama (17.8M with the tiny tokenizer's 120 ids): tests/hf/tiny.py's model at these sizes.
+LLAMA_20M = {
+    "hidden_size": 512,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "intermediate_size": 1408,
+    "max_position_embeddings": 512,
+}
 
 
 # ------------------------------------------------------------------------------------------------------- model, data
@@ -62,33 +71,13 @@ LOSS_TOLERANCE = 1e-4  # what tests/hf/test_parity.py allows on the loss
 def make_model(path: Path, size: str) -> int:
     """The tiny parity-test Llama (``tiny``) or a ~20M-parameter one (``20m``), with ``tests/hf/tiny.py``'s tokenizer,
     saved with ``save_pretrained``; returns the parameter count."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    from tests.hf.tiny import make_model_dir, make_tokenizer
+    from tests.hf.tiny import make_model_dir
 
-    if size == "tiny":
-        make_model_dir(path)
-        return sum(p.numel() for p in LlamaForCausalLM.from_pretrained(str(path)).parameters())
-    tokenizer = make_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=512,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        intermediate_size=1408,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return sum(p.numel() for p in model.parameters())
+    sizes = {} if size == "tiny" else LLAMA_20M
+    make_model_dir(path, **sizes)
+    return sum(p.numel() for p in LlamaForCausalLM.from_pretrained(str(path)).parameters())
 
 
 def make_rows(n: int, size: str, seed: int = 0) -> list[dict]:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from prefalign.objectives.base import Objective, ObjectiveOutput, PairLogps, preference_metrics
+from prefalign.objectives.dpo import dpo_rewards
 from prefalign.validation import check_in_range
 
 Divergence = Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"]
@@ -94,9 +95,7 @@ class FDivergence(Objective):
         if beta is not None and lp.policy_rejected is not None and "rewards/chosen" in out.metrics:
             # TRL logs β·log(π/π_ref) as the reward whatever the divergence: the numbers stay comparable across
             # divergences, and with TRL's.
-            chosen = beta * (lp.policy_chosen - lp.reference_chosen)
-            rejected = beta * (lp.policy_rejected - lp.reference_rejected)
-            out.metrics.update(preference_metrics(chosen, rejected, lp.policy_chosen, lp.policy_rejected))
+            out.metrics.update(preference_metrics(*dpo_rewards(lp, beta), lp.policy_chosen, lp.policy_rejected))
         else:
             out.metrics["logps/chosen"] = lp.policy_chosen.detach().mean()
             if lp.policy_rejected is not None:

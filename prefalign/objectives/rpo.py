@@ -18,12 +18,12 @@ def rpo_loss(
     reference_rejected: Tensor,
     beta: float = 0.1,
     alpha: float = 1.0,
+    nll_logps: Tensor | None = None,
 ) -> Tensor:
-    r"""Per-example RPO loss :math:`-\log\sigma(\beta h) - \alpha\log\pi_\theta(y_w|x)`, ``[B]``."""
-    return (
-        dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)
-        - alpha * policy_chosen.float()
-    )
+    r"""Per-example RPO loss :math:`-\log\sigma(\beta h) - \alpha\log\pi_\theta(y_w|x)`, ``[B]``; the NLL term reads
+    ``nll_logps`` when given (a per-token normalisation of the chosen log-probs), else ``policy_chosen``."""
+    nll = policy_chosen if nll_logps is None else nll_logps
+    return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta) - alpha * nll.float()
 
 
 class RPO(Objective):
@@ -68,9 +68,14 @@ class RPO(Objective):
         if self.nll == "token_mean":
             # Scaled so that the batch mean of the per-example losses is Σ NLL / Σ tokens, as TRL's sft term.
             chosen = chosen * (chosen.numel() / lp.chosen_length.sum().clamp(min=1))
-        losses = (
-            dpo_loss(lp.policy_chosen, lp.policy_rejected, lp.reference_chosen, lp.reference_rejected, self.beta)
-            - self.alpha * chosen.float()
+        losses = rpo_loss(
+            lp.policy_chosen,
+            lp.policy_rejected,
+            lp.reference_chosen,
+            lp.reference_rejected,
+            self.beta,
+            self.alpha,
+            chosen,
         )
         metrics = preference_metrics(*dpo_rewards(lp, self.beta), lp.policy_chosen, lp.policy_rejected)
         metrics["nll"] = -chosen.detach().mean()

@@ -74,20 +74,25 @@ def make_tokenizer(chat_template: bool = True):
     return fast
 
 
-def make_model_dir(path: Path, seed: int = 0, chat_template: bool = True) -> Path:
-    """A 2-layer Llama (hidden 32) and its tokenizer, saved with save_pretrained into ``path``."""
+def make_model_dir(path: Path, seed: int = 0, chat_template: bool = True, **sizes: int) -> Path:
+    """A 2-layer Llama (hidden 32) and its tokenizer, saved with save_pretrained into ``path``; ``sizes`` override the
+    config's sizes (``hidden_size=512, num_hidden_layers=6, ...``: the benchmark's larger model)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = make_tokenizer(chat_template)
     torch.manual_seed(seed)
+    shape = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
+        **sizes,
+    }
     config = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
+        **shape,
         vocab_size=len(tokenizer),
-        max_position_embeddings=128,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -104,7 +104,7 @@ def worker_plain(spec: dict) -> dict:
 
     torch.manual_seed(seed)
     model = SeedCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as configs/sft.yaml
 
     def sft_step(b):
         loss = -log_probs(model, b["x"]).gather(1, b["y"].unsqueeze(1)).mean()
@@ -131,7 +131,7 @@ def worker_plain(spec: dict) -> dict:
     counts["pairs"] = len(rows)
 
     policy = copy.deepcopy(reference).train().requires_grad_(True)
-    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3, fused=True)  # as configs/seed_dpo.yaml
     beta = 0.1
 
     def dpo_step(b):

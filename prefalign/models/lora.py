@@ -31,11 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from prefalign.checkpoint import CheckpointError, class_path_of, load_weights
+from prefalign.models.fast_layers import FewOutputsLinear, InputConv2d
 from prefalign.models.loading import instantiate
 
 # Exact types, not isinstance: subclasses such as nn.MultiheadAttention's out_proj (NonDynamicallyQuantizableLinear)
 # are read by their owner as raw weights, never called, so a wrapper in their place would break the owner.
-TARGETS: dict[str, type[nn.Module]] = {"Linear": nn.Linear, "Conv2d": nn.Conv2d}
+# The fast_layers subclasses hold the same weights as their parents and are adapted as them.
+TARGETS: dict[str, tuple[type[nn.Module], ...]] = {
+    "Linear": (nn.Linear, FewOutputsLinear),
+    "Conv2d": (nn.Conv2d, InputConv2d),
+}
 
 
 class LoRALayer(nn.Module, ABC):
@@ -112,7 +117,12 @@ class LoRAConv2d(LoRALayer):
         return self.scale * torch.einsum("or,rihw->oihw", self.lora_B.weight[:, :, 0, 0], self.lora_A.weight)
 
 
-WRAPPERS: dict[type[nn.Module], type[LoRALayer]] = {nn.Linear: LoRALinear, nn.Conv2d: LoRAConv2d}
+WRAPPERS: dict[type[nn.Module], type[LoRALayer]] = {
+    nn.Linear: LoRALinear,
+    FewOutputsLinear: LoRALinear,
+    nn.Conv2d: LoRAConv2d,
+    InputConv2d: LoRAConv2d,
+}
 
 
 def _children_everywhere(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:
@@ -187,7 +197,7 @@ class LoRA(nn.Module):
         self.scale = (alpha if alpha is not None else rank) / rank
         base.requires_grad_(False)  # before wrapping: the new adapters stay trainable
         self.model = base
-        kinds = tuple(TARGETS[t] for t in targets)
+        kinds = tuple(kind for t in targets for kind in TARGETS[t])
         wrappers: dict[int, LoRALayer] = {}
         for parent, name, child in _children_everywhere(base):
             if type(child) not in kinds or (isinstance(child, nn.Conv2d) and child.groups != 1):

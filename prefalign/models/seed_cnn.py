@@ -1,6 +1,8 @@
 import torch
 from torch import nn
 
+from prefalign.models.fast_layers import FewOutputsLinear, InputConv2d
+
 
 class SeedCNN(nn.Module):
     """The seed-000 CNN: one 3x3 conv (1→64, padding 1), ReLU, and a linear head over all 64·28·28 features.
@@ -15,10 +17,10 @@ class SeedCNN(nn.Module):
             "channels": channels,
             "num_classes": num_classes,
         }  # what a checkpoint needs to rebuild this backbone
-        self.conv1 = nn.Conv2d(1, channels, kernel_size=3, padding=1)
+        self.conv1 = InputConv2d(1, channels, kernel_size=3, padding=1)
         self.relu1 = nn.ReLU()
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(channels * 28 * 28, num_classes)
+        self.fc = FewOutputsLinear(channels * 28 * 28, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.relu1(self.conv1(x))))

@@ -1,0 +1,55 @@
+"""ValidateAtEnd: one validation pass, after the last epoch, whatever max_epochs is."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from prefalign.callbacks import ValidateAtEnd
+
+
+class Counting(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.validated_after = []
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self):
+        if not self.trainer.sanity_checking:
+            self.validated_after.append(self.current_epoch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(tmp_path, callbacks, **limits):
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    model = Counting()
+    trainer = L.Trainer(
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **limits,
+    )
+    trainer.fit(model, data, data)
+    return model.validated_after
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 4])
+def test_validates_after_the_last_epoch_only(tmp_path, epochs):
+    assert _fit(tmp_path, [], max_epochs=epochs) == list(range(epochs))  # Lightning's default: every epoch
+    assert _fit(tmp_path, [ValidateAtEnd()], max_epochs=epochs) == [epochs - 1]
+
+
+def test_a_run_bounded_by_steps_keeps_per_epoch_validation(tmp_path):
+    with pytest.warns(UserWarning, match="max_steps"):
+        assert _fit(tmp_path, [ValidateAtEnd()], max_epochs=10, max_steps=4) == [0, 1]

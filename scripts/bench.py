@@ -47,11 +47,8 @@ from reporting import machine_info  # noqa: E402,F401  (the machine description 
 # ----------------------------------------------------------------------------------------------------------- parent
 
 
-def run_worker(spec: dict, tmp: Path, log) -> dict:
-    tmp.mkdir(parents=True, exist_ok=True)
-    spec_path, out_path = tmp / "spec.json", tmp / "result.json"
-    spec_path.write_text(json.dumps(spec))
-    env = dict(
+def _worker_env(spec: dict) -> dict:
+    return dict(
         os.environ,
         OMP_NUM_THREADS=str(spec["threads"]),
         MKL_NUM_THREADS=str(spec["threads"]),
@@ -59,24 +56,63 @@ def run_worker(spec: dict, tmp: Path, log) -> dict:
         WANDB_MODE="offline",
         PYTHONWARNINGS="ignore",
     )
-    t = _Clock()
-    with open(tmp / "output.log", "w") as out:
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve().parent / "bench_worker.py"), str(spec_path), str(out_path)],
-            cwd=spec.get("workdir", tmp),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    if proc.returncode != 0:
+
+
+def start_worker(spec: dict, tmp: Path, cpu: int | None = None) -> tuple[subprocess.Popen, _Clock]:
+    """Start one measurement in its own process (pinned to core ``cpu`` when given)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = tmp / "spec.json", tmp / "result.json"
+    spec_path.write_text(json.dumps(spec))
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    out = open(tmp / "output.log", "w")
+    clock = _Clock()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "bench_worker.py"), str(spec_path), str(out_path)],
+        cwd=spec.get("workdir", tmp),
+        env=_worker_env(spec),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=pin,
+    )
+    out.close()  # the child holds its own handle
+    return proc, clock
+
+
+def finish_worker(spec: dict, tmp: Path, proc: subprocess.Popen, clock: _Clock, log) -> dict:
+    if proc.wait() != 0:
         tail = (tmp / "output.log").read_text()[-3000:]
         raise RuntimeError(f"worker {spec['contender']}/{spec['task']} failed (exit {proc.returncode}):\n{tail}")
-    result = json.loads(out_path.read_text())
-    result["process_wall"] = time.perf_counter() - t.wall
+    result = json.loads((tmp / "result.json").read_text())
+    result["process_wall"] = time.perf_counter() - clock.wall
     log(
         f"  {spec['name']:<28} {result['process_wall']:7.1f} s   rss {result['rss_mb']:6.0f} MB   load {result['load_start']} -> {result['load_end']}"
     )
     return result
+
+
+def run_worker(spec: dict, tmp: Path, log) -> dict:
+    return finish_worker(spec, tmp, *start_worker(spec, tmp), log)
+
+
+def run_pair(specs: list[dict], dirs: list[Path], rep: int, log) -> list[dict]:
+    """Two measurements at once, each pinned to its own core, the cores swapped every repeat: both see the same
+    machine. On a shared host whose speed drifts by 2x within minutes (seen here), a ratio of two runs made minutes
+    apart measures the drift; two runs side by side, one core each, share it."""
+    started = [start_worker(spec, d, cpu=(i + rep) % 2) for i, (spec, d) in enumerate(zip(specs, dirs))]
+    return [finish_worker(spec, d, proc, clock, log) for spec, d, (proc, clock) in zip(specs, dirs, started)]
+
+
+#: the measurements --concurrent runs side by side (prefalign's pipeline first: the DPO-only runs reuse its reference)
+PAIRED = ("prefalign pipeline fp32", "notebook pipeline fp32")
+
+
+def paired_ratios(results: list[dict]) -> list[float]:
+    """notebook wall ÷ prefalign wall of each repeat's side-by-side pair."""
+    by_repeat: dict[int, dict[str, float]] = {}
+    for r in results:
+        if r["spec"].get("concurrent"):
+            by_repeat.setdefault(r["spec"]["repeat"], {})[r["spec"]["contender"]] = r["wall"]
+    return [p["notebook"] / p["prefalign"] for _, p in sorted(by_repeat.items()) if len(p) == 2]
 
 
 def wait_for_quiet(limit: float, max_wait: float, log) -> list[float]:
@@ -203,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         "thresholds (by default it gets the same ones prefalign's CLI sets, so 'vs plain' measures the framework)",
     )
     ap.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run the fp32 pipelines of prefalign and the notebook side by side, one core each (cores swapped every "
+        "repeat), so both see the same machine; the pipeline target then uses the median of the per-repeat ratios",
+    )
+    ap.add_argument(
         "--compile",
         action="store_true",
         help="also time DPO runs with model.compile=true (compilation excluded from the epoch time)",
@@ -256,7 +298,17 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeats):
             log(f"repeat {rep + 1}/{args.repeats}")
             shared: dict = {"reference": args.reference, "pairs": args.pairs} if args.reference else {}
-            for i, spec in enumerate(plan(args)):
+            specs = plan(args)
+            paired = [s for s in specs if s["name"] in PAIRED] if args.concurrent else []
+            if len(paired) == 2:
+                dirs = [scratch / f"r{rep}-pair{i}" for i in range(2)]
+                for d in dirs:
+                    d.mkdir(parents=True)
+                pair = [{**spec, "workdir": str(d), "repeat": rep, "concurrent": True} for spec, d in zip(paired, dirs)]
+                results += run_pair(pair, dirs, rep, log)
+                shared = shared or {"reference": str(dirs[0] / "ref.pt"), "pairs": str(dirs[0] / "pairs")}
+                specs = [s for s in specs if s["name"] not in PAIRED]
+            for i, spec in enumerate(specs):
                 work = scratch / f"r{rep}-{i}"
                 work.mkdir(parents=True)
                 spec = {**spec, "workdir": str(work), "repeat": rep}
@@ -288,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         "summary": s,
         "raw": results,
     }
-    report["targets"] = targets(rows, pipes, precisions)
+    report["concurrent"] = args.concurrent
+    report["paired_ratios"] = paired_ratios(results) if args.concurrent else []
+    report["targets"] = targets(rows, pipes, precisions, report["paired_ratios"])
     return write_report(report, Path(args.out))
 
 

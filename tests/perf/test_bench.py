@@ -108,11 +108,40 @@ def test_report_has_every_row_and_target():
     assert "Full notebook pipeline" in md and "avx512_bf16" in md and "1 intra-op thread" in md
 
 
+def test_side_by_side_pairs_decide_the_pipeline_target():
+    bench = _bench()
+    results = []
+    for rep, (nb, pa) in enumerate([(300.0, 200.0), (150.0, 90.0), (200.0, 120.0)]):
+        for contender, wall in (("notebook", nb), ("prefalign", pa)):
+            results.append({"spec": {"contender": contender, "repeat": rep, "concurrent": True}, "wall": wall})
+    results.append({"spec": {"contender": "plain", "repeat": 0}, "wall": 50.0})  # not paired: ignored
+    ratios = bench.paired_ratios(results)
+    assert ratios == pytest.approx([1.5, 150 / 90, 200 / 120])
+    pipes = [
+        {"contender": "(a) notebook", "precision": "fp32", "acc": {"policy_noisy": 0.1}, "rss_mb": 1.0},
+        # medians of the walls alone would give 200 / 120 = 1.67; the pairs' median is 1.67 too, but a lone 1.2 must lose
+        {
+            "contender": "(c) prefalign",
+            "precision": "fp32",
+            "acc": {"policy_noisy": 0.1},
+            "rss_mb": 1.0,
+            "speedup_vs_notebook": 1.2,
+            "speedup_vs_notebook_cpu": 1.2,
+        },
+    ]
+    target = next(t for t in bench.targets([], pipes, ["fp32"], ratios) if "pipeline" in t["target"])
+    assert target["ok"] and "median of 3 side-by-side pairs: 1.50, 1.67, 1.67" in target["measured"]
+    assert not next(t for t in bench.targets([], pipes, ["fp32"], [1.4, 1.45]) if "pipeline" in t["target"])["ok"]
+    assert not next(t for t in bench.targets([], pipes, ["fp32"]) if "pipeline" in t["target"])["ok"]  # 1.2 alone
+
+
 @pytest.mark.slow  # ~4 subprocesses that each import torch + Lightning: ~40-70 s on 2 shared cores
-def test_quick_bench_writes_json_and_markdown(tmp_path):
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_quick_bench_writes_json_and_markdown(tmp_path, concurrent):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--out", str(out)]
+        + (["--concurrent"] if concurrent else []),
         capture_output=True,
         text=True,
         timeout=600,
@@ -132,3 +161,5 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     assert abs(plain["acc"]["policy_noisy"] - pa["acc"]["policy_noisy"]) <= 0.02
     for task in TASKS:
         assert f"| {task} |" in md
+    assert report["concurrent"] == concurrent and len(report["paired_ratios"]) == (1 if concurrent else 0)
+    assert ("side by side" in md) == concurrent

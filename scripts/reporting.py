@@ -29,6 +29,7 @@ BLOCKS: dict[str, str] = {
     "lmpretrain": "docs/families/language.md",  # scripts/lm_results.py
     "lm": "docs/families/language.md",  # scripts/lm_results.py
     "diffusion": "docs/families/diffusion.md",  # scripts/diffusion_results.py
+    "diffusion-seeds": "docs/families/diffusion.md",  # scripts/diffusion_seeds.py
     "bench": "docs/performance.md",  # scripts/update_docs.py (from benchmarks/latest.md)
     "benchlm": "docs/performance.md",  # scripts/bench_lm.py
     "benchprecision": "docs/performance.md",  # scripts/bench_precision.py

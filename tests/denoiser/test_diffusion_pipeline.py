@@ -249,6 +249,26 @@ def test_mine_and_dpo_end_to_end(tiny_denoiser):
     assert list((run / "images").glob("test_samples*.png"))
 
 
+def test_testing_the_last_checkpoint_scores_the_final_policy(tiny_denoiser):
+    """scripts/diffusion_seeds.py scores an alignment run on held-out noise with `test --ckpt_path
+    <run>/checkpoints/last.ckpt`: that checkpoint holds the final policy, also when the run stops between two
+    validations, and on the fit's own noise the test run reproduces the fit's test numbers."""
+    tmp, ref = tiny_denoiser
+    fit = [*tiny_dpo_args(tmp, ref, tmp / "pairs"), "--trainer.limit_train_batches=2", "--trainer.max_steps=5"]
+    main([*fit, "--trainer.check_val_every_n_epoch=2", "--trainer.logger.init_args.name=last_ckpt"])  # val at step 4
+    run = next((tmp / "runs" / "last_ckpt").glob("version_*"))
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 5
+    policy = load_weights(run / "policy.pt")["state_dict"]
+    assert all(torch.equal(checkpoint["state_dict"][f"policy.{k}"], v) for k, v in policy.items())
+    main(
+        ["test", *fit[1:], f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "--trainer.logger.init_args.name=again"]
+    )
+    tested = json.loads(next((tmp / "runs" / "again").glob("version_*/results_test.json")).read_text())["metrics"]
+    fitted = json.loads((run / "results_test.json").read_text())["metrics"]
+    assert tested == pytest.approx(fitted, rel=1e-6)
+
+
 def test_sample_command_is_deterministic_and_writes_a_grid(tiny_denoiser, tmp_path):
     _, ref = tiny_denoiser
     outs = []

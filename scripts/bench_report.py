@@ -352,7 +352,10 @@ def merge_reports(base_path: str, override_path: str, out: Path) -> int:
         "summary": s,
         "rows": rows,
         "pipelines": pipes,
-        "targets": targets(rows, pipes, precisions, base.get("paired_ratios")),
+        # side-by-side pairs (--concurrent) come with the run that made them
+        "concurrent": bool(over.get("concurrent") or base.get("concurrent")),
+        "paired_ratios": over.get("paired_ratios") or base.get("paired_ratios") or [],
+        "targets": targets(rows, pipes, precisions, over.get("paired_ratios") or base.get("paired_ratios")),
         "plain_default_malloc": any(r["spec"]["contender"] == "plain" and not r["spec"].get("mallopt") for r in raw),
         "merged": f"`{base['command']}` ({base['date']}, load {base['load_start']} → {base['load_end']}), with "
         f"{', '.join(sorted(names))} from `{over['command']}` ({over['date']}, load {over['load_start']} → {over['load_end']})",

@@ -97,7 +97,15 @@ def record(config: str, rate: int, threads: int, raw_path: Path) -> float:
             WANDB_MODE="offline",
         )
         command = [spy, "record", "-r", str(rate), "-f", "raw", "-o", str(raw_path), "--", sys.executable]
-        command += ["-m", "prefalign", "fit", "--config", config, "--wandb=false", "--trainer.enable_progress_bar=false"]
+        command += [
+            "-m",
+            "prefalign",
+            "fit",
+            "--config",
+            config,
+            "--wandb=false",
+            "--trainer.enable_progress_bar=false",
+        ]
         start = time.perf_counter()
         with open(work / "output.log", "w") as out:
             done = subprocess.run(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -312,16 +312,22 @@ def markdown(report: dict) -> str:
         + (" and, in quick mode, `--model.log_figures=false`" if report["quick"] else "")
         + "; the reference recipe runs as its own CLI call in the same process (what `fit --config configs/seed_dpo.yaml` "
         "does when the reference is missing) so the bf16 overlay applies to it too. Each measurement is its own "
-        "subprocess (own peak RSS). The recomputed-reference rows are separate `seed_dpo` runs with "
-        "`--model.recompute_reference=true` on the reference and pairs of the same repeat's pipeline"
-        + (f", {report['dpo_only_batches']} training batches each" if report.get("dpo_only_batches") else "")
-        + ". "
+        "subprocess (own peak RSS). "
+        + (
+            "The recomputed-reference rows are separate `seed_dpo` runs with "
+            "`--model.recompute_reference=true` on the reference and pairs of the same repeat's pipeline"
+            + (f", {report['dpo_only_batches']} training batches each" if report.get("dpo_only_batches") else "")
+            + ". "
+            if any(r["spec"]["task"] == "dpo_recompute" for r in report.get("raw", []))
+            else ""
+        )
         + (
             "To keep the full benchmark near 25 minutes the plain loop runs 1 SFT epoch, mining and 2 DPO epochs per repeat "
             "(enough for its epoch rows), so it has no pipeline row (`--full-plain` runs its whole pipeline). "
-            if report.get("plain_short")
+            if report.get("plain_short") and any(r["spec"]["contender"] == "plain" for r in report.get("raw", []))
             else ""
         )
+        + ("Only the measurements named by `--only` ran. " if "--only" in report.get("command", "") else "")
         + (
             "The fp32 pipelines of prefalign and the notebook ran side by side (`--concurrent`), each pinned to its own "
             "core, the cores swapped every repeat, so that both saw the same machine: this host's speed drifted by up to "

@@ -13,7 +13,7 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
     """Sample k responses per prompt with the current policy, reward them, and update the policy on them.
 
     The rollout, the rewards, the advantages and the reference's log-probs are computed once per batch under
-    ``no_grad``; each of the ``ppo_epochs`` inner passes re-scores the same responses with the policy, so only
+    ``no_grad`` (the old log-probs too, unless one update per rollout makes them the update's own); each of the ``ppo_epochs`` inner passes re-scores the same responses with the policy, so only
     the policy's forward and backward repeat. The KL is exact when the family gives full distributions and the
     objective asks for it (classifier, small vocabularies), otherwise estimated from the sampled tokens.
     """
@@ -22,8 +22,12 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
     optimizer = module.optimizers()
     reference = module.reference if objective.kl_coef > 0 else None
     exact = reference is not None and objective.wants_exact_kl("exact_kl" in family.capabilities)
+    # With one update per rollout the old log-probs are the update's own, detached (TRL's on-policy shortcut): a family
+    # whose sampling does not give them for free (``sample``: generation) skips the scoring forward pass it would need.
+    on_policy = objective.ppo_epochs == 1 and hasattr(family, "sample")
     with torch.no_grad():
-        rollout = family.rollout(module.policy_forward, batch, objective.k)
+        sample = family.sample if on_policy else family.rollout
+        rollout = sample(module.policy_forward, batch, objective.k)
         rewards = objective.reward(rollout)
         advantages = objective.advantages(rewards)
         ref = family.response_logps(reference, rollout) if reference is not None else None
@@ -33,6 +37,8 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
     out = None
     for _ in range(objective.ppo_epochs):
         new = family.response_logps(module.policy_forward, rollout)
+        if on_policy:
+            rollout.old_logps = new.tokens.detach()
         kl = exact_kl(new.dist, ref.dist) if exact else None
         out = objective.loss(
             new.tokens,

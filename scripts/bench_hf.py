@@ -4,6 +4,7 @@
     python scripts/bench_hf.py                          # ~20M-parameter Llama, 3 repeats; writes docs/performance.md
     python scripts/bench_hf.py --size tiny --steps 2 --repeats 1 --no-docs   # smoke run, seconds
     python scripts/bench_hf.py --from-json docs/bench_hf_results.json      # the block again from saved measurements
+    python scripts/bench_hf.py --method grpo            # GRPO against TRL's GRPOTrainer instead (scripts/bench_hf_grpo.py)
 
 Contenders, each measurement in its own subprocess (``scripts/bench_hf_worker.py``: own peak RSS, cold start), run
 interleaved repeat by repeat so drifting load on a shared machine spreads over all of them:
@@ -43,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 CODE = HERE.parent  # where prefalign, configs/ and tests/hf/tiny.py are (PYTHONPATH of the workers)
 REPO = CODE  # the root whose docs/performance.md receives the block (the test points it to a temporary folder)
 sys.path.insert(0, str(HERE))
+import bench_hf_grpo  # noqa: E402
 import reporting  # noqa: E402
 
 BLOCK = "bench-hf"
@@ -99,7 +101,9 @@ def make_rows(n: int, size: str, seed: int = 0) -> list[dict]:
 
 
 def run_worker(spec: dict, tmp: Path) -> dict:
-    """One measurement in a fresh process, working directory and datasets cache (no reference cache to reuse)."""
+    """One measurement in a fresh process, working directory and datasets cache (no reference cache to reuse); the
+    GRPO mode's spec names its own worker."""
+    worker = bench_hf_grpo.WORKER if spec.get("method") == "grpo" else "bench_hf_worker.py"
     tmp.mkdir(parents=True)
     (tmp / "spec.json").write_text(json.dumps(spec))
     env = dict(
@@ -117,7 +121,7 @@ def run_worker(spec: dict, tmp: Path) -> dict:
     started = time.perf_counter()
     with open(tmp / "output.log", "w") as log:
         proc = subprocess.run(
-            [sys.executable, str(HERE / "bench_hf_worker.py"), "spec.json", "result.json"],
+            [sys.executable, str(HERE / worker), "spec.json", "result.json"],
             cwd=tmp,
             env=env,
             stdout=log,
@@ -247,32 +251,38 @@ def same_tokens(raw: dict[str, list[dict]]) -> bool:
 def rebuild(args: argparse.Namespace) -> str:
     """The block again from saved measurements (same numbers, e.g. after a change in how they are summarised)."""
     saved = json.loads(args.from_json.read_text())
-    run_args = argparse.Namespace(**saved["args"])
+    run_args = argparse.Namespace(**({"method": "dpo"} | saved["args"]))
+    grpo = run_args.method == "grpo"
     params = saved.get("params")
     if params is None:  # saved before the count was stored: the model is deterministic, build it again
         sys.path.insert(0, str(CODE))
         with tempfile.TemporaryDirectory() as tmp:
             params = make_model(Path(tmp) / "model", run_args.size)
     when = saved.get("when") or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(args.from_json.stat().st_mtime))
-    text = table(saved["raw"], run_args, params, saved["machine"], when)
+    text = (bench_hf_grpo.table if grpo else table)(saved["raw"], run_args, params, saved["machine"], when)
     print(text)
     if not args.no_docs:
-        print(f"\nwrote {reporting.write_block(BLOCK, text, REPO)}")
+        print(f"\nwrote {reporting.write_block(bench_hf_grpo.BLOCK if grpo else BLOCK, text, REPO)}")
     return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--method", choices=("dpo", "grpo"), default="dpo", help="grpo: see scripts/bench_hf_grpo.py")
     p.add_argument("--size", choices=("20m", "tiny"), default="20m", help="model: ~20M-parameter Llama or the test one")
     p.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the data are steps × batch rows)")
-    p.add_argument("--batch-size", type=int, default=8, help="pairs per step, both sides")
+    p.add_argument("--batch-size", type=int, default=8, help="DPO: pairs per step, both sides")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, both sides (1: robust on a shared box)")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, help="default: 1e-4 (DPO), 1e-6 (GRPO: TRL's default)")
     p.add_argument("--no-docs", action="store_true", help="print the table without writing docs/performance.md")
     p.add_argument("--json", type=Path, help="also write every measurement here")
     p.add_argument("--from-json", type=Path, help="rebuild the table from measurements saved by --json (runs nothing)")
-    return p.parse_args(argv)
+    bench_hf_grpo.add_arguments(p)
+    args = p.parse_args(argv)
+    if args.lr is None:
+        args.lr = bench_hf_grpo.DEFAULTS["lr"] if args.method == "grpo" else 1e-4
+    return args
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -284,11 +294,14 @@ def main(argv: list[str] | None = None) -> str:
     machine = reporting.machine_info(args.threads)
     print(f"Machine: {reporting.describe_machine(machine)} (CPU capability {machine['cpu_capability']})", flush=True)
     sys.path.insert(0, str(CODE))  # tests.hf.tiny
+    grpo = args.method == "grpo"
+    contenders = bench_hf_grpo.CONTENDERS if grpo else CONTENDERS
     with tempfile.TemporaryDirectory(prefix="bench_hf_") as tmp_name:
         tmp = Path(tmp_name)
         params = make_model(tmp / "model", args.size)
-        rows = make_rows(args.steps * args.batch_size, args.size)
-        data = tmp / "pairs.jsonl"
+        rows = make_rows(args.steps * (args.prompts if grpo else args.batch_size), args.size)
+        rows = bench_hf_grpo.prompt_rows(rows) if grpo else rows
+        data = tmp / ("prompts.jsonl" if grpo else "pairs.jsonl")
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"Model {params / 1e6:.2f}M parameters; {len(rows)} rows in {data}", flush=True)
         spec = {
@@ -299,12 +312,15 @@ def main(argv: list[str] | None = None) -> str:
             "batch_size": args.batch_size,
             "lr": args.lr,
             "threads": args.threads,
-        }
-        raw: dict[str, list[dict]] = {c: [] for c in CONTENDERS}
+        } | (bench_hf_grpo.spec(args) if grpo else {})
+        raw: dict[str, list[dict]] = {c: [] for c in contenders}
         for repeat in range(args.repeats):
-            for c in CONTENDERS:  # interleaved: each repeat runs every contender once
+            for c in contenders:  # interleaved: each repeat runs every contender once
                 result = run_worker({**spec, "contender": c}, tmp / f"{c}_{repeat}")
                 raw[c].append(result)
+                if grpo:
+                    print(bench_hf_grpo.progress(repeat, c, result), flush=True)
+                    continue
                 s = summarise(result, args.batch_size)
                 print(
                     f"  repeat {repeat + 1} {c:<15} {s['pairs_s']:7.2f} pairs/s  {s['tokens_s']:7.0f} tok/s  "
@@ -317,10 +333,10 @@ def main(argv: list[str] | None = None) -> str:
     if args.json:
         saved = {"machine": machine, "args": vars(args) | {"json": str(args.json)}, "params": params, "when": when}
         args.json.write_text(json.dumps(saved | {"raw": raw}))
-    text = table(raw, args, params, machine, when)
+    text = (bench_hf_grpo.table if grpo else table)(raw, args, params, machine, when)
     print("\n" + text)
     if not args.no_docs:
-        print(f"\nwrote {reporting.write_block(BLOCK, text, REPO)}")
+        print(f"\nwrote {reporting.write_block(bench_hf_grpo.BLOCK if grpo else BLOCK, text, REPO)}")
     return text
 
 

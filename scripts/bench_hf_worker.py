@@ -58,9 +58,22 @@ def _timed(owner, name: str, record: dict, key: str) -> None:
     setattr(owner, name, wrapper)
 
 
+def add_lightning_callback(callback) -> None:
+    """The CLI builds the Trainer: append ``callback`` to the callbacks of every Trainer built from now on."""
+    import lightning as L
+
+    init = L.Trainer.__init__
+
+    @functools.wraps(init)
+    def patched(self, *args, **kwargs):
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [callback]
+        init(self, *args, **kwargs)
+
+    L.Trainer.__init__ = patched
+
+
 def run_prefalign(spec: dict, record: dict) -> StepRecord:
     """``python -m prefalign fit --config configs/hf_dpo.yaml ...`` in this process, with a step timer injected."""
-    import lightning as L
     from lightning.pytorch.callbacks import Callback
 
     from prefalign.cli import main
@@ -78,14 +91,7 @@ def run_prefalign(spec: dict, record: dict) -> StepRecord:
             steps.batch(batch["completion_mask"], loss)
             steps.ends.append(time.perf_counter())
 
-    init = L.Trainer.__init__
-
-    @functools.wraps(init)
-    def patched(self, *args, **kwargs):  # the CLI builds the Trainer: append the timer to its callbacks
-        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [StepTimer()]
-        init(self, *args, **kwargs)
-
-    L.Trainer.__init__ = patched
+    add_lightning_callback(StepTimer())
     _timed(TRLPreferenceDataModule, "precompute_reference", record, "reference_s")
     args = [
         "fit",

@@ -35,6 +35,7 @@ BLOCKS: dict[str, str] = {
     "benchprecision": "docs/performance.md",  # scripts/bench_precision.py
     "bench-hf": "docs/performance.md",  # scripts/bench_hf.py
     "profile": "docs/performance.md",  # scripts/profile_pipeline.py
+    "bench-hf-grpo": "docs/performance.md",  # scripts/bench_hf.py --method grpo
     "hfrecipe": "docs/huggingface.md",  # scripts/hf_recipe_results.py
     "families": "README.md",  # update_family_table(), from the results files
 }

@@ -115,6 +115,7 @@ def run_prefalign(spec: dict, record: dict) -> StepRecord:
         "--model.optimizer=torch.optim.AdamW",
         f"--model.optimizer.init_args.lr={spec['lr']}",
         "--model.optimizer.init_args.weight_decay=0",
+        "--wandb=false",  # TRL: report_to none
     ]
     if main(args) != 0:
         raise SystemExit("prefalign fit failed")
@@ -167,6 +168,8 @@ def run_trl(spec: dict, record: dict) -> StepRecord:
         dataloader_num_workers=0,
         disable_tqdm=True,
         precompute_ref_log_probs=spec["contender"] == "trl_precompute",
+        # prefalign's default; TRL's is True, which recomputes the forward in every backward (slower, less memory)
+        gradient_checkpointing=False,
     )
     trainer = CountingDPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(spec["model_dir"]),

@@ -13,8 +13,9 @@ def ppo_step(module: Any, batch: dict[str, torch.Tensor]) -> None:
     """Sample k responses per prompt with the current policy, reward them, and update the policy on them.
 
     The rollout, the rewards, the advantages and the reference's log-probs are computed once per batch under
-    ``no_grad`` (the old log-probs too, unless one update per rollout makes them the update's own); each of the ``ppo_epochs`` inner passes re-scores the same responses with the policy, so only
-    the policy's forward and backward repeat. The KL is exact when the family gives full distributions and the
+    ``no_grad`` (the old log-probs too, unless one update per rollout makes them the update's own); each of the
+    ``ppo_epochs`` inner passes re-scores the same responses with the policy, so only the policy's forward and
+    backward repeat. The KL is exact when the family gives full distributions and the
     objective asks for it (classifier, small vocabularies), otherwise estimated from the sampled tokens.
     """
     objective: PPOLite = module.objective

@@ -166,8 +166,10 @@ def seed_rows(seed: int, name: str) -> list[dict]:
 
 
 def spread(values: list[float], f: str = ".3f") -> str:
-    """mean ± sample standard deviation [min–max]"""
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    """mean ± sample standard deviation [min–max]; one value alone (no spread to speak of)."""
+    if len(values) == 1:
+        return f"{values[0]:{f}} (one seed)"
+    sd = statistics.stdev(values)
     return f"{statistics.fmean(values):{f}} ± {sd:{f}} [{min(values):{f}}–{max(values):{f}}]"
 
 

@@ -15,12 +15,11 @@ imports, model loading and tokenization are not timed.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 
-from bench_hf_worker import add_lightning_callback
+from bench_hf_worker import add_lightning_callback, read_spec, write_result
 
 
 class GenerationRecord:
@@ -219,15 +218,9 @@ def run_trl(spec: dict) -> GenerationRecord:
 
 
 def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    import torch
-
-    torch.set_num_threads(spec["threads"])  # OMP_NUM_THREADS is set by the parent too, before torch was imported
+    spec = read_spec(spec_path)
     steps = (run_prefalign if spec["contender"] == "prefalign" else run_trl)(spec)
-    record = steps.as_dict()
-    record["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    record["threads"] = torch.get_num_threads()
-    Path(out_path).write_text(json.dumps(record))
+    write_result(steps.as_dict(), out_path)
 
 
 if __name__ == "__main__":

@@ -182,17 +182,30 @@ def run_trl(spec: dict, record: dict) -> StepRecord:
     return steps
 
 
-def main(spec_path: str, out_path: str) -> None:
+def read_spec(spec_path: str) -> dict:
+    """The measurement's spec, with torch's intra-op threads set from it (both workers start here)."""
     spec = json.loads(Path(spec_path).read_text())
     import torch
 
     torch.set_num_threads(spec["threads"])  # OMP_NUM_THREADS is set by the parent too, before torch was imported
-    record: dict = {"reference_s": 0.0}
-    steps = (run_prefalign if spec["contender"] == "prefalign" else run_trl)(spec, record)
-    record.update(steps.as_dict())
+    return spec
+
+
+def write_result(record: dict, out_path: str) -> None:
+    """``record`` plus this process's peak RSS and thread count, as the parent reads it (both workers end here)."""
+    import torch
+
     record["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     record["threads"] = torch.get_num_threads()
     Path(out_path).write_text(json.dumps(record))
+
+
+def main(spec_path: str, out_path: str) -> None:
+    spec = read_spec(spec_path)
+    record: dict = {"reference_s": 0.0}
+    steps = (run_prefalign if spec["contender"] == "prefalign" else run_trl)(spec, record)
+    record.update(steps.as_dict())
+    write_result(record, out_path)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from prefalign.models.loading import check_architecture
 from prefalign.models.lora import LoRA
 from prefalign.nested_runs import reference_recipe_args, reseed
 from prefalign.precision import resolve_precision
+from prefalign.process_tuning import tune_process
 from prefalign.resume import checkpoint_dirs, find_last_checkpoint
 
 
@@ -374,34 +375,13 @@ def run_cli(args: list[str] | None) -> PrefAlignCLI:
             torch.distributed.destroy_process_group()
 
 
-def _keep_freed_memory() -> None:
-    """Stop glibc from handing per-step buffers back to the kernel after every training step.
-
-    glibc returns a freed top-of-heap region larger than its trim threshold to the kernel and takes large blocks
-    straight from ``mmap``; in a Lightning run the seed CNN's ~13 MB activation buffers hit that on every step,
-    which cost ~7000 page faults (~28 MB of freshly zeroed pages) and ~25% of the step time on the benchmark
-    machine. Fixed thresholds (mmap only above 32 MB, trim only above 1 GB) keep those buffers in the heap. Memory
-    only; no effect on results. Linux/glibc only; ``PREFALIGN_MALLOPT=0`` turns it off."""
-    import ctypes
-    import os
-
-    if os.environ.get("PREFALIGN_MALLOPT", "1") == "0" or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD (glibc's maximum)
-        libc.mallopt(-1, 1024 * 1024 * 1024)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; ``argv`` defaults to ``sys.argv[1:]`` (tests pass a list). Returns the exit code.
 
     Bad input (a config value out of range, a missing or corrupt checkpoint, unavailable data) is reported as one
     line, ``prefalign: error: ...``, with exit code 2; ``--debug`` or ``PREFALIGN_DEBUG=1`` lets the traceback through.
     """
-    _keep_freed_memory()
+    tune_process()
     words = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(words)
     words = [w for w in words if w != "--debug"]

@@ -336,7 +336,7 @@ def markdown(report: dict) -> str:
             else ""
         )
         + "Per-epoch rows of the notebook and prefalign come from their pipeline runs. prefalign's CLI sets fixed glibc "
-        "malloc thresholds (`prefalign.cli._keep_freed_memory`: otherwise every training step page-faults ~28 MB of "
+        "malloc thresholds (`prefalign.process_tuning.keep_freed_memory`: otherwise every training step page-faults ~28 MB of "
         "activation buffers back in); the plain loop gets the same setting"
         + (" (it did not in this run: `--plain-default-malloc`)" if report.get("plain_default_malloc") else "")
         + ", the notebook as written does not."

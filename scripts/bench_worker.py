@@ -63,10 +63,12 @@ def worker_plain(spec: dict) -> dict:
     from prefalign.models import SeedCNN
 
     _set_threads(spec["threads"])
-    if spec.get("mallopt"):  # the same glibc thresholds prefalign's CLI sets (see prefalign.cli._keep_freed_memory)
-        from prefalign.cli import _keep_freed_memory
+    if spec.get(
+        "mallopt"
+    ):  # the same glibc thresholds prefalign's CLI sets (see prefalign.process_tuning.keep_freed_memory)
+        from prefalign.process_tuning import keep_freed_memory
 
-        _keep_freed_memory()
+        keep_freed_memory()
     bf16 = spec["precision"] == "bf16"
     bs, eval_bs, seed = 64, 1000, 0
     phases: dict[str, list[float]] = {}

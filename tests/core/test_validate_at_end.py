@@ -53,3 +53,30 @@ def test_validates_after_the_last_epoch_only(tmp_path, epochs):
 def test_a_run_bounded_by_steps_keeps_per_epoch_validation(tmp_path):
     with pytest.warns(UserWarning, match="max_steps"):
         assert _fit(tmp_path, [ValidateAtEnd()], max_epochs=10, max_steps=4) == [0, 1]
+
+
+def test_no_validation_in_fit_skips_the_fit_s_validation_only(tmp_path):
+    from prefalign.callbacks import NoValidationInFit
+
+    class CountingSteps(Counting):
+        steps = 0
+
+        def validation_step(self, batch, batch_idx):
+            self.steps += 1
+
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    model = CountingSteps()
+    trainer = L.Trainer(
+        callbacks=[NoValidationInFit()],
+        max_epochs=3,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data, data)
+    assert model.steps == 0  # not even the sanity check's
+    assert trainer.limit_val_batches == 1.0  # restored: validate() on this trainer validates
+    trainer.validate(model, data, verbose=False)
+    assert model.steps == 2 and model.validated_after == [3]

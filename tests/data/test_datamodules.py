@@ -157,3 +157,26 @@ def test_resampled_pairs_keep_labels_and_drop_stale_reference_logps(tiny_referen
     assert not torch.equal(e0["x"][noisy_part], e1["x"][noisy_part])
     assert torch.equal(e0["x"][clean_part], e1["x"][clean_part])
     torch.testing.assert_close(e1["x"][clean_part], dm.splits["train"]["x_clean"])
+
+
+def test_a_second_data_module_with_the_same_data_reuses_the_splits(monkeypatch):
+    """A pipeline's reference fit and alignment fit build the same splits: the second gets them without loading or
+    corrupting anything again, and its own split dicts (the tensors are shared, never written)."""
+    first = _dm(split_seed=11)
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the splits were built again")
+
+    monkeypatch.setattr("prefalign.data.synthetic.synthetic_digits", must_not_load)
+    second = _dm(split_seed=11)
+    assert second.splits["train"]["x_noisy"] is first.splits["train"]["x_noisy"]
+    assert second.splits["train"] is not first.splits["train"]
+    second.splits["train"]["extra"] = torch.zeros(1)
+    assert "extra" not in first.splits["train"]
+    with pytest.raises(AssertionError, match="built again"):
+        _dm(split_seed=12)  # other data: built anew
+    monkeypatch.undo()
+    from prefalign.data.corruptions import GaussianNoise
+
+    other_noise = _dm(split_seed=11, corruption=GaussianNoise(factor=0.3))
+    assert not torch.equal(other_noise.splits["train"]["x_noisy"], first.splits["train"]["x_noisy"])

@@ -12,7 +12,7 @@ from prefalign.checkpoint import load_weights
 from prefalign.cli import main
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.models.loading import load_model
-from tests.conftest import CONFIGS, SYNTHETIC_ARGS
+from tests.conftest import CONFIGS, SEED_DPO_VALIDATING, SYNTHETIC_ARGS
 from tests.scale._run import run_cli, tail
 
 TRAIN, TEST, VAL = 600, 201, 100  # an odd test set: two ranks get 101 and 100 images, none counted twice
@@ -35,6 +35,7 @@ def test_ddp_two_processes_shard_train_share_mining_and_reduce_test_metrics_exac
         "--trainer.accelerator=cpu",
         "--trainer.devices=2",
         "--trainer.max_epochs=1",
+        SEED_DPO_VALIDATING,  # validation is under test
         "--data.class_path=tests.scale.probes.ProbedPreferenceDataModule",
         *SYNTHETIC_ARGS,
         f"--data.init_args.synthetic_size=[{TRAIN}, {TEST}]",

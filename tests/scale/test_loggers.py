@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from prefalign.cli import main
-from tests.conftest import CONFIGS, SYNTHETIC_ARGS
+from tests.conftest import CONFIGS, SEED_DPO_VALIDATING, SYNTHETIC_ARGS
 
 FIGURES = {
     f"{stage}/{kind}_{view}"
@@ -32,6 +32,7 @@ def _args(tiny_reference, logger: str) -> list[str]:
         "--model.backbone.channels=4",
         f"--model.reference_ckpt={tiny_reference}",
         "--trainer.max_epochs=1",
+        SEED_DPO_VALIDATING,  # validation is under test
         "--trainer.log_every_n_steps=2",
     ]
 

@@ -63,9 +63,8 @@ def worker_plain(spec: dict) -> dict:
     from prefalign.models import SeedCNN
 
     _set_threads(spec["threads"])
-    if spec.get(
-        "mallopt"
-    ):  # the same glibc thresholds prefalign's CLI sets (see prefalign.process_tuning.keep_freed_memory)
+    # The same glibc thresholds prefalign's CLI sets (see prefalign.process_tuning.keep_freed_memory).
+    if spec.get("mallopt"):
         from prefalign.process_tuning import keep_freed_memory
 
         keep_freed_memory()

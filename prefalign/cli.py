@@ -84,6 +84,12 @@ class PrefAlignCLI(LightningCLI):
             "Hugging Face run's local model directory (model.backbone.init_args.model_name_or_path).",
         )
         parser.add_argument(
+            "--reference_recipe_args",
+            type=list[str],
+            default=[],
+            help="Extra command-line words for the reference_recipe's run (last, so they win).",
+        )
+        parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="fit: test the final policy when training ends."
         )
         parser.add_argument(

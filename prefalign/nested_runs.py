@@ -12,7 +12,8 @@ from lightning.pytorch import seed_everything
 
 def reference_recipe_args(recipe: str, export_path: str, cfg: Any, data_keys: tuple[str, ...]) -> list[str]:
     """The command line of a reference recipe run for this run: it exports to ``export_path``, on one device, sees
-    this run's data (``data_keys``: the data module's ``reference_data_keys``), seed, precision fallback and logger."""
+    this run's data (``data_keys``: the data module's ``reference_data_keys``), seed, precision fallback and logger,
+    then this run's ``reference_recipe_args``."""
     data = cfg.data.init_args
     args = [
         "fit",
@@ -31,7 +32,8 @@ def reference_recipe_args(recipe: str, export_path: str, cfg: Any, data_keys: tu
     args.append(f"--bf16_fallback={cli_value(cfg.get('bf16_fallback', True))}")
     # The reference run logs where this run logs (W&B or not, the same logger and folder), under its own name.
     args.append(f"--wandb={cli_value(bool(cfg.get('wandb', True)))}")
-    return args + logger_args(cfg.trainer.get("logger"))
+    # The recipe's own extra words come last, so they win.
+    return args + logger_args(cfg.trainer.get("logger")) + list(cfg.get("reference_recipe_args") or [])
 
 
 def reseed(cfg: Any) -> None:

@@ -272,7 +272,7 @@ def markdown(report: dict) -> str:
         "",
         "**Full notebook pipeline** (reference SFT 2 epochs → mine the reference's mistakes on the noisy training images → "
         "DPO 5 epochs → test), timed from interpreter start to the end of the test: imports, data and noise, training, "
-        "(prefalign:) one validation pass after the last epoch of each fit (the recipes' `ValidateAtEnd`), checkpoints, figures, test on both views:",
+        "checkpoints, figures, test on both views (prefalign: of policy and reference; neither fit validates, as in the notebook: `configs/seed_dpo.yaml` runs its reference fit with `reference_recipe_args: [--trainer.limit_val_batches=0]` and itself with `NoValidationInFit`):",
         "",
         "| contender | precision | wall s | CPU s | speed-up vs notebook (wall) | (CPU) | vs plain | test acc noisy | test acc clean | reference acc noisy | pairs | peak RSS MB | n |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

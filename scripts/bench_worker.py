@@ -272,6 +272,11 @@ def worker_prefalign(spec: dict) -> dict:
         if cli.main(args) != 0:  # main() reports known errors as an exit code, not an exception
             raise SystemExit(f"bench: prefalign {' '.join(args[:3])} failed; see the message above")
 
+    def seed_dpo_config() -> dict:
+        import yaml
+
+        return yaml.safe_load((REPO / "configs/seed_dpo.yaml").read_text())
+
     if spec["task"] == "pipeline":
         # Exactly what `fit --config configs/seed_dpo.yaml` does when the reference is missing (cli._ensure_reference),
         # as two explicit CLI calls so that the precision overlay applies to the reference recipe as well.
@@ -285,6 +290,7 @@ def worker_prefalign(spec: dict) -> dict:
                 "--test_after_fit=false",
                 "--seed_everything=0",
                 *common,
+                *seed_dpo_config().get("reference_recipe_args", []),  # what the nested reference run adds last
             ]
         )
         run(

@@ -56,26 +56,45 @@ def image_grid_figure(
     vmax: float = 1.0,
     cell: float = 1.4,
 ) -> Figure:
-    """A grid of grayscale images (``[N,1,28,28]`` in ``[vmin, vmax]``), one optional title per image."""
+    """A grid of grayscale images (``[N,1,28,28]`` in ``[vmin, vmax]``), one optional title per image.
+
+    The images are tiles of one image on one axes, with white gaps that hold the titles: 32 separate axes took
+    ~1.1 s to lay out and draw (the mined-pairs grid at the end of every classifier fit), one mosaic ~0.2 s.
+    """
     arr = _as_images(images)
-    n = len(arr)
+    n, h, w = arr.shape
     if titles is not None and len(titles) != n:
         raise ValueError(f"got {len(titles)} titles for {n} images")
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    # Extra height per row for (possibly two-line) titles so they never collide with the row above.
+    # Room above each row for its (possibly two-line) titles, and columns wide enough for the longest title
+    # (~0.075 in per character at fontsize 9), so neighbouring titles never overlap.
     title_lines = max((t.count("\n") + 1 for t in titles), default=0) if titles else 0
-    # Columns widen for long titles (~0.075 in per character at fontsize 9) so neighbours never overlap.
     longest = max((len(line) for t in titles or [] for line in t.split("\n")), default=0)
     width = max(cell, 0.075 * longest + 0.15)
+    pixels_per_inch = h / (cell * 0.85)
+    gap_x = max(1, round(width * pixels_per_inch) - w)
+    gap_y = max(1, round(0.15 * cell * pixels_per_inch + 0.18 * title_lines * pixels_per_inch))
+    mosaic = np.full((nrows * (h + gap_y), ncols * (w + gap_x) - gap_x), np.nan, dtype=np.float32)
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        top, left = r * (h + gap_y) + gap_y, c * (w + gap_x)
+        mosaic[top : top + h, left : left + w] = arr[k]
     fig = new_figure(width * ncols, (cell + 0.18 * title_lines) * nrows + (0.4 if suptitle else 0.0))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i < n:
-            ax.imshow(arr[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=9)
+    ax = fig.subplots()
+    ax.imshow(
+        mosaic,
+        cmap=matplotlib.colormaps[cmap].with_extremes(bad="white"),
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+        aspect="equal",
+    )
+    ax.set_axis_off()
+    for k, title in enumerate(titles or []):
+        r, c = divmod(k, ncols)
+        top, left = r * (h + gap_y) + gap_y, c * (w + gap_x)
+        ax.text(left + (w - 1) / 2, top - 1, title, ha="center", va="bottom", fontsize=9, in_layout=False)
     if suptitle:
         fig.suptitle(suptitle)
     return fig

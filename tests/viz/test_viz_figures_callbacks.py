@@ -38,7 +38,12 @@ def test_figures_build(tmp_path):
     for i, fig in enumerate(figs):  # actually render: layout problems only show at draw time
         save_figure(fig, tmp_path / f"{i}.png")
     pairs = figs[3]
-    assert len([ax for ax in pairs.axes if ax.get_title()]) == 32 and pairs.axes[0].get_title().startswith("✓")
+    # One mosaic axes: 32 tiles, each titled "✓<chosen> ✗<rejected>" above it.
+    (ax,) = pairs.axes
+    titles = [t.get_text() for t in ax.texts]
+    assert len(titles) == 32 and all(t.startswith("✓") and "✗" in t for t in titles)
+    tiles = ax.images[0].get_array()
+    assert tiles.mask.any() and (~tiles.mask).sum() == 32 * 28 * 28  # the gaps are masked (white), the tiles are not
 
 
 def test_calibration_bins_ece():

@@ -163,3 +163,18 @@ def test_quick_bench_writes_json_and_markdown(tmp_path, concurrent):
         assert f"| {task} |" in md
     assert report["concurrent"] == concurrent and len(report["paired_ratios"]) == (1 if concurrent else 0)
     assert ("side by side" in md) == concurrent
+
+
+def test_data_set_up_is_reported_per_process_and_epochs_per_epoch():
+    """A process whose second fit reuses the first fit's splits calls set-up twice (1.6 s, then ~0 s): its data cost is
+    the sum, where a per-call median would read 0.8 s (or 0 with an even count)."""
+    bench = _bench()
+    spec = {"name": "prefalign pipeline fp32", "contender": "prefalign", "task": "pipeline", "precision": "fp32"}
+    runs = []
+    for data in ([1.6, 0.0], [1.8, 0.0], [1.7, 0.0]):
+        r = _fake_result(spec)
+        r["phases"]["data"] = data
+        runs.append(r)
+    phases = bench.summarise(runs)["prefalign pipeline fp32"]["phases"]
+    assert phases["data"] == pytest.approx(1.7)
+    assert phases["dpo_epoch"] == pytest.approx(8.0 * 1.05)  # per epoch, pooled over repeats

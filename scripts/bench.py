@@ -102,17 +102,19 @@ def run_pair(specs: list[dict], dirs: list[Path], rep: int, log) -> list[dict]:
     return [finish_worker(spec, d, proc, clock, log) for spec, d, (proc, clock) in zip(specs, dirs, started)]
 
 
-#: the measurements --concurrent runs side by side (prefalign's pipeline first: the DPO-only runs reuse its reference)
-PAIRED = ("prefalign pipeline fp32", "notebook pipeline fp32")
+def paired_names(pair_with: str = "notebook") -> tuple[str, str]:
+    """The measurements --concurrent runs side by side: prefalign's fp32 pipeline (first: the DPO-only runs reuse its
+    reference) and the notebook's, or the plain loop's (``--pair-with plain``, for the per-epoch targets)."""
+    return ("prefalign pipeline fp32", f"{pair_with} pipeline fp32")
 
 
-def paired_ratios(results: list[dict]) -> list[float]:
-    """notebook wall ÷ prefalign wall of each repeat's side-by-side pair."""
+def paired_ratios(results: list[dict], other: str = "notebook") -> list[float]:
+    """``other``'s wall ÷ prefalign's wall of each repeat's side-by-side pair."""
     by_repeat: dict[int, dict[str, float]] = {}
     for r in results:
         if r["spec"].get("concurrent"):
             by_repeat.setdefault(r["spec"]["repeat"], {})[r["spec"]["contender"]] = r["wall"]
-    return [p["notebook"] / p["prefalign"] for _, p in sorted(by_repeat.items()) if len(p) == 2]
+    return [p[other] / p["prefalign"] for _, p in sorted(by_repeat.items()) if {"prefalign", other} <= set(p)]
 
 
 def wait_for_quiet(limit: float, max_wait: float, log) -> list[float]:
@@ -245,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         "repeat), so both see the same machine; the pipeline target then uses the median of the per-repeat ratios",
     )
     ap.add_argument(
+        "--pair-with",
+        choices=["notebook", "plain"],
+        default="notebook",
+        help="with --concurrent: prefalign's side-by-side partner; plain (with --full-plain) times the epoch targets "
+        "against the plain loop in the same minutes",
+    )
+    ap.add_argument(
         "--compile",
         action="store_true",
         help="also time DPO runs with model.compile=true (compilation excluded from the epoch time)",
@@ -299,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"repeat {rep + 1}/{args.repeats}")
             shared: dict = {"reference": args.reference, "pairs": args.pairs} if args.reference else {}
             specs = plan(args)
-            paired = [s for s in specs if s["name"] in PAIRED] if args.concurrent else []
+            pair_names = paired_names(args.pair_with)
+            paired = [s for s in specs if s["name"] in pair_names] if args.concurrent else []
             if len(paired) == 2:
                 dirs = [scratch / f"r{rep}-pair{i}" for i in range(2)]
                 for d in dirs:
@@ -307,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 pair = [{**spec, "workdir": str(d), "repeat": rep, "concurrent": True} for spec, d in zip(paired, dirs)]
                 results += run_pair(pair, dirs, rep, log)
                 shared = shared or {"reference": str(dirs[0] / "ref.pt"), "pairs": str(dirs[0] / "pairs")}
-                specs = [s for s in specs if s["name"] not in PAIRED]
+                specs = [s for s in specs if s["name"] not in pair_names]
             for i, spec in enumerate(specs):
                 work = scratch / f"r{rep}-{i}"
                 work.mkdir(parents=True)
@@ -341,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         "raw": results,
     }
     report["concurrent"] = args.concurrent
-    report["paired_ratios"] = paired_ratios(results) if args.concurrent else []
+    report["paired_with"] = args.pair_with if args.concurrent else None
+    # The pipeline target is against the notebook: only its pairs decide it.
+    report["paired_ratios"] = paired_ratios(results) if args.concurrent and args.pair_with == "notebook" else []
     report["targets"] = targets(rows, pipes, precisions, report["paired_ratios"])
     return write_report(report, Path(args.out))
 

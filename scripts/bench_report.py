@@ -12,6 +12,9 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+#: who ran beside prefalign's pipeline under ``bench.py --concurrent --pair-with``
+PARTNERS = {"notebook": "the notebook", "plain": "the plain loop"}
+
 #: phases reported as their total per process (median over repeats) rather than per call
 PER_PROCESS_PHASES = ("data", "data@cpu")
 
@@ -335,9 +338,10 @@ def markdown(report: dict) -> str:
         )
         + ("Only the measurements named by `--only` ran. " if "--only" in report.get("command", "") else "")
         + (
-            "The fp32 pipelines of prefalign and the notebook ran side by side (`--concurrent`), each pinned to its own "
-            "core, the cores swapped every repeat, so that both saw the same machine: this host's speed drifted by up to "
-            "2x within minutes, which a ratio of runs made minutes apart would have measured instead. "
+            f"The fp32 pipelines of prefalign and {PARTNERS[report.get('paired_with') or 'notebook']} ran side by side "
+            "(`--concurrent`), each pinned to its own core, the cores swapped every repeat, so that both saw the same "
+            "machine: this host's speed drifted by up to 2x within minutes, which a ratio of runs made minutes apart "
+            "would have measured instead. "
             if report.get("concurrent")
             else ""
         )
@@ -366,6 +370,7 @@ def merge_reports(base_path: str, override_path: str, out: Path) -> int:
         "pipelines": pipes,
         # side-by-side pairs (--concurrent) come with the run that made them
         "concurrent": bool(over.get("concurrent") or base.get("concurrent")),
+        "paired_with": over.get("paired_with") or base.get("paired_with"),
         "paired_ratios": over.get("paired_ratios") or base.get("paired_ratios") or [],
         "targets": targets(rows, pipes, precisions, over.get("paired_ratios") or base.get("paired_ratios")),
         "plain_default_malloc": any(r["spec"]["contender"] == "plain" and not r["spec"].get("mallopt") for r in raw),

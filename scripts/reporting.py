@@ -31,6 +31,7 @@ BLOCKS: dict[str, str] = {
     "diffusion": "docs/families/diffusion.md",  # scripts/diffusion_results.py
     "diffusion-seeds": "docs/families/diffusion.md",  # scripts/diffusion_seeds.py
     "bench": "docs/performance.md",  # scripts/update_docs.py (from benchmarks/latest.md)
+    "bench-plain": "docs/performance.md",  # scripts/update_docs.py (from benchmarks/plain_pair/latest.md)
     "benchlm": "docs/performance.md",  # scripts/bench_lm.py
     "benchprecision": "docs/performance.md",  # scripts/bench_precision.py
     "bench-hf": "docs/performance.md",  # scripts/bench_hf.py

@@ -1,7 +1,8 @@
 """Copy the latest benchmark report (benchmarks/latest.md, written by scripts/bench.py) into the performance page, and
 rewrite the README's model-family table from the saved results.
 
-    python scripts/update_docs.py     # the blocks <!-- bench:begin/end --> of docs/performance.md and <!-- families:begin/end --> of README.md
+    python scripts/update_docs.py     # the blocks <!-- bench:begin/end --> and <!-- bench-plain:begin/end --> of
+                                      # docs/performance.md and <!-- families:begin/end --> of README.md
 """
 
 import sys
@@ -13,12 +14,18 @@ import reporting  # noqa: E402
 REPO = reporting.REPO
 
 
+#: docs block → the benchmark report it shows (the second: `bench.py --concurrent --pair-with plain --out ...`)
+REPORTS = {"bench": "benchmarks/latest.md", "bench-plain": "benchmarks/plain_pair/latest.md"}
+
+
 def main() -> int:
-    report = (REPO / "benchmarks" / "latest.md").read_text().strip()
-    body = report.split("\n", 1)[1].strip() if report.startswith("# ") else report  # drop its own title
-    reporting.write_block(
-        "bench", body + "\n\n(Inserted by `python scripts/update_docs.py` from `benchmarks/latest.md`.)", REPO
-    )
+    for block, name in REPORTS.items():
+        path = REPO / name
+        if not path.is_file():
+            continue
+        report = path.read_text().strip()
+        body = report.split("\n", 1)[1].strip() if report.startswith("# ") else report  # drop its own title
+        reporting.write_block(block, body + f"\n\n(Inserted by `python scripts/update_docs.py` from `{name}`.)", REPO)
     reporting.update_family_table(REPO)
     return 0
 

@@ -178,3 +178,15 @@ def test_data_set_up_is_reported_per_process_and_epochs_per_epoch():
     phases = bench.summarise(runs)["prefalign pipeline fp32"]["phases"]
     assert phases["data"] == pytest.approx(1.7)
     assert phases["dpo_epoch"] == pytest.approx(8.0 * 1.05)  # per epoch, pooled over repeats
+
+
+def test_pairs_with_the_plain_loop_are_not_read_as_notebook_pairs():
+    bench = _bench()
+    assert bench.paired_names("plain") == ("prefalign pipeline fp32", "plain pipeline fp32")
+    results = [
+        {"spec": {"contender": c, "repeat": rep, "concurrent": True}, "wall": w}
+        for rep, (pl, pa) in enumerate([(100.0, 110.0), (90.0, 99.0)])
+        for c, w in (("plain", pl), ("prefalign", pa))
+    ]
+    assert bench.paired_ratios(results, "plain") == pytest.approx([100 / 110, 90 / 99])
+    assert bench.paired_ratios(results) == []  # no notebook in these pairs: no pipeline verdict from them

@@ -267,12 +267,14 @@ def pair_completion_token_logps(
     and the rows run in ``buckets`` forwards of similar lengths (see the comment above). Needs an attention
     implementation that takes a 4D mask (``sdpa``, ``eager``) and a model without sliding-window layers for the
     shared prompt; otherwise only the buckets apply."""
+    if len(input_ids) == 0:
+        return completion_token_logps(model, input_ids, attention_mask, completion_mask, chunk_rows)
     layout = (
         _pack_pairs(input_ids, attention_mask, completion_mask) if share_prompt and supports_4d_mask(model) else None
     )
     if layout is None:
         layout = _plain_layout(input_ids, attention_mask, completion_mask)
-    if "mask" in layout and model.config._attn_implementation == "eager":
+    if "mask" in layout and _attn_implementation(model) == "eager":
         # eager attention adds the mask to the scores: 0 where allowed, the dtype's minimum elsewhere
         dtype = next(model.parameters()).dtype
         layout["mask"] = torch.zeros(layout["mask"].shape, dtype=dtype, device=input_ids.device).masked_fill(
@@ -293,9 +295,13 @@ def supports_4d_mask(model: nn.Module) -> bool:
     """Whether the model's attention takes a custom 4D mask that replaces its own in every layer: ``sdpa`` or
     ``eager`` attention and no sliding-window or chunked layers (whose own masks a custom one would override)."""
     config = model.config.get_text_config()
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+    if _attn_implementation(model) not in ("sdpa", "eager"):
         return False
     layer_types = getattr(config, "layer_types", None) or []
     if any(t != "full_attention" for t in layer_types):
         return False
     return getattr(config, "sliding_window", None) is None and getattr(config, "attention_chunk_size", None) is None
+
+
+def _attn_implementation(model: nn.Module) -> str | None:
+    return getattr(model.config.get_text_config(), "_attn_implementation", None)

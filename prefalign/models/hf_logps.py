@@ -270,7 +270,9 @@ def pair_completion_token_logps(
     if len(input_ids) == 0:
         return completion_token_logps(model, input_ids, attention_mask, completion_mask, chunk_rows)
     layout = (
-        _pack_pairs(input_ids, attention_mask, completion_mask) if share_prompt and supports_4d_mask(model) else None
+        _pack_pairs(input_ids, attention_mask, completion_mask)
+        if share_prompt and supports_4d_mask(model, input_ids.shape[1])
+        else None
     )
     if layout is None:
         layout = _plain_layout(input_ids, attention_mask, completion_mask)
@@ -291,16 +293,15 @@ def pair_completion_token_logps(
     )
 
 
-def supports_4d_mask(model: nn.Module) -> bool:
-    """Whether the model's attention takes a custom 4D mask that replaces its own in every layer: ``sdpa`` or
-    ``eager`` attention and no sliding-window or chunked layers (whose own masks a custom one would override)."""
+def supports_4d_mask(model: nn.Module, width: int) -> bool:
+    """Whether a custom 4D mask gives rows of up to ``width`` tokens their own attention in every layer: ``sdpa`` or
+    ``eager`` attention (flash attention takes no 4D mask), no chunked attention, and sliding windows (which a custom
+    mask replaces) no shorter than the rows, so that they cut no token's context in the plain layout either."""
     config = model.config.get_text_config()
-    if _attn_implementation(model) not in ("sdpa", "eager"):
+    if _attn_implementation(model) not in ("sdpa", "eager") or getattr(config, "attention_chunk_size", None):
         return False
-    layer_types = getattr(config, "layer_types", None) or []
-    if any(t != "full_attention" for t in layer_types):
-        return False
-    return getattr(config, "sliding_window", None) is None and getattr(config, "attention_chunk_size", None) is None
+    window = getattr(config, "sliding_window", None)
+    return window is None or width <= window
 
 
 def _attn_implementation(model: nn.Module) -> str | None:

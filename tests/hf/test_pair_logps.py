@@ -112,10 +112,42 @@ def test_dpo_loss_and_gradients_of_the_family_unchanged(tiny_model):
         torch.testing.assert_close(fast_grads[name], grad, atol=1e-6, rtol=1e-4)
 
 
-def test_sliding_window_models_do_not_share_the_prompt():
+def test_sliding_windows_shorter_than_the_rows_keep_the_prompt_apart():
     from prefalign.models.hf_logps import supports_4d_mask
 
     model = llama()
-    assert supports_4d_mask(model)
-    model.config.sliding_window = 4
-    assert not supports_4d_mask(model)
+    assert supports_4d_mask(model, 100)
+    model.config.sliding_window = 8  # a window the rows fit in changes nothing; a shorter one would be overridden
+    assert supports_4d_mask(model, 8) and not supports_4d_mask(model, 9)
+    model.config._attn_implementation = "flash_attention_2"
+    assert not supports_4d_mask(model, 8)
+
+
+def test_gemma2_sliding_layers_and_soft_caps():
+    """Gemma 2: eager attention with soft-capped scores, sliding-window layers (wider than the rows), capped logits."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=64,
+        vocab_size=50,
+        final_logit_softcapping=0.5,
+        sliding_window=16,
+    )
+    model = Gemma2ForCausalLM(config)
+    ids, attention, completion = pairs_batch(PROMPTS, CHOSEN, REJECTED)
+    assert _pack_pairs(ids, attention, completion) is not None and ids.shape[1] <= 16
+    expected = completion_token_logps(model, ids, attention, completion)
+    expected.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    got = pair_completion_token_logps(model, ids, attention, completion, True, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    got.sum().backward()
+    for name, grad in grads.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, grad, atol=1e-5, rtol=1e-4)

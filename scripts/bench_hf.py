@@ -196,7 +196,7 @@ def table(raw: dict[str, list[dict]], args, params: int, machine: dict, when: st
         f"--repeats {args.repeats} --threads {args.threads}`, {when}.",
         "",
         f"Machine: {reporting.describe_machine(machine)} (CPU capability {machine['cpu_capability']}); "
-        f"{args.threads} intra-op thread(s) for both sides. Model: Llama built from a config, {params / 1e6:.1f}M "
+        f"{args.threads} intra-op thread(s) for both sides. Model: Llama built from a config, {count(params)} "
         f"parameters, fp32; {args.steps} steps of {args.batch_size} pairs "
         f"({runs['prefalign']['tokens_per_step']:.0f} completion tokens a step, chosen + rejected).",
         "",
@@ -236,6 +236,11 @@ def table(raw: dict[str, list[dict]], args, params: int, machine: dict, when: st
         f"{base['prefalign'] / base['trl_precompute']:.2f} × loop only.",
     ]
     return "\n".join(lines)
+
+
+def count(params: int) -> str:
+    """A parameter count as the table prints it: 17.8M parameters, or 26k for the tiny model (not 0.0M)."""
+    return f"{params / 1e6:.1f}M" if params >= 1e5 else f"{params / 1e3:.0f}k"
 
 
 def dpo_block(size: str) -> str:

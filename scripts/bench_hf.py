@@ -47,10 +47,10 @@ sys.path.insert(0, str(HERE))
 import bench_hf_grpo  # noqa: E402
 import reporting  # noqa: E402
 
-BLOCK = "bench-hf"
+BLOCK = "bench-hf"  # the ~20M-parameter model's block; --size tiny writes bench-hf-tiny (both on the page)
 CONTENDERS = ("prefalign", "trl", "trl_precompute")
 LABELS = {
-    "prefalign": "prefalign `fit --config configs/hf_dpo.yaml` (reference cached, its default)",
+    "prefalign": "prefalign `fit --config configs/hf_dpo.yaml` (its defaults: reference cached, prompt shared, 2 length buckets)",
     "trl": "TRL `DPOTrainer` (default: reference re-run every step)",
     "trl_precompute": "TRL `DPOTrainer`, `precompute_ref_log_probs=True`",
 }
@@ -196,7 +196,7 @@ def table(raw: dict[str, list[dict]], args, params: int, machine: dict, when: st
         f"--repeats {args.repeats} --threads {args.threads}`, {when}.",
         "",
         f"Machine: {reporting.describe_machine(machine)} (CPU capability {machine['cpu_capability']}); "
-        f"{args.threads} intra-op thread(s) for both sides. Model: Llama built from a config, {params / 1e6:.1f}M "
+        f"{args.threads} intra-op thread(s) for both sides. Model: Llama built from a config, {count(params)} "
         f"parameters, fp32; {args.steps} steps of {args.batch_size} pairs "
         f"({runs['prefalign']['tokens_per_step']:.0f} completion tokens a step, chosen + rejected).",
         "",
@@ -238,6 +238,16 @@ def table(raw: dict[str, list[dict]], args, params: int, machine: dict, when: st
     return "\n".join(lines)
 
 
+def count(params: int) -> str:
+    """A parameter count as the table prints it: 17.8M parameters, or 26k for the tiny model (not 0.0M)."""
+    return f"{params / 1e6:.1f}M" if params >= 1e5 else f"{params / 1e3:.0f}k"
+
+
+def dpo_block(size: str) -> str:
+    """The docs block of a DPO run at ``size``: one per model size, so the tiny model's row does not replace the 20M's."""
+    return BLOCK if size == "20m" else f"{BLOCK}-{size}"
+
+
 def loss_gap(runs: dict[str, dict]) -> float:
     ours = runs["prefalign"]["losses"]
     return max(abs(a - b) for c in ("trl", "trl_precompute") for a, b in zip(ours, runs[c]["losses"]))
@@ -262,7 +272,7 @@ def rebuild(args: argparse.Namespace) -> str:
     text = (bench_hf_grpo.table if grpo else table)(saved["raw"], run_args, params, saved["machine"], when)
     print(text)
     if not args.no_docs:
-        print(f"\nwrote {reporting.write_block(bench_hf_grpo.BLOCK if grpo else BLOCK, text, REPO)}")
+        print(f"\nwrote {reporting.write_block(bench_hf_grpo.BLOCK if grpo else dpo_block(run_args.size), text, REPO)}")
     return text
 
 
@@ -336,7 +346,7 @@ def main(argv: list[str] | None = None) -> str:
     text = (bench_hf_grpo.table if grpo else table)(raw, args, params, machine, when)
     print("\n" + text)
     if not args.no_docs:
-        print(f"\nwrote {reporting.write_block(bench_hf_grpo.BLOCK if grpo else BLOCK, text, REPO)}")
+        print(f"\nwrote {reporting.write_block(bench_hf_grpo.BLOCK if grpo else dpo_block(args.size), text, REPO)}")
     return text
 
 

@@ -35,6 +35,7 @@ BLOCKS: dict[str, str] = {
     "benchlm": "docs/performance.md",  # scripts/bench_lm.py
     "benchprecision": "docs/performance.md",  # scripts/bench_precision.py
     "bench-hf": "docs/performance.md",  # scripts/bench_hf.py
+    "bench-hf-tiny": "docs/performance.md",  # scripts/bench_hf.py --size tiny
     "profile": "docs/performance.md",  # scripts/profile_pipeline.py
     "bench-hf-grpo": "docs/performance.md",  # scripts/bench_hf.py --method grpo
     "hfrecipe": "docs/huggingface.md",  # scripts/hf_recipe_results.py

@@ -177,13 +177,22 @@ class HFCausalLM(nn.Module):
         completion_mask: Tensor,
         temperature: float = 1.0,
         position_ids: Tensor | None = None,
+        share_prompt: bool = False,
+        buckets: int = 1,
     ) -> Tensor:
         """``[N, T-1]`` fp32 log-probs of the completion tokens (0 elsewhere), without the ``[N, T, V]`` logits
         (:mod:`prefalign.models.hf_logps`); what the family uses unless it needs the full distribution (WPO).
-        ``temperature`` scores a tempered sampling distribution (RL rollouts)."""
-        from prefalign.models.hf_logps import CHUNK_ROWS, completion_token_logps
+        ``temperature`` scores a tempered sampling distribution (RL rollouts). ``share_prompt`` (a paired batch,
+        ``[chosen; rejected]`` rows) runs each pair's prompt once, and ``buckets`` > 1 runs the rows in that many
+        forwards of similar lengths: the same log-probs up to float rounding, with less work
+        (:func:`~prefalign.models.hf_logps.pair_completion_token_logps`)."""
+        from prefalign.models.hf_logps import CHUNK_ROWS, completion_token_logps, pair_completion_token_logps
 
         base = self.model.get_base_model() if self.uses_peft else self.model
+        if (share_prompt or buckets > 1) and temperature == 1.0 and position_ids is None:
+            return pair_completion_token_logps(
+                base, input_ids, attention_mask, completion_mask, share_prompt, buckets, CHUNK_ROWS
+            )
         return completion_token_logps(
             base, input_ids, attention_mask, completion_mask, CHUNK_ROWS, temperature, position_ids
         )

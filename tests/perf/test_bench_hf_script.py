@@ -31,7 +31,10 @@ def test_bench_hf_writes_a_parsable_table(tmp_path, monkeypatch, capsys):
     bench = load_script()
     page = tmp_path / "docs" / "performance.md"
     page.parent.mkdir()
-    page.write_text("# Performance\n\nbefore\n\n<!-- bench-hf:begin -->\nold\n<!-- bench-hf:end -->\n\nafter\n")
+    page.write_text(
+        "# Performance\n\nbefore\n\n<!-- bench-hf:begin -->\n20m block\n<!-- bench-hf:end -->\n\n"
+        "<!-- bench-hf-tiny:begin -->\nold\n<!-- bench-hf-tiny:end -->\n\nafter\n"
+    )
     monkeypatch.setattr(bench, "REPO", tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
@@ -41,7 +44,8 @@ def test_bench_hf_writes_a_parsable_table(tmp_path, monkeypatch, capsys):
     assert out.startswith("Machine: ") and "cores" in out and "torch" in out  # the machine comes first
     text = page.read_text()
     assert text.startswith("# Performance\n\nbefore\n") and text.endswith("after\n") and "\nold\n" not in text
-    block = text.split("<!-- bench-hf:begin -->", 1)[1].split("<!-- bench-hf:end -->", 1)[0]
+    assert "<!-- bench-hf:begin -->\n20m block\n<!-- bench-hf:end -->" in text  # the tiny model has its own block
+    block = text.split("<!-- bench-hf-tiny:begin -->", 1)[1].split("<!-- bench-hf-tiny:end -->", 1)[0]
     assert "Machine: " in block and "Goal (issue #25)" in block
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| contender")]
     assert len(rows) == 3

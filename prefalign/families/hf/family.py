@@ -82,6 +82,19 @@ class HFCausalLMFamily(ModelFamily):
         generation_kwargs: any other ``transformers.GenerationConfig`` argument (``generation_kwargs``).
         mask_truncated_completions: leave completions that hit ``max_new_tokens`` out of the loss
             (``mask_truncated_completions``).
+
+    Args (paired batches: training, reference caching, evaluation; the numbers are unchanged up to float rounding):
+        share_prompt: run each pair's prompt once, chosen and rejected after it in one row whose attention mask
+            keeps them apart (:func:`~prefalign.models.hf_logps.pair_completion_token_logps`). Every scored token
+            sees the context and positions of its own row, so the log-probs, the loss and its gradient are those of
+            TRL's two rows per pair, without running the prompt twice. Applies to models with ``sdpa``/``eager``
+            attention and no sliding-window layers, on batches whose pairs share their prompt tokens (TRL's
+            ``keep_start`` truncation); other batches take the plain path.
+        length_buckets: run a batch's rows (packed pairs, or plain rows) in up to this many forwards of similar
+            lengths, each padded only to its own longest row (TRL pads every row to the batch's longest). The
+            outputs are gathered back and the loss built once: one backward, the padded batch's gradient. 1: one
+            forward. Under a sharded strategy (FSDP) every rank runs the same number of forwards as long as
+            ``length_buckets`` ≤ the pairs per rank.
     """
 
     capabilities = frozenset({"true_logprob", "token_lengths", "wpo_weights", "sampling"})
@@ -102,8 +115,13 @@ class HFCausalLMFamily(ModelFamily):
         repetition_penalty: float = 1.0,
         generation_kwargs: dict[str, Any] | None = None,
         mask_truncated_completions: bool = False,
+        share_prompt: bool = True,
+        length_buckets: int = 2,
     ) -> None:
         super().__init__()
+        check_in_range("length_buckets", length_buckets, 1)
+        self.share_prompt = share_prompt
+        self.length_buckets = length_buckets
         check_in_range("max_new_tokens", max_new_tokens, 1)
         check_in_range("temperature", temperature, 0.0, low_open=True)
         check_in_range("top_p", top_p, 0.0, 1.0, low_open=True)
@@ -159,8 +177,16 @@ class HFCausalLMFamily(ModelFamily):
         """(per-token log-probs ``[N, T-1]``, completion mask ``[N, T-1]`` (of the predicted tokens), log-softmax or None)."""
         ids, attention, completion = sequence_batch(batch)
         if not with_dist and hasattr(model, "completion_logps"):
-            # Completion positions only, through the LM head in checkpointed chunks: no [N, T, V] logits (big vocabularies).
-            return model.completion_logps(ids, attention, completion), completion[:, 1:], None
+            # Completion positions only, through the LM head in checkpointed chunks: no [N, T, V] logits (big
+            # vocabularies). A paired batch may share each pair's prompt, and preference rows run in length buckets
+            # (class docstring); pretraining windows are all one length.
+            paired = "tokens" not in batch and "desirable" not in batch
+            fast = (
+                {}
+                if "tokens" in batch
+                else {"share_prompt": paired and self.share_prompt, "buckets": self.length_buckets}
+            )
+            return model.completion_logps(ids, attention, completion, **fast), completion[:, 1:], None
         logits = model(ids, attention)[:, :-1]
         tokens, dist = gather_token_logps(logits, ids[:, 1:], with_dist)
         return tokens * completion[:, 1:], completion[:, 1:], dist

@@ -37,6 +37,7 @@ BLOCKS: dict[str, str] = {
     "profile": "docs/performance.md",  # scripts/profile_pipeline.py
     "bench-hf-grpo": "docs/performance.md",  # scripts/bench_hf.py --method grpo
     "hfrecipe": "docs/huggingface.md",  # scripts/hf_recipe_results.py
+    "hfrecipe-grpo": "docs/huggingface.md",  # scripts/hf_grpo_recipe_results.py
     "families": "README.md",  # update_family_table(), from the results files
 }
 

@@ -71,7 +71,7 @@ def test_valid_words_scores_completions_with_the_training_splits_words(tokenizer
     assert reward.words == lexicon(data.text["train"])
     texts = [" the king and queen of", " zzq qqx the king of", " the the the the the the", "", " king"]
     scores = reward(prompts=[""] * len(texts), completions=texts, completion_ids=[[]] * len(texts))
-    assert scores == [valid_word_rate(t, reward.words) for t in texts]
+    assert scores == pytest.approx([valid_word_rate(t, reward.words) for t in texts])
     assert scores[0] == 1.0 and 0 < scores[1] < 1 and scores[2] == 0.0 and scores[3] == 0.0
     chat = reward(prompts=[[]], completions=[[{"role": "assistant", "content": texts[1]}]])
     assert chat == [scores[1]]
@@ -103,7 +103,7 @@ def test_grpo_recipe_trains_the_missing_base_first_then_raises_the_lexical_rewar
     assert len(rollouts) == 3  # 6 prompts, 2 per step
     for bound, completions, out in rollouts:
         assert bound == words
-        assert out == [valid_word_rate(c, words) for c in completions]
+        assert out == pytest.approx([valid_word_rate(c, words) for c in completions])
     m = read_metrics(run)
     for key in (
         "train/reward",

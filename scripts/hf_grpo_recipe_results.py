@@ -4,13 +4,16 @@
                                                                #   base model and runs, run the whole recipe as one
                                                                #   timed process (/usr/bin/time -v), write the block
     python scripts/hf_grpo_recipe_results.py --run-reusing-base  # the GRPO run alone, timed, on the base model there
+    python scripts/hf_grpo_recipe_results.py --tune            # the tuning sweep (TUNING: short runs on the base
+                                                               #   model there, runs/hf_shakespeare_grpo_tuning)
     python scripts/hf_grpo_recipe_results.py                   # only rebuild the block from the latest runs and the
                                                                #   saved time logs
 
 Every number comes from the runs: the GRPO run's test stage (``runs/hf_shakespeare_grpo``, results_test.json: the LM
 loss on the validation split's windows and the valid-word rate of samples continuing the held-out prompts, the
 policy's beside its reference's and the real text's, as the DPO recipe's block), its logged training rewards
-(metrics.csv), its settings (config.yaml), and the wall time of each timed process from ``/usr/bin/time -v``. Writes
+(metrics.csv), its settings (config.yaml), and the wall time of each timed process from ``/usr/bin/time -v``; the
+tuning table from the tuning runs' results_test.json and config.yaml, each beside its own reference. Writes
 docs/hf_grpo_recipe_results.json and the block, which says whether each part of the issue's bar is met.
 """
 
@@ -38,6 +41,28 @@ RUN = "hf_shakespeare_grpo"
 # What a clean state lacks (the recipe's configs' paths); the corpus stays cached.
 ARTIFACTS = ("artifacts/tokenizers/shakespeare_bpe_2048", "artifacts/reference/hf_shakespeare_llama")
 TIME_LOGS = {"clean": "runs/hf_grpo_recipe_time.txt", "reused": "runs/hf_grpo_recipe_time_reused.txt"}
+TUNING_RUN = "hf_shakespeare_grpo_tuning"
+# The settings tried before choosing the recipe's: short runs on the base model there, each setting explicit (so a
+# change of the config's defaults leaves the sweep as it was; k and the batch are the config's).
+TUNING = tuple(
+    (
+        "--data.init_args.num_prompts=4096",
+        f"--trainer.max_steps={steps}",
+        f"--model.optimizer.init_args.lr={lr}",
+        f"--model.objective.init_args.kl_coef={kl_coef}",
+    )
+    for steps, lr, kl_coef in (
+        (64, 1e-4, 0.05),
+        (64, 3e-4, 0.05),
+        (128, 1e-4, 0.05),
+        (64, 1e-4, 0.2),
+        (128, 1e-4, 0.2),
+        (128, 5e-5, 0.05),
+        (128, 1e-4, 0.5),
+        (256, 1e-4, 0.5),
+        (256, 1e-4, 0.2),
+    )
+)
 GAP_SHARE = 0.5  # the bar: close at least half of the gap between the reference's and the real text's rates
 LOSS_LIMIT = 0.05  # the bar: validation loss within +5% of the reference's
 
@@ -64,7 +89,41 @@ def settings(config: dict) -> dict:
         "batch_size": data["batch_size"],
         "num_prompts": data["num_prompts"],
         "max_epochs": config["trainer"]["max_epochs"],
+        "max_steps": config["trainer"].get("max_steps", -1),
     }
+
+
+def bar(m: dict, prefix: str = "test") -> dict:
+    """The issue's bar on one run's test metrics: the target rate, the share of the gap closed, the loss change."""
+    reference, policy = m[f"{prefix}/reference/valid_words"], m[f"{prefix}/valid_words"]
+    real = m[f"{prefix}/real/valid_words"]
+    return {
+        "target_valid_words": reference + GAP_SHARE * (real - reference),
+        "gap_closed": (policy - reference) / (real - reference),
+        "loss_vs_reference": m[f"{prefix}/loss"] / m[f"{prefix}/reference/loss"] - 1,
+    }
+
+
+def collect_tuning(root: Path) -> list[dict]:
+    """One row per finished tuning run (runs/hf_shakespeare_grpo_tuning/version_*), in the order they ran."""
+    rows = []
+    folders = sorted(
+        (root / "runs" / TUNING_RUN).glob("version_*/results_test.json"), key=lambda p: int(p.parent.name[8:])
+    )
+    for path in folders:
+        tested = json.loads(path.read_text())
+        m = tested["metrics"]
+        rows.append(
+            {
+                "run": str(path.parent.relative_to(root)),
+                "steps": tested["global_step"],
+                "settings": settings(yaml.safe_load((path.parent / "config.yaml").read_text())),
+                "reference_valid_words": m["test/reference/valid_words"],
+                "valid_words": m["test/valid_words"],
+                **bar(m),
+            }
+        )
+    return rows
 
 
 def collect(root: Path) -> dict:
@@ -73,7 +132,6 @@ def collect(root: Path) -> dict:
         raise SystemExit("hf_grpo_recipe_results: no finished run of the recipe under runs/; run it with --run")
     tested = json.loads((run / "results_test.json").read_text())
     m = tested["metrics"]
-    reference, policy, real = m["test/reference/valid_words"], m["test/valid_words"], m["test/real/valid_words"]
     rewards = train_rewards(run / "metrics.csv")
     timing = {}
     for name, rel in TIME_LOGS.items():
@@ -85,14 +143,13 @@ def collect(root: Path) -> dict:
         "steps": tested["global_step"],
         "fit_seconds": tested.get("fit_seconds"),
         "settings": settings(yaml.safe_load((run / "config.yaml").read_text())),
-        "reference": {"loss": m["test/reference/loss"], "valid_words": reference},
-        "policy": {"loss": m["test/loss"], "valid_words": policy, "distinct_2": m["test/distinct_2"]},
-        "real_valid_words": real,
-        "target_valid_words": reference + GAP_SHARE * (real - reference),
-        "gap_closed": (policy - reference) / (real - reference),
-        "loss_vs_reference": m["test/loss"] / m["test/reference/loss"] - 1,
+        "reference": {"loss": m["test/reference/loss"], "valid_words": m["test/reference/valid_words"]},
+        "policy": {"loss": m["test/loss"], "valid_words": m["test/valid_words"], "distinct_2": m["test/distinct_2"]},
+        "real_valid_words": m["test/real/valid_words"],
+        **bar(m),
         "train_reward": {"first": rewards[0], "last": rewards[-1]} if rewards else {},
         "timing": timing,
+        "tuning": collect_tuning(root),
         "machine": reporting.machine_info(),
     }
 
@@ -160,6 +217,21 @@ def block(r: dict) -> str:
         + f"Samples judged: 2 per held-out prompt, 16 tokens, temperature 1; word distinct-2 of the GRPO model's "
         f"{r['policy']['distinct_2']:.3f}.",
     ]
+    if r.get("tuning"):
+        lines += [
+            "",
+            f"Tuning (`--tune`: short runs from the config with one or two settings changed, in the order tried, each "
+            f"on the base model there and judged beside it; k {s['k']}, {s['batch_size']} prompts per step):",
+            "",
+            "| steps | lr | kl_coef | valid-word rate (reference's) | gap closed | loss vs reference | bar met |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for t in r["tuning"]:
+            met = t["gap_closed"] >= GAP_SHARE and t["loss_vs_reference"] <= LOSS_LIMIT
+            lines.append(
+                f"| {t['steps']} | {t['settings']['lr']:g} | {t['settings']['kl_coef']:g} | {t['valid_words']:.3f} "
+                f"({t['reference_valid_words']:.3f}) | {t['gap_closed']:.0%} | {t['loss_vs_reference']:+.1%} | {yes(met)} |"
+            )
     return "\n".join(lines)
 
 
@@ -179,18 +251,33 @@ def run_timed(root: Path, which: str) -> None:
     subprocess.run(command, cwd=root, env=env, check=True)
 
 
+def run_tuning(root: Path) -> None:
+    """The TUNING sweep, one run after another (untimed: their numbers, not their speed, are what the table shows)."""
+    if not (root / ARTIFACTS[1] / "config.json").is_file():
+        raise SystemExit(f"--tune: no base model at {ARTIFACTS[1]}; run with --run first")
+    shutil.rmtree(root / "runs" / TUNING_RUN, ignore_errors=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for overrides in TUNING:
+        command = [sys.executable, *COMMAND[1:], f"--trainer.logger.init_args.name={TUNING_RUN}", *overrides]
+        print("running:", " ".join(command), flush=True)
+        subprocess.run(command, cwd=root, env=env, check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--run", action="store_true", help="delete the recipe's artifacts and runs, run it timed, then write"
     )
     p.add_argument("--run-reusing-base", action="store_true", help="run the GRPO run alone, timed, then write")
+    p.add_argument("--tune", action="store_true", help="run the tuning sweep (TUNING), then write")
     p.add_argument("--no-docs", action="store_true", help="only print and save the JSON")
     a = p.parse_args(argv)
     if a.run:
         run_timed(REPO, "clean")
     if a.run_reusing_base:
         run_timed(REPO, "reused")
+    if a.tune:
+        run_tuning(REPO)
     results = collect(REPO)
     (REPO / "docs" / "hf_grpo_recipe_results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     text = block(results)

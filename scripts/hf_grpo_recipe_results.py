@@ -14,7 +14,8 @@ loss on the validation split's windows and the valid-word rate of samples contin
 policy's beside its reference's and the real text's, as the DPO recipe's block), its logged training rewards
 (metrics.csv), its settings (config.yaml), and the wall time of each timed process from ``/usr/bin/time -v``; the
 tuning table from the tuning runs' results_test.json and config.yaml, each beside its own reference. Writes
-docs/hf_grpo_recipe_results.json and the block, which says whether each part of the issue's bar is met.
+docs/hf_grpo_recipe_results.json, the block, which says whether each part of the issue's bar is met, and the
+README's family table.
 """
 
 from __future__ import annotations
@@ -284,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not a.no_docs:
         reporting.write_block("hfrecipe-grpo", text, REPO)
+        reporting.update_family_table(REPO)
     return 0
 
 

@@ -63,10 +63,10 @@ def load_grpo():
     return module
 
 
-def grpo_run(root, valid_words: float, loss: float):
+def grpo_run(root, valid_words: float, loss: float, name: str = "hf_shakespeare_grpo/version_0"):
     import yaml
 
-    run = root / "runs/hf_shakespeare_grpo/version_0"
+    run = root / "runs" / name
     run.mkdir(parents=True)
     (run / "metrics.csv").write_text("epoch,step,train/reward,val/loss\n0,9,0.80,\n0,19,0.90,\n0,19,,3.6\n")
     config = yaml.safe_load((REPO / "configs/hf_shakespeare_grpo.yaml").read_text())
@@ -99,6 +99,22 @@ def test_grpo_block_states_each_part_of_the_bar_from_the_logged_metrics(tmp_path
     )
     assert "within +5% of the reference's: yes (+2.0%)" in text
     assert "within 20 minutes: yes (9.5 minutes; with the base model's pretraining 62.1: NO)" in text
+    assert "Tuning" not in text  # no tuning runs: no table
+
+
+def test_grpo_tuning_table_has_one_row_per_tuning_run_each_beside_its_reference(tmp_path):
+    script = load_grpo()
+    grpo_run(tmp_path, valid_words=0.92, loss=3.57)
+    grpo_run(tmp_path, valid_words=0.85, loss=3.57, name="hf_shakespeare_grpo_tuning/version_0")
+    grpo_run(tmp_path, valid_words=0.95, loss=3.8, name="hf_shakespeare_grpo_tuning/version_1")
+    r = script.collect(tmp_path)
+    assert [t["run"] for t in r["tuning"]] == [
+        "runs/hf_shakespeare_grpo_tuning/version_0",
+        "runs/hf_shakespeare_grpo_tuning/version_1",
+    ]
+    rows = script.block(r).split("| steps | lr | kl_coef |")[1].splitlines()[2:]
+    assert rows[0].endswith("| 0.850 (0.800) | 31% | +2.0% | NO |")  # the rate's half of the bar missed
+    assert rows[1].endswith("| 0.950 (0.800) | 94% | +8.6% | NO |")  # the loss's half missed
 
 
 def test_grpo_block_says_no_where_the_bar_is_missed(tmp_path):

@@ -221,10 +221,10 @@ def block(r: dict) -> str:
     if r.get("tuning"):
         lines += [
             "",
-            f"Tuning (`--tune`: short runs from the config with one or two settings changed, in the order tried, each "
-            f"on the base model there and judged beside it; k {s['k']}, {s['batch_size']} prompts per step):",
+            f"Tuning (`--tune`: runs of the config with their steps, lr and kl_coef set, in the order tried, each on "
+            f"the base model there and judged beside it; k {s['k']}, {s['batch_size']} prompts per step):",
             "",
-            "| steps | lr | kl_coef | valid-word rate (reference's) | gap closed | loss vs reference | bar met |",
+            "| steps | lr | kl_coef | valid-word rate (reference's) | gap closed | loss vs reference | rate and loss bar met |",
             "|---:|---:|---:|---:|---:|---:|---|",
         ]
         for t in r["tuning"]:

@@ -39,6 +39,7 @@ BLOCKS: dict[str, str] = {
     "profile": "docs/performance.md",  # scripts/profile_pipeline.py
     "bench-hf-grpo": "docs/performance.md",  # scripts/bench_hf.py --method grpo
     "hfrecipe": "docs/huggingface.md",  # scripts/hf_recipe_results.py
+    "hfrecipe-grpo": "docs/huggingface.md",  # scripts/hf_grpo_recipe_results.py
     "families": "README.md",  # update_family_table(), from the results files
 }
 
@@ -170,6 +171,17 @@ def _hf_recipe(root: Path) -> str:
     )
 
 
+def _hf_grpo_recipe(root: Path) -> str:
+    r = json.loads((Path(root) / "docs/hf_grpo_recipe_results.json").read_text())
+    wall = r["timing"].get("clean", {}).get("wall_seconds")
+    return (
+        f"valid-word rate of samples {r['reference']['valid_words']:.3f} → {r['policy']['valid_words']:.3f} "
+        f"(GRPO, {r['gap_closed']:.0%} of the gap to real text; loss {r['loss_vs_reference']:+.1%}"
+        + (f"; {wall / 60:.0f} min with pretraining on 2 CPU cores" if wall else "")
+        + ")"
+    )
+
+
 def _diffusion(root: Path) -> str:
     rpo = _row(json.loads((Path(root) / "docs/diffusion_results.json").read_text())["rows"], "rpo")
     return f"judge's error rate {rpo['reference']['error_rate']:.3f} → {rpo['error_rate']:.3f} (RPO; win rate {rpo['win_rate']:.0%})"
@@ -200,6 +212,12 @@ FAMILIES = [
         "docs/huggingface.md#offline-recipe",
         "python -m prefalign fit --config configs/hf_shakespeare_dpo.yaml",
         _hf_recipe,
+    ),
+    (
+        "The same Llama, offline: GRPO on a lexical reward",
+        "docs/huggingface.md#offline-grpo-recipe",
+        "python -m prefalign fit --config configs/hf_shakespeare_grpo.yaml",
+        _hf_grpo_recipe,
     ),
     (
         "Hugging Face causal LMs, TRL-format data",

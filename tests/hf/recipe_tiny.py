@@ -1,4 +1,4 @@
-"""Tiny versions of the offline recipe's configs (synthetic text, a 2-layer Llama, a few steps), written into a folder."""
+"""Tiny versions of the offline recipes' configs (synthetic text, a 2-layer Llama, a few steps), written into a folder."""
 
 from __future__ import annotations
 
@@ -61,3 +61,29 @@ def tiny_recipes(folder: Path) -> tuple[Path, Path]:
     for path, cfg in zip(paths, (pretrain, dpo)):
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return paths
+
+
+def tiny_grpo_recipe(folder: Path) -> Path:
+    """The shipped GRPO recipe, shrunk the same way (its base model: :func:`tiny_recipes`' pretraining config)."""
+    pretrain, _ = tiny_recipes(folder)
+    grpo = yaml.safe_load((CONFIGS / "hf_shakespeare_grpo.yaml").read_text())
+    grpo["reference_recipe"] = str(pretrain)
+    grpo["trainer"].update(max_epochs=1, log_every_n_steps=1, enable_progress_bar=False)
+    grpo["trainer"]["logger"]["init_args"]["save_dir"] = str(folder / "runs")
+    grpo["model"]["backbone"]["init_args"]["model_name_or_path"] = str(folder / "base")
+    grpo["model"]["family"]["init_args"]["max_new_tokens"] = 6
+    grpo["model"]["objective"]["init_args"]["k"] = 4
+    grpo["data"]["init_args"].update(
+        TEXT,
+        num_prompts=6,
+        prompt_length=4,
+        eval_new_tokens=6,
+        block_size=16,
+        max_val_windows=8,
+        eval_prompts=4,
+        batch_size=2,
+        eval_batch_size=8,
+    )
+    path = folder / "grpo.yaml"
+    path.write_text(yaml.safe_dump(grpo, sort_keys=False))
+    return path

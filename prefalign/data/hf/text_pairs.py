@@ -14,18 +14,18 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 
 from prefalign.data.hf.datamodule import TRLPreferenceDataModule
+from prefalign.data.hf.text_eval import TextValidation, training_prompts
 from prefalign.data.hf.text_mining import mine_best_of_2, write_jsonl_atomic
 from prefalign.data.hf.text_windows import HFTextDataModule
 from prefalign.data.text.lexicon import lexicon
 from prefalign.digests import fingerprint
 
 
-class TextPairsDataModule(TRLPreferenceDataModule):
+class TextPairsDataModule(TextValidation, TRLPreferenceDataModule):
     """Best-of-2 pairs of continuations mined with the pretrained model, as TRL data; the text's validation.
 
     :class:`~prefalign.families.hf.HFTextFamily` calls :meth:`mine_pairs` with the policy before training (the
@@ -44,8 +44,6 @@ class TextPairsDataModule(TRLPreferenceDataModule):
         seed: the mining's seed and TRL's data-order seed.
         cache_dir: where the mined pairs and the cached reference log-probs are written.
     """
-
-    reference_data_keys = HFTextDataModule.reference_data_keys
 
     def __init__(
         self,
@@ -100,18 +98,6 @@ class TextPairsDataModule(TRLPreferenceDataModule):
         )
         self.pair_stats: dict[str, float] = {}
 
-    # The text and held-out prompts HFTextFamily judges samples with.
-    @property
-    def text(self) -> dict[str, str]:
-        return self.text_data.text
-
-    @property
-    def eval_prompts(self) -> int:
-        return self.text_data.eval_prompts
-
-    def evaluation_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.text_data.evaluation_prompts()
-
     # ------------------------------------------------------------------ mining
     def mine_pairs(self, model: Any) -> Path:
         """Mine the pairs with ``model`` (an :class:`~prefalign.models.HFCausalLM`) unless this model's pairs are on
@@ -139,10 +125,7 @@ class TextPairsDataModule(TRLPreferenceDataModule):
         with FileLock(str(path) + ".lock"):
             if not path.is_file():
                 rank_zero_info(f"Mining best-of-2 pairs for {self.num_prompts} prompts with {model.model_name_or_path} ...")
-                g = torch.Generator().manual_seed(self.seed)
-                ids = data.ids["train"]
-                starts = torch.randint(len(ids) - self.prompt_length, (self.num_prompts,), generator=g)
-                prompts = ids[starts.unsqueeze(1) + torch.arange(self.prompt_length)]
+                prompts = training_prompts(data.ids["train"], self.num_prompts, self.prompt_length, self.seed)
                 rows, stats = mine_best_of_2(model, tokenizer, prompts, self.response_length, lexicon(data.text["train"]), self.seed)
                 if not rows:
                     raise ValueError("no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length.")
@@ -167,13 +150,7 @@ class TextPairsDataModule(TRLPreferenceDataModule):
             if policy is not None and hasattr(policy, "files_digest"):
                 self.mine_pairs(policy)
         super().setup(stage)
-        self.text_data.trainer = getattr(self, "trainer", None)  # DDP rank and world size for the validation windows
-
-    def val_dataloader(self) -> Any:
-        return self.text_data.val_dataloader()
-
-    def test_dataloader(self) -> Any:
-        return self.text_data.test_dataloader()
+        self.share_trainer()
 
 
 __all__ = ["TextPairsDataModule"]

@@ -100,6 +100,9 @@ class TRLRewards(RewardFunction):
     per function, ``reward`` and ``reward_std`` (the weighted sum's), ``frac_reward_zero_std`` (groups whose k rewards
     are all equal: no learning signal).
 
+    A function with a ``bind_data(datamodule)`` method (:class:`~prefalign.families.hf.ValidWords`) is handed the data
+    module before training, once its data is prepared: what it needs of the data beyond the rows (a word list).
+
     Before training (:meth:`check_config`) each function is called once on the first two prompts with empty
     completions (a policy can sample one: an immediate EOS), so a function that fails, or returns the wrong number of
     values, stops the run with one line before any work.
@@ -140,6 +143,7 @@ class TRLRewards(RewardFunction):
             )
         if hasattr(datamodule, "prepare") and hasattr(policy, "load_tokenizer"):
             datamodule.prepare(policy.load_tokenizer())
+        self.bind_data(datamodule)
         prompts, columns = datamodule.rows(list(range(min(2, len(datamodule.table["prompt"])))))
         empty = (
             [[{"role": "assistant", "content": ""}] for _ in prompts]
@@ -156,9 +160,15 @@ class TRLRewards(RewardFunction):
                 continue  # always one score per text; not run here (it can be large)
             self._call(i, prompts, empty, [[] for _ in prompts], columns, preflight=True)
 
+    def bind_data(self, datamodule: Any) -> None:
+        for f in self.funcs:
+            if hasattr(f, "bind_data"):
+                f.bind_data(datamodule)
+
     def setup(self, module: Any, datamodule: Any) -> None:
         self.data = datamodule
         self.tokenizer = datamodule.tokenizer
+        self.bind_data(datamodule)  # again: a run outside the CLI has no check_config
 
     # ------------------------------------------------------------------ scoring
     def _call(

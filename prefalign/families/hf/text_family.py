@@ -23,15 +23,21 @@ class HFTextFamily(HFCausalLMFamily):
     A data module with ``mine_pairs(model)`` (:class:`~prefalign.data.hf.TextPairsDataModule`) is asked to mine its
     preference pairs with the untrained policy, the pretrained model, before its data is tokenized.
 
+    With prompt-only text data (:class:`~prefalign.data.hf.TextPromptsDataModule`) it trains with PPO-lite (GRPO) as
+    :class:`HFCausalLMFamily` does, sampling as ``sampling`` says; the evaluation samples stay the same whatever the
+    training samples (temperature 1, the data's ``eval_new_tokens``), so runs of any objective compare.
+
     Args:
         samples_per_prompt: continuations sampled per held-out prompt.
         seed: the samples' seed (the same prompts and seed every validation: only the model changes).
+        sampling: the training rollouts' settings, :class:`HFCausalLMFamily`'s (``max_new_tokens``, ``temperature``,
+            ``top_p``, ...).
     """
 
     summary_keys = ("loss", "valid_words", "rewards/accuracies")
 
-    def __init__(self, samples_per_prompt: int = 2, seed: int = 1234) -> None:
-        super().__init__()
+    def __init__(self, samples_per_prompt: int = 2, seed: int = 1234, **sampling: Any) -> None:
+        super().__init__(**sampling)
         if samples_per_prompt < 1:
             raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
         self.samples_per_prompt, self.seed = samples_per_prompt, seed

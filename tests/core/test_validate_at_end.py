@@ -28,10 +28,11 @@ class Counting(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(tmp_path, callbacks, **limits):
-    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
-    model = Counting()
-    trainer = L.Trainer(
+DATA = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+
+
+def _trainer(tmp_path, callbacks, **limits) -> L.Trainer:
+    return L.Trainer(
         callbacks=callbacks,
         default_root_dir=tmp_path,
         logger=False,
@@ -40,7 +41,11 @@ def _fit(tmp_path, callbacks, **limits):
         enable_model_summary=False,
         **limits,
     )
-    trainer.fit(model, data, data)
+
+
+def _fit(tmp_path, callbacks, **limits):
+    model = Counting()
+    _trainer(tmp_path, callbacks, **limits).fit(model, DATA, DATA)
     return model.validated_after
 
 
@@ -64,19 +69,10 @@ def test_no_validation_in_fit_skips_the_fit_s_validation_only(tmp_path):
         def validation_step(self, batch, batch_idx):
             self.steps += 1
 
-    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
     model = CountingSteps()
-    trainer = L.Trainer(
-        callbacks=[NoValidationInFit()],
-        max_epochs=3,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, data, data)
+    trainer = _trainer(tmp_path, [NoValidationInFit()], max_epochs=3)
+    trainer.fit(model, DATA, DATA)
     assert model.steps == 0  # not even the sanity check's
     assert trainer.limit_val_batches == 1.0  # restored: validate() on this trainer validates
-    trainer.validate(model, data, verbose=False)
+    trainer.validate(model, DATA, verbose=False)
     assert model.steps == 2 and model.validated_after == [3]

@@ -196,24 +196,25 @@ def _plain_layout(input_ids: Tensor, attention_mask: Tensor, completion_mask: Te
 
 def bucket_rows(lengths: list[int], buckets: int) -> list[list[int]]:
     """Rows grouped into at most ``buckets`` groups of consecutive lengths (sorted), the split that minimises the
-    padded tokens ``Σ size × longest`` (dynamic programming over the sorted lengths; a batch has tens of rows)."""
+    padded tokens ``Σ size × longest``: dynamic programming over the sorted lengths, each group count one tensor
+    operation over all (start, end) pairs, so a batch of hundreds of rows costs no Python loop over them."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    sorted_len = [lengths[i] for i in order]
     n, k = len(order), max(1, min(buckets, len(order)))
-    inf = float("inf")
-    # cost[g][e]: the fewest padded tokens covering the first e rows with g groups; cut[g][e] where the last starts
-    cost = [[inf] * (n + 1) for _ in range(k + 1)]
-    cut = [[0] * (n + 1) for _ in range(k + 1)]
-    cost[0][0] = 0
-    for g in range(1, k + 1):
-        for e in range(1, n + 1):
-            for s in range(g - 1, e):
-                value = cost[g - 1][s] + (e - s) * sorted_len[e - 1]
-                if value < cost[g][e]:
-                    cost[g][e], cut[g][e] = value, s
+    longest = torch.tensor([0] + [lengths[i] for i in order], dtype=torch.int64)  # longest[e]: of the first e rows
+    index = torch.arange(n + 1)
+    start, end = index[:, None], index[None, :]
+    unreachable = torch.iinfo(torch.int64).max // 2
+    cost = torch.full((n + 1,), unreachable, dtype=torch.int64)  # fewest padded tokens covering the first e rows
+    cost[0] = 0
+    cuts = []  # cuts[g - 1][e]: where the last of g groups covering the first e rows starts
+    for _ in range(k):
+        value = cost[:, None] + (end - start) * longest[None, :]  # the last group holds rows start..end-1
+        value = torch.where((start < end) & (cost[:, None] < unreachable), value, unreachable)
+        cost, cut = value.min(0)  # ties: the first (smallest) start, as a strict "<" scan would keep
+        cuts.append(cut)
     groups, e = [], n
-    for g in range(k, 0, -1):
-        s = cut[g][e]
+    for cut in reversed(cuts):
+        s = int(cut[e])
         if e > s:
             groups.append(order[s:e])
         e = s

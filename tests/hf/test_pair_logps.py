@@ -73,6 +73,31 @@ def test_buckets_minimise_the_padded_tokens():
     assert bucket_rows([5, 9, 6, 10], 1) == [[0, 2, 1, 3]]
     assert bucket_rows([4, 4, 4, 20], 2) == [[0, 1, 2], [3]]  # 3 × 4 + 20
     assert bucket_rows([3, 7], 5) == [[0], [1]]  # never more buckets than rows
+    assert bucket_rows([], 2) == []
+
+
+def _padded(groups: list[list[int]], lengths: list[int]) -> int:
+    return sum(len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+def test_buckets_are_optimal_against_every_split():
+    """Every split of the sorted rows into at most k runs, tried by brute force: none pads fewer tokens."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 12) for _ in range(rng.randint(1, 9))]
+        k = rng.randint(1, 4)
+        groups = bucket_rows(lengths, k)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths))) and len(groups) <= k
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        best = min(
+            _padded([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], lengths)
+            for m in range(min(k, len(order)))
+            for cuts in itertools.combinations(range(1, len(order)), m)
+        )
+        assert _padded(groups, lengths) == best, (lengths, k, groups)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

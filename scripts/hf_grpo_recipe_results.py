@@ -280,12 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.tune:
         run_tuning(REPO)
     results = collect(REPO)
-    (REPO / "docs" / "hf_grpo_recipe_results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    text = block(results)
-    print(text)
-    if not a.no_docs:
-        reporting.write_block("hfrecipe-grpo", text, REPO)
-        reporting.update_family_table(REPO)
+    reporting.publish_recipe_results(
+        results, "hf_grpo_recipe_results.json", "hfrecipe-grpo", block(results), write_docs=not a.no_docs
+    )
     return 0
 
 

@@ -149,12 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.run:
         run_recipe(REPO)
     results = collect(REPO)
-    (REPO / "docs" / "hf_recipe_results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    text = block(results)
-    print(text)
-    if not a.no_docs:
-        reporting.write_block("hfrecipe", text, REPO)
-        reporting.update_family_table(REPO)
+    reporting.publish_recipe_results(
+        results, "hf_recipe_results.json", "hfrecipe", block(results), write_docs=not a.no_docs
+    )
     return 0
 
 

@@ -243,3 +243,13 @@ def update_family_table(root: Path = REPO) -> None:
     readme = Path(root) / BLOCKS["families"]
     if readme.is_file() and markers("families")[0] in readme.read_text():
         write_block("families", family_table(root), root)
+
+
+def publish_recipe_results(results: dict, json_name: str, block_name: str, text: str, write_docs: bool) -> None:
+    """A recipe results script's last step: its measurements to ``docs/<json_name>`` (which the README's family
+    table reads), its block printed, and, unless ``write_docs`` is false, the block and the family table rewritten."""
+    (REPO / "docs" / json_name).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(text)
+    if write_docs:
+        write_block(block_name, text, REPO)
+        update_family_table(REPO)

@@ -57,6 +57,24 @@ def test_winner_and_loser_share_t_and_noise_and_policy_and_reference_see_the_sam
     torch.testing.assert_close(eps_w, eps_l, atol=1e-4, rtol=0)  # the same ε under both images
 
 
+def test_pair_timesteps_bound_the_pairs_t_and_leave_sft_on_the_whole_process():
+    family = DenoiserFamily(num_timesteps=100, pair_timesteps=(0.6, 0.8))
+    policy = Recorder(0.3)
+    family.pair_logps(
+        policy,
+        None,
+        {"chosen": torch.rand(64, 1, 28, 28), "rejected": torch.rand(64, 1, 28, 28), "y": torch.arange(64) % 10},
+    )
+    t = policy.calls[0][1]
+    assert 60 <= int(t.min()) and int(t.max()) <= 79 and len(t.unique()) > 10
+    sft = Recorder(0.3)
+    family.pair_logps(sft, None, {"x": torch.rand(256, 1, 28, 28), "y": torch.arange(256) % 10})
+    assert int(sft.calls[0][1].min()) < 60 and int(sft.calls[0][1].max()) > 79
+    for bad in ((0.5, 0.5), (-0.1, 1.0), (0.2, 1.1)):
+        with pytest.raises(ValueError, match="pair_timesteps"):
+            DenoiserFamily(pair_timesteps=bad)
+
+
 def test_dpo_loss_matches_diffusers_formula_by_hand():
     family = DenoiserFamily(num_timesteps=50)
     policy, reference = Recorder(0.3), Recorder(0.1)

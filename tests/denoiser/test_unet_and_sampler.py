@@ -125,6 +125,10 @@ def test_sample_timesteps_in_range_and_reproducible():
     t = schedule.sample_timesteps(500, generator=torch.Generator().manual_seed(0))
     assert t.dtype == torch.long and t.min() == 0 and t.max() == 6
     assert torch.equal(t, schedule.sample_timesteps(500, generator=torch.Generator().manual_seed(0)))
+    part = schedule.sample_timesteps(500, generator=torch.Generator().manual_seed(0), low=2, high=5)
+    assert part.min() == 2 and part.max() == 4
+    with pytest.raises(ValueError, match="low < high"):
+        schedule.sample_timesteps(5, low=5, high=5)
 
 
 def test_ddim_timesteps_trailing_spacing():

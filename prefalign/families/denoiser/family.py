@@ -37,6 +37,8 @@ class DenoiserFamily(DenoiserEvaluation):
         beta_start: first β of the linear schedule.
         beta_end: last β of the linear schedule.
         label_dropout: fraction of SFT labels replaced by the null class (0 disables guidance training).
+        pair_timesteps: the fractions (low, high) of [0, T) from which a *pair's* t is drawn (SFT keeps all of [0, T)).
+            A high-noise range puts the preference signal where sampling decides which digit appears.
         (evaluation arguments: see :class:`DenoiserEvaluation`)
     """
 
@@ -49,6 +51,7 @@ class DenoiserFamily(DenoiserEvaluation):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         label_dropout: float = 0.1,
+        pair_timesteps: tuple[float, float] = (0.0, 1.0),
         sample_steps: int = 25,
         guidance: float = 1.0,
         val_per_class: int = 20,
@@ -83,6 +86,15 @@ class DenoiserFamily(DenoiserEvaluation):
             "beta_end": beta_end,
         }
         self.label_dropout = label_dropout
+        low, high = pair_timesteps
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(
+                f"pair_timesteps must be fractions 0 <= low < high <= 1 of the forward process, got {pair_timesteps}"
+            )
+        self.pair_t_range = (
+            round(low * num_timesteps),
+            max(round(high * num_timesteps), round(low * num_timesteps) + 1),
+        )
 
     def check_config(self, policy: nn.Module, datamodule: Any) -> None:
         null_label_of(policy)  # a class-conditional denoiser, or a clear error naming model.backbone
@@ -117,7 +129,8 @@ class DenoiserFamily(DenoiserEvaluation):
                 labels = torch.where(drop, torch.full_like(labels, null_label_of(policy)), labels)
         n = len(batch["y"])
         paired = len(images) > n
-        t = self.noise_schedule.sample_timesteps(n, device=images.device)
+        low, high = self.pair_t_range if paired else (0, None)
+        t = self.noise_schedule.sample_timesteps(n, device=images.device, low=low, high=high)
         noise = torch.randn((n, *images.shape[1:]), device=images.device)
         if paired:  # winner and loser share (t, ε): the comparison is between images, not noise draws
             t, noise = torch.cat([t, t]), torch.cat([noise, noise])

@@ -57,12 +57,20 @@ class NoiseSchedule:
         return (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(x0.dtype)
 
     def sample_timesteps(
-        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        low: int = 0,
+        high: int | None = None,
     ) -> Tensor:
-        """``n`` timesteps drawn uniformly from [0, T) as a long tensor on ``device``."""
+        """``n`` timesteps drawn uniformly from [``low``, ``high``) (default [0, T)) as a long tensor on ``device``."""
+        high = self.num_timesteps if high is None else high
+        if not 0 <= low < high <= self.num_timesteps:
+            raise ValueError(f"need 0 <= low < high <= num_timesteps={self.num_timesteps}, got low={low}, high={high}")
         # Draw on the generator's own device (randint refuses a mismatch), then move: same seed, same timesteps.
         draw_device = generator.device if generator is not None else device
-        t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=draw_device)
+        t = torch.randint(low, high, (n,), generator=generator, device=draw_device)
         return t.to(device) if device is not None else t
 
     def ddim_timesteps(self, steps: int) -> Tensor:

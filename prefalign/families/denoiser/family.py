@@ -91,10 +91,8 @@ class DenoiserFamily(DenoiserEvaluation):
             raise ValueError(
                 f"pair_timesteps must be fractions 0 <= low < high <= 1 of the forward process, got {pair_timesteps}"
             )
-        self.pair_t_range = (
-            round(low * num_timesteps),
-            max(round(high * num_timesteps), round(low * num_timesteps) + 1),
-        )
+        first = round(low * num_timesteps)
+        self.pair_t_range = (first, max(round(high * num_timesteps), first + 1))  # never empty, however narrow
 
     def check_config(self, policy: nn.Module, datamodule: Any) -> None:
         null_label_of(policy)  # a class-conditional denoiser, or a clear error naming model.backbone

@@ -30,15 +30,16 @@ def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: 
       winners when they are fewer);
     * ``"nearest"``: each loser meets the winners closest to it in pixel space (``images`` needed). The idea: pairs that
       differ in what makes the digit wrong rather than in style would not pull the policy towards the class's most
-      prototypical digits.
+      prototypical digits;
+    * ``"spread"``: as ``confidence``, but the winners the losers meet are spread evenly over the confidence ranks of
+      every accepted sample of the class rather than taken from its top, so that RPO's NLL anchor covers the
+      accepted samples' styles, not only the most prototypical ones.
 
-    Losers are usually far fewer than winners, so with ``confidence`` only the most confident winners are used. Both
-    alternatives were measured worse on MNIST. Spreading the losers' winners evenly over every accepted sample: after
-    419 RPO steps the win rate over the reference was 0.58 against 0.84, for only slightly more diversity (14.0 against
-    13.8). ``nearest``: after 1050 steps of configs/diffusion_dpo.yaml's RPO, error 0.084 against 0.069, for about the
-    same diversity (13.56 against 13.58)."""
-    if winners_by not in ("confidence", "nearest"):
-        raise ValueError(f"winners_by={winners_by!r}: choose 'confidence' or 'nearest'.")
+    Losers are usually far fewer than winners, so with ``confidence`` only the most confident winners are used. On
+    MNIST neither alternative beat it: ``nearest`` removed fewer errors for the same diversity, and ``spread`` moved
+    along the same error-for-diversity curve as a smaller RPO weight (docs/families/diffusion.md, "What the runs say")."""
+    if winners_by not in ("confidence", "nearest", "spread"):
+        raise ValueError(f"winners_by={winners_by!r}: choose 'confidence', 'nearest' or 'spread'.")
     if winners_by == "nearest" and images is None:
         raise ValueError("winners_by='nearest' needs the images")
     win = correct & (p_class >= accept_above)
@@ -56,8 +57,10 @@ def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: 
             winners.append(w[distances.topk(k, dim=1, largest=False).indices].flatten())
         else:
             w = w[p_class[w].argsort(descending=True)]
-            slots = torch.arange(len(l)).unsqueeze(1) * k + torch.arange(k)  # loser i meets winners i·k … i·k+k−1 (mod |w|)
-            winners.append(w[slots.flatten() % len(w)])
+            slots = (torch.arange(len(l)).unsqueeze(1) * k + torch.arange(k)).flatten()  # loser i meets slots i·k … i·k+k−1
+            if winners_by == "spread" and len(slots) < len(w):
+                slots = slots * len(w) // len(slots)  # strictly increasing, so a loser's winners stay distinct
+            winners.append(w[slots % len(w)])
         losers.append(l.repeat_interleave(k))
     if not winners:
         return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
@@ -110,8 +113,8 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         accept_above: a winner's minimum p(c | x).
         reject_below: a sample the judge classifies correctly is still a loser below this p(c | x).
         pairs_per_loser: winners each loser is paired with.
-        winners_by: which winners a loser meets: the class's most confident (``confidence``) or the closest in pixels
-            (``nearest``); see :func:`rank_samples`.
+        winners_by: which winners a loser meets: the class's most confident (``confidence``), the closest in pixels
+            (``nearest``) or winners spread over every confidence rank (``spread``); see :func:`rank_samples`.
         seed: seed of the mining noise.
         reference_ckpt: the reference weights; default: the model's ``reference_ckpt``.
         cache_dir: where mined pairs are cached.
@@ -121,7 +124,7 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
     def __init__(self, per_class: int = 256, sample_steps: int = 25, guidance: float = 1.0, mining_judge_arch: str = "lenet",
                  mining_judge_seed: int = 1, judge_dir: str = "artifacts/judges", judge_min_accuracy: float = 0.99,
                  accept_above: float = 0.9, reject_below: float = 0.5, pairs_per_loser: int = 1,
-                 winners_by: Literal["confidence", "nearest"] = "confidence", seed: int = 0,
+                 winners_by: Literal["confidence", "nearest", "spread"] = "confidence", seed: int = 0,
                  reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", data_dir: str | None = None,
                  source: Literal["mnist", "synthetic"] = "mnist", batch_size: int = 64, eval_batch_size: int = 1000,
                  val_size: int | None = None, split_seed: int = 0, synthetic_size: tuple[int, int] = (2000, 500)) -> None:

@@ -251,8 +251,23 @@ def test_rank_samples_nearest_winners_are_the_closest_accepted_images_of_the_cla
     ]  # nearest first; one winner in class 1
     with pytest.raises(ValueError, match="needs the images"):
         rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="nearest")
-    with pytest.raises(ValueError, match="choose 'confidence' or 'nearest'"):
+    with pytest.raises(ValueError, match="choose 'confidence', 'nearest' or 'spread'"):
         rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="random", images=images)
+
+
+def test_rank_samples_spread_winners_cover_every_confidence_rank():
+    # class 0: six winners (confidence ranks 0..5 are samples 5, 4, ..., 0) and one loser; class 1: two winners, two losers
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    p = torch.tensor([0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.10, 0.97, 0.98, 0.20, 0.30])
+    correct = torch.tensor([True] * 6 + [False, True, True, False, True])
+    confident, _ = rank_samples(p, correct, labels, 2, 0.9, 0.5, 2)
+    assert confident.tolist()[:2] == [5, 4]  # the top two ranks only
+    winners, losers = rank_samples(p, correct, labels, 2, 0.9, 0.5, 2, winners_by="spread")
+    assert winners.tolist()[:2] == [5, 2] and losers.tolist()[:2] == [6, 6]  # ranks 0 and 3 of six: the whole range
+    # class 1: four slots for two winners, so every winner is used, cycling as with confidence; losers worst first
+    assert winners.tolist()[2:] == [8, 7, 8, 7] and losers.tolist()[2:] == [9, 9, 10, 10]
+    one, _ = rank_samples(p, correct, labels, 2, 0.9, 0.5, 3, winners_by="spread")
+    assert one.tolist()[:3] == [5, 3, 1]  # ranks 0, 2, 4: distinct, evenly spaced
 
 
 def test_judge_scores_features_and_cached_judges(tmp_path, monkeypatch):

@@ -5,4 +5,11 @@ from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule
 from prefalign.data.preference_datamodule import PreferenceDataModule
 
-__all__ = ["Corruption", "GaussianNoise", "NoCorruption", "NoisyMNISTDataModule", "PreferenceDataModule", "DiffusionPreferenceDataModule"]
+__all__ = [
+    "Corruption",
+    "GaussianNoise",
+    "NoCorruption",
+    "NoisyMNISTDataModule",
+    "PreferenceDataModule",
+    "DiffusionPreferenceDataModule",
+]

@@ -15,7 +15,9 @@ import torch
 CPU_FORWARD_CHUNK = 16
 
 
-def chunked_forward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
+def chunked_forward(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, max_batch: int | None = None
+) -> torch.Tensor:
     """``fn(x)`` row-wise, in chunks of ``max_batch`` rows (capped at :data:`CPU_FORWARD_CHUNK` on CPU), concatenated."""
     size = max_batch or len(x)
     if x.device.type == "cpu":

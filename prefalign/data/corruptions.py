@@ -43,7 +43,9 @@ def gaussian_noise(indices: torch.Tensor, shape: tuple[int, ...], seed: int, str
     pix = torch.arange(pixels, dtype=torch.int64, device=indices.device)
     seed_key = _hash32(torch.tensor(seed & _MASK32, dtype=torch.int64, device=indices.device))
     if stream:
-        seed_key = _hash32(seed_key ^ _hash32(torch.tensor((stream + 0x9E3779B9) & _MASK32, dtype=torch.int64, device=indices.device)))
+        seed_key = _hash32(
+            seed_key ^ _hash32(torch.tensor((stream + 0x9E3779B9) & _MASK32, dtype=torch.int64, device=indices.device))
+        )
     out = torch.empty(len(indices), pixels, dtype=torch.float32, device=indices.device)
     pix_keys = (_hash32(2 * pix), _hash32(2 * pix + 1))  # the same for every chunk
     for start in range(0, len(indices), _CHUNK):

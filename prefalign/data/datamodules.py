@@ -18,7 +18,6 @@ from prefalign.data.batches import TensorBatches
 from prefalign.data.corruptions import Corruption, GaussianNoise
 from prefalign.validation import check_in_range
 
-
 # Test images are keyed apart from training images so image i of each split gets different noise.
 TEST_INDEX_OFFSET = 1_000_000
 
@@ -88,7 +87,9 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         if not digits:  # the training split's size is known without loading anything: check now, before any work
             train_size = 60_000 if source == "mnist" else synthetic_size[0]
             if val_size >= train_size:
-                raise ValueError(f"val_size={val_size} must be in [0, {train_size}): the training split has only {train_size} images; lower data.init_args.val_size.")
+                raise ValueError(
+                    f"val_size={val_size} must be in [0, {train_size}): the training split has only {train_size} images; lower data.init_args.val_size."
+                )
         if source not in ("mnist", "synthetic"):
             raise ValueError(f"source must be mnist or synthetic, got {source!r}")
         self.val_size = val_size
@@ -103,7 +104,15 @@ class NoisyMNISTDataModule(L.LightningDataModule):
 
     #: the arguments that decide which images and labels a run sees: an alignment config's missing reference is
     #: trained on the same data (the CLI forwards these to the reference recipe).
-    reference_data_keys = ("data_dir", "source", "synthetic_size", "val_size", "split_seed", "digits", "holdout_per_class")
+    reference_data_keys = (
+        "data_dir",
+        "source",
+        "synthetic_size",
+        "val_size",
+        "split_seed",
+        "digits",
+        "holdout_per_class",
+    )
 
     @property
     def num_classes(self) -> int:
@@ -172,15 +181,23 @@ class NoisyMNISTDataModule(L.LightningDataModule):
             for new, digit in enumerate(self.digits):
                 where = torch.nonzero(train_labels == digit).squeeze(1)
                 if len(where) <= self.holdout_per_class:
-                    raise ValueError(f"digit {digit} has only {len(where)} images; lower holdout_per_class ({self.holdout_per_class})")
+                    raise ValueError(
+                        f"digit {digit} has only {len(where)} images; lower holdout_per_class ({self.holdout_per_class})"
+                    )
                 keep_test.append(where[: self.holdout_per_class])
                 keep_train.append(where[self.holdout_per_class :])
                 new_labels[where] = new
             test_idx, train_idx = torch.cat(keep_test), torch.cat(keep_train).sort().values
             test_images, test_labels, test_keys = train_images[test_idx], new_labels[test_idx], train_keys[test_idx]
-            train_images, train_labels, train_keys = train_images[train_idx], new_labels[train_idx], train_keys[train_idx]
+            train_images, train_labels, train_keys = (
+                train_images[train_idx],
+                new_labels[train_idx],
+                train_keys[train_idx],
+            )
         if not 0 <= self.val_size < len(train_labels):
-            raise ValueError(f"val_size={self.val_size} must be in [0, {len(train_labels)}): the training split has only {len(train_labels)} images; lower data.init_args.val_size.")
+            raise ValueError(
+                f"val_size={self.val_size} must be in [0, {len(train_labels)}): the training split has only {len(train_labels)} images; lower data.init_args.val_size."
+            )
         perm = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, fit_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
         device = self._device()
@@ -226,7 +243,9 @@ class NoisyMNISTDataModule(L.LightningDataModule):
         return {"x_clean": split["x_clean"], "x_noisy": split["x_noisy"], "y": split["y"]}
 
     def train_dataloader(self) -> TensorBatches:
-        return self._loader(self.train_tensors(0), train=True, refresh=self.train_tensors if self.resample_noise else None)
+        return self._loader(
+            self.train_tensors(0), train=True, refresh=self.train_tensors if self.resample_noise else None
+        )
 
     def val_dataloader(self) -> TensorBatches | list:
         return self._loader(self._eval_tensors("val"), train=False) if self.val_size else []

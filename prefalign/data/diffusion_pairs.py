@@ -10,16 +10,24 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from prefalign.checkpoint import CheckpointError, load_weights
-
-from prefalign.models.loading import load_model
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.mined_pairs import MinedPairs
+from prefalign.models.loading import load_model
 from prefalign.validation import check_in_range
 
 
-def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: int, accept_above: float, reject_below: float,
-                 pairs_per_loser: int, winners_by: str = "confidence", images: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def rank_samples(
+    p_class: Tensor,
+    correct: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    accept_above: float,
+    reject_below: float,
+    pairs_per_loser: int,
+    winners_by: str = "confidence",
+    images: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """Indices (winner, loser) of pairs of samples of the same class.
 
     Winners: the judge sees the requested class with p(c | x) ≥ ``accept_above``. Losers: it sees another class, or
@@ -46,31 +54,48 @@ def rank_samples(p_class: Tensor, correct: Tensor, labels: Tensor, num_classes: 
     lose = ~correct | (p_class < reject_below)
     winners, losers = [], []
     for c in range(num_classes):
-        w = torch.nonzero(win & (labels == c)).squeeze(1)
-        l = torch.nonzero(lose & (labels == c)).squeeze(1)
-        if len(w) == 0 or len(l) == 0:
+        won = torch.nonzero(win & (labels == c)).squeeze(1)
+        lost = torch.nonzero(lose & (labels == c)).squeeze(1)
+        if len(won) == 0 or len(lost) == 0:
             continue
-        l = l[p_class[l].argsort()]
-        k = min(pairs_per_loser, len(w))
+        lost = lost[p_class[lost].argsort()]
+        k = min(pairs_per_loser, len(won))
         if winners_by == "nearest":
-            distances = torch.cdist(images[l].flatten(1).float(), images[w].flatten(1).float())  # [losers, winners] of one class
-            winners.append(w[distances.topk(k, dim=1, largest=False).indices].flatten())
+            distances = torch.cdist(
+                images[lost].flatten(1).float(), images[won].flatten(1).float()
+            )  # [losers, winners] of one class
+            winners.append(won[distances.topk(k, dim=1, largest=False).indices].flatten())
         else:
-            w = w[p_class[w].argsort(descending=True)]
-            slots = (torch.arange(len(l)).unsqueeze(1) * k + torch.arange(k)).flatten()  # loser i meets slots i·k … i·k+k−1
-            if winners_by == "spread" and len(slots) < len(w):
-                slots = slots * len(w) // len(slots)  # strictly increasing, so a loser's winners stay distinct
-            winners.append(w[slots % len(w)])
-        losers.append(l.repeat_interleave(k))
+            won = won[p_class[won].argsort(descending=True)]
+            slots = (
+                torch.arange(len(lost)).unsqueeze(1) * k + torch.arange(k)
+            ).flatten()  # loser i meets slots i·k … i·k+k−1
+            if winners_by == "spread" and len(slots) < len(won):
+                slots = slots * len(won) // len(slots)  # strictly increasing, so a loser's winners stay distinct
+            winners.append(won[slots % len(won)])
+        losers.append(lost.repeat_interleave(k))
     if not winners:
         return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     return torch.cat(winners), torch.cat(losers)
 
 
 @torch.no_grad()
-def mine_image_pairs(reference: nn.Module, schedule, judge: nn.Module, per_class: int, num_classes: int, steps: int, guidance: float,
-                     seed: int, accept_above: float, reject_below: float, pairs_per_loser: int, device: torch.device,
-                     bf16: bool = False, winners_by: str = "confidence") -> dict[str, Tensor]:
+def mine_image_pairs(
+    reference: nn.Module,
+    schedule,
+    judge: nn.Module,
+    per_class: int,
+    num_classes: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    accept_above: float,
+    reject_below: float,
+    pairs_per_loser: int,
+    device: torch.device,
+    bf16: bool = False,
+    winners_by: str = "confidence",
+) -> dict[str, Tensor]:
     """Sample ``per_class`` images of each class from ``reference`` (DDIM from noise seeded with ``seed``), judge them and pair
     them up (:func:`rank_samples`). Images are returned in [0, 1], like every image in prefalign. ``bf16`` runs the
     denoiser under bf16 autocast, as a bf16-mixed run samples during validation (the DDIM update stays fp32)."""
@@ -81,14 +106,24 @@ def mine_image_pairs(reference: nn.Module, schedule, judge: nn.Module, per_class
     labels = per_class_labels(per_class, num_classes).to(device)
     noise = initial_noise(len(labels), seed).to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        images = (ddim_sample(reference.to(device), schedule, labels, noise, steps, guidance, null_label_of(reference)) + 1) / 2
+        images = (
+            ddim_sample(reference.to(device), schedule, labels, noise, steps, guidance, null_label_of(reference)) + 1
+        ) / 2
     scores = judge_scores(judge.to(device), images)
     p, correct = scores.p_class(labels), scores.correct(labels)
     images, labels = images.cpu(), labels.cpu()
-    winners, losers = rank_samples(p.cpu(), correct.cpu(), labels, num_classes, accept_above, reject_below, pairs_per_loser, winners_by, images)
-    return {"chosen": images[winners], "rejected": images[losers], "y": labels[winners],
-            "chosen_p": p.cpu()[winners], "rejected_p": p.cpu()[losers],
-            "pool_accuracy": correct.float().mean().cpu(), "pool_p_class": p.float().mean().cpu()}
+    winners, losers = rank_samples(
+        p.cpu(), correct.cpu(), labels, num_classes, accept_above, reject_below, pairs_per_loser, winners_by, images
+    )
+    return {
+        "chosen": images[winners],
+        "rejected": images[losers],
+        "y": labels[winners],
+        "chosen_p": p.cpu()[winners],
+        "rejected_p": p.cpu()[losers],
+        "pool_accuracy": correct.float().mean().cpu(),
+        "pool_p_class": p.float().mean().cpu(),
+    }
 
 
 class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
@@ -121,15 +156,40 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         (other arguments: see :class:`NoisyMNISTDataModule`)
     """
 
-    def __init__(self, per_class: int = 256, sample_steps: int = 25, guidance: float = 1.0, mining_judge_arch: str = "lenet",
-                 mining_judge_seed: int = 1, judge_dir: str = "artifacts/judges", judge_min_accuracy: float = 0.99,
-                 accept_above: float = 0.9, reject_below: float = 0.5, pairs_per_loser: int = 1,
-                 winners_by: Literal["confidence", "nearest", "spread"] = "confidence", seed: int = 0,
-                 reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", data_dir: str | None = None,
-                 source: Literal["mnist", "synthetic"] = "mnist", batch_size: int = 64, eval_batch_size: int = 1000,
-                 val_size: int | None = None, split_seed: int = 0, synthetic_size: tuple[int, int] = (2000, 500)) -> None:
-        super().__init__(data_dir=data_dir, source=source, batch_size=batch_size, eval_batch_size=eval_batch_size, val_size=val_size,
-                         split_seed=split_seed, train_on="clean", synthetic_size=synthetic_size)
+    def __init__(
+        self,
+        per_class: int = 256,
+        sample_steps: int = 25,
+        guidance: float = 1.0,
+        mining_judge_arch: str = "lenet",
+        mining_judge_seed: int = 1,
+        judge_dir: str = "artifacts/judges",
+        judge_min_accuracy: float = 0.99,
+        accept_above: float = 0.9,
+        reject_below: float = 0.5,
+        pairs_per_loser: int = 1,
+        winners_by: Literal["confidence", "nearest", "spread"] = "confidence",
+        seed: int = 0,
+        reference_ckpt: str | None = None,
+        cache_dir: str = "artifacts/pairs",
+        data_dir: str | None = None,
+        source: Literal["mnist", "synthetic"] = "mnist",
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_size: int | None = None,
+        split_seed: int = 0,
+        synthetic_size: tuple[int, int] = (2000, 500),
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir,
+            source=source,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            val_size=val_size,
+            split_seed=split_seed,
+            train_on="clean",
+            synthetic_size=synthetic_size,
+        )
         check_in_range("per_class", per_class, 1)
         check_in_range("sample_steps", sample_steps, 1)
         check_in_range("pairs_per_loser", pairs_per_loser, 1)
@@ -138,7 +198,12 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         self.per_class, self.sample_steps, self.guidance = per_class, sample_steps, guidance
         self.mining_judge = (mining_judge_arch, mining_judge_seed)
         self.judge_dir, self.judge_min_accuracy = judge_dir, judge_min_accuracy
-        self.accept_above, self.reject_below, self.pairs_per_loser, self.seed = accept_above, reject_below, pairs_per_loser, seed
+        self.accept_above, self.reject_below, self.pairs_per_loser, self.seed = (
+            accept_above,
+            reject_below,
+            pairs_per_loser,
+            seed,
+        )
         self.winners_by = winners_by
         self.init_mining(reference_ckpt, cache_dir)
         self._rounds = 0  # re-mining rounds so far (remine)
@@ -150,17 +215,23 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         path = self.mining_reference("configs/diffusion_pretrain.yaml writes artifacts/reference/denoiser.pt")
         schedule_args = load_weights(path)["meta"].get("noise_schedule")
         if schedule_args is None:
-            raise CheckpointError(f"{path} is not a denoiser weights file (it records no noise schedule); "
-                                  "train the reference with configs/diffusion_pretrain.yaml.")
+            raise CheckpointError(
+                f"{path} is not a denoiser weights file (it records no noise schedule); "
+                "train the reference with configs/diffusion_pretrain.yaml."
+            )
         family = getattr(getattr(getattr(self, "trainer", None), "lightning_module", None), "family", None)
         if getattr(family, "schedule_args", schedule_args) != schedule_args:
-            raise ValueError(f"the reference {path} was trained with noise schedule {schedule_args}, but model.family has "
-                             f"{family.schedule_args}; set the family's schedule arguments to the reference's.")
+            raise ValueError(
+                f"the reference {path} was trained with noise schedule {schedule_args}, but model.family has "
+                f"{family.schedule_args}; set the family's schedule arguments to the reference's."
+            )
         self._schedule_args = schedule_args
         cached = self._mine(path, self.seed)
         if len(cached["y"]) == 0:
-            raise ValueError("no image pairs were mined: within no class did the mining judge both accept and reject a reference sample. "
-                             "Raise data.init_args.per_class, or loosen accept_above / reject_below.")
+            raise ValueError(
+                "no image pairs were mined: within no class did the mining judge both accept and reject a reference sample. "
+                "Raise data.init_args.per_class, or loosen accept_above / reject_below."
+            )
         self._attach(cached)
 
     def remine(self, miner_path: str) -> None:
@@ -171,7 +242,9 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         self._rounds += 1
         cached = self._mine(miner_path, self.seed + self._rounds)
         if len(cached["y"]) == 0:
-            rank_zero_warn(f"re-mining with {miner_path} found no pairs; keeping the previous {len(self.pairs['y'])} pairs.")
+            rank_zero_warn(
+                f"re-mining with {miner_path} found no pairs; keeping the previous {len(self.pairs['y'])} pairs."
+            )
             return
         self._attach(cached)
 
@@ -181,11 +254,23 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         from prefalign.families.denoiser.schedule import NoiseSchedule
 
         trainer = getattr(self, "trainer", None)
-        bf16 = "bf16" in str(getattr(trainer, "precision", ""))  # sample as the run samples: 2-3x faster on a CPU with bf16
+        bf16 = "bf16" in str(
+            getattr(trainer, "precision", "")
+        )  # sample as the run samples: 2-3x faster on a CPU with bf16
         arch, judge_seed = self.mining_judge
-        key = {"data": self.data_fingerprint(), "judge": [arch, judge_seed], "per_class": self.per_class,
-               "steps": self.sample_steps, "guidance": self.guidance, "seed": seed, "accept_above": self.accept_above,
-               "reject_below": self.reject_below, "pairs_per_loser": self.pairs_per_loser, "bf16": bf16, "format": 1}
+        key = {
+            "data": self.data_fingerprint(),
+            "judge": [arch, judge_seed],
+            "per_class": self.per_class,
+            "steps": self.sample_steps,
+            "guidance": self.guidance,
+            "seed": seed,
+            "accept_above": self.accept_above,
+            "reject_below": self.reject_below,
+            "pairs_per_loser": self.pairs_per_loser,
+            "bf16": bf16,
+            "format": 1,
+        }
         if self.winners_by != "confidence":  # the default leaves the key (and every existing cache file) as it was
             key["winners_by"] = self.winners_by
 
@@ -196,11 +281,26 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         def mine() -> dict:
             built.append(True)
             judge = ensure_judge(arch, judge_seed, self, self.judge_dir, self.judge_min_accuracy)
-            rank_zero_info(f"Mining image pairs: {self.per_class} samples per class from {path} (noise seed {seed}), judged by {arch} (seed {judge_seed}) ...")
+            rank_zero_info(
+                f"Mining image pairs: {self.per_class} samples per class from {path} (noise seed {seed}), judged by {arch} (seed {judge_seed}) ..."
+            )
             started = time.monotonic()
-            mined = mine_image_pairs(load_model(path).eval(), NoiseSchedule(**self._schedule_args), judge, self.per_class, self.num_classes,
-                                     self.sample_steps, self.guidance, seed, self.accept_above, self.reject_below, self.pairs_per_loser,
-                                     self._device(), bf16, self.winners_by)
+            mined = mine_image_pairs(
+                load_model(path).eval(),
+                NoiseSchedule(**self._schedule_args),
+                judge,
+                self.per_class,
+                self.num_classes,
+                self.sample_steps,
+                self.guidance,
+                seed,
+                self.accept_above,
+                self.reject_below,
+                self.pairs_per_loser,
+                self._device(),
+                bf16,
+                self.winners_by,
+            )
             mined["seconds"] = torch.tensor(time.monotonic() - started)
             return mined
 
@@ -211,15 +311,22 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
     def _attach(self, cached: dict) -> None:
         device = self._device()
         self.pairs = {k: cached[k].to(device) for k in ("chosen", "rejected", "y")}
-        self.mining_stats = {"mining/pairs": float(len(cached["y"])), "mining/pool_size": float(self.per_class * self.num_classes),
-                             "mining/reference_judge_accuracy": float(cached["pool_accuracy"]),
-                             "mining/reference_judge_p_class": float(cached["pool_p_class"]),
-                             "mining/chosen_p_class": float(cached["chosen_p"].mean()), "mining/rejected_p_class": float(cached["rejected_p"].mean()),
-                             # what mining cost when the pairs were made, and whether this run read them from the cache
-                             # (then its fit time does not include it: scripts/diffusion_results.py adds it back)
-                             "mining/seconds": float(cached["seconds"]), "mining/from_cache": float(cached["from_cache"])}
-        rank_zero_info(f"Mined {len(cached['y'])} image pairs from {self.per_class * self.num_classes} samples "
-                       f"(mining judge accuracy on them {float(cached['pool_accuracy']):.4f}; mining took {float(cached['seconds']):.0f} s).")
+        self.mining_stats = {
+            "mining/pairs": float(len(cached["y"])),
+            "mining/pool_size": float(self.per_class * self.num_classes),
+            "mining/reference_judge_accuracy": float(cached["pool_accuracy"]),
+            "mining/reference_judge_p_class": float(cached["pool_p_class"]),
+            "mining/chosen_p_class": float(cached["chosen_p"].mean()),
+            "mining/rejected_p_class": float(cached["rejected_p"].mean()),
+            # what mining cost when the pairs were made, and whether this run read them from the cache
+            # (then its fit time does not include it: scripts/diffusion_results.py adds it back)
+            "mining/seconds": float(cached["seconds"]),
+            "mining/from_cache": float(cached["from_cache"]),
+        }
+        rank_zero_info(
+            f"Mined {len(cached['y'])} image pairs from {self.per_class * self.num_classes} samples "
+            f"(mining judge accuracy on them {float(cached['pool_accuracy']):.4f}; mining took {float(cached['seconds']):.0f} s)."
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self._loader(self.pairs, train=True)

@@ -39,11 +39,15 @@ class MinedPairs:
         module = getattr(getattr(self, "trainer", None), "lightning_module", None)
         path = self.reference_ckpt or getattr(module, "reference_ckpt", None)
         if path is None:
-            raise CheckpointError(f"{type(self).__name__} mines pairs with a reference: set model.reference_ckpt "
-                                  f"(or data.init_args.reference_ckpt); {hint}.")
+            raise CheckpointError(
+                f"{type(self).__name__} mines pairs with a reference: set model.reference_ckpt "
+                f"(or data.init_args.reference_ckpt); {hint}."
+            )
         if not Path(path).is_file():
-            raise CheckpointError(f"reference checkpoint not found: {path} ({type(self).__name__} mines pairs with it). {hint[0].upper()}{hint[1:]} "
-                                  "(an alignment config with a reference_recipe trains it first).")
+            raise CheckpointError(
+                f"reference checkpoint not found: {path} ({type(self).__name__} mines pairs with it). {hint[0].upper()}{hint[1:]} "
+                "(an alignment config with a reference_recipe trains it first)."
+            )
         return path
 
     def cached_pairs(self, prefix: str, weights: str, key: dict[str, Any], build: Callable[[], dict]) -> dict:
@@ -52,7 +56,9 @@ class MinedPairs:
         The fingerprint hashes ``key`` (every other ingredient of the mining) and the sha256 of ``weights``, so a
         changed ingredient is a new file and a stale cache is never read. Under DDP rank 0 mines; every rank reads."""
         digest = fingerprint({"reference_sha256": file_sha256(weights), **key})
-        return load_or_build(Path(self.cache_dir) / f"{prefix}-{digest}.pt", digest, build, getattr(self, "trainer", None))
+        return load_or_build(
+            Path(self.cache_dir) / f"{prefix}-{digest}.pt", digest, build, getattr(self, "trainer", None)
+        )
 
 
 __all__ = ["MinedPairs"]

@@ -33,7 +33,9 @@ def mine_pairs(
         return rows, labels[rows], predicted[rows]
     rows = torch.arange(len(labels), device=labels.device)
     if strategy == "hard_negative":
-        masked = reference_logps.masked_fill(torch.nn.functional.one_hot(labels, reference_logps.shape[1]).bool(), float("-inf"))
+        masked = reference_logps.masked_fill(
+            torch.nn.functional.one_hot(labels, reference_logps.shape[1]).bool(), float("-inf")
+        )
         return rows, labels, masked.argmax(dim=1)
     # random_negative: an offset in [1, C-1] added modulo C is uniform over the wrong classes.
     g = torch.Generator().manual_seed(seed)

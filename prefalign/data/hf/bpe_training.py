@@ -26,7 +26,9 @@ def train_bpe_tokenizer(lines: Iterable[str], vocab_size: int) -> Any:
     """A ``PreTrainedTokenizerFast`` with a byte-level BPE of ``vocab_size`` ids (the 256 bytes, merges, EOS) learnt
     from ``lines``."""
     if vocab_size < 258:
-        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 258 (256 bytes, EOS, a merge).")
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 258 (256 bytes, EOS, a merge)."
+        )
     tokenizers = require("tokenizers", "training a BPE tokenizer")
     transformers = require("transformers", "training a BPE tokenizer")
     from tokenizers import decoders, models, pre_tokenizers, trainers

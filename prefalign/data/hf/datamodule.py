@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-from prefalign.data.pair_cache import cache_is_valid, load_or_build
 from prefalign.data.batches import AssembledBatches, TensorBatches
+from prefalign.data.hf.formats import (
+    add_eos,
+    check_chat_template,
+    check_split,
+    detect_format,
+    extract_prompt,
+    is_conversational,
+    load_any,
+    tokenize_batch,
+)
+from prefalign.data.pair_cache import cache_is_valid, load_or_build
 from prefalign.digests import fingerprint, tensors_sha256
-from prefalign.data.hf.formats import (add_eos, check_chat_template, check_split, detect_format, extract_prompt, is_conversational,
-                                       load_any, tokenize_batch)
 from prefalign.strategies.sharding import shards_parameters
 
 
@@ -127,20 +135,37 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         num_proc: processes for ``datasets.map`` (TRL's ``dataset_num_proc``).
     """
 
-    def __init__(self, dataset_name: str, train_split: str = "train", val_split: str | None = "test", val_fraction: float | None = None,
-                 batch_size: int = 8, eval_batch_size: int | None = None, max_length: int | None = 1024,
-                 truncation_mode: Literal["keep_start", "keep_end"] = "keep_start", seed: int = 42,
-                 cache_dir: str = "artifacts/hf_reference", num_proc: int | None = None) -> None:
+    def __init__(
+        self,
+        dataset_name: str,
+        train_split: str = "train",
+        val_split: str | None = "test",
+        val_fraction: float | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        max_length: int | None = 1024,
+        truncation_mode: Literal["keep_start", "keep_end"] = "keep_start",
+        seed: int = 42,
+        cache_dir: str = "artifacts/hf_reference",
+        num_proc: int | None = None,
+    ) -> None:
         super().__init__()
         if truncation_mode not in ("keep_start", "keep_end"):
             raise ValueError(f"truncation_mode must be keep_start or keep_end, got {truncation_mode!r}")
         if max_length is not None and max_length < 2:
-            raise ValueError(f"max_length={max_length} is too short: at least a prompt token and a completion token are needed.")
+            raise ValueError(
+                f"max_length={max_length} is too short: at least a prompt token and a completion token are needed."
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if val_fraction is not None and not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        self.dataset_name, self.train_split, self.val_split, self.val_fraction = dataset_name, train_split, val_split, val_fraction
+        self.dataset_name, self.train_split, self.val_split, self.val_fraction = (
+            dataset_name,
+            train_split,
+            val_split,
+            val_fraction,
+        )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.max_length, self.truncation_mode, self.seed = max_length, truncation_mode, seed
         self.cache_dir, self.num_proc = cache_dir, num_proc
@@ -195,27 +220,46 @@ class TRLPreferenceDataModule(L.LightningDataModule):
             dataset = dataset.map(extract_prompt, num_proc=self.num_proc, desc=f"Extracting prompts ({name})")
         conversational = is_conversational(dataset[0])
         if not conversational:
-            dataset = dataset.map(add_eos, fn_kwargs={"eos": tok.eos_token, "completions": completions}, desc=f"Adding EOS ({name})", **kwargs)
-        dataset = dataset.map(tokenize_batch, fn_kwargs={"tokenizer": tok, "completions": completions, "conversational": conversational},
-                              desc=f"Tokenizing ({name})", **kwargs)
+            dataset = dataset.map(
+                add_eos,
+                fn_kwargs={"eos": tok.eos_token, "completions": completions},
+                desc=f"Adding EOS ({name})",
+                **kwargs,
+            )
+        dataset = dataset.map(
+            tokenize_batch,
+            fn_kwargs={"tokenizer": tok, "completions": completions, "conversational": conversational},
+            desc=f"Tokenizing ({name})",
+            **kwargs,
+        )
         rows = len(dataset)
         if self.max_length is not None and self.truncation_mode == "keep_start":
             # A module-level function and plain fn_kwargs: a lambda over ``self`` made the fingerprint (and so the
             # reference cache's key) depend on every attribute of the data module, the batch size included.
-            dataset = dataset.filter(prompt_fits, fn_kwargs={"max_length": self.max_length}, batched=True, num_proc=self.num_proc)
+            dataset = dataset.filter(
+                prompt_fits, fn_kwargs={"max_length": self.max_length}, batched=True, num_proc=self.num_proc
+            )
         dropped = rows - len(dataset)
         if len(dataset) == 0:
-            raise ValueError(f"dataset {self.dataset_name} ({name}) is empty after truncation: all {rows} prompts are at least max_length="
-                             f"{self.max_length} tokens long; raise data.init_args.max_length.")
+            raise ValueError(
+                f"dataset {self.dataset_name} ({name}) is empty after truncation: all {rows} prompts are at least max_length="
+                f"{self.max_length} tokens long; raise data.init_args.max_length."
+            )
         if dropped:
-            rank_zero_warn(f"{dropped} of {rows} {name} rows dropped: their prompt alone fills max_length={self.max_length} (as TRL drops them).")
+            rank_zero_warn(
+                f"{dropped} of {rows} {name} rows dropped: their prompt alone fills max_length={self.max_length} (as TRL drops them)."
+            )
         if name == "train":
             self.dropped = dropped
             self.mining_stats = {"data/train_rows": float(len(dataset)), "data/dropped_rows": float(dropped)}
         return dataset
 
     def _tensors(self, dataset: Any, completions: tuple[str, ...]) -> dict[str, Tensor]:
-        sl = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length if self.max_length else None, None)
+        sl = (
+            slice(None, self.max_length)
+            if self.truncation_mode == "keep_start"
+            else slice(-self.max_length if self.max_length else None, None)
+        )
         prompts = dataset["prompt_ids"]
         out: dict[str, Tensor] = {}
         seqs, masks = {}, {}
@@ -237,7 +281,9 @@ class TRLPreferenceDataModule(L.LightningDataModule):
             module = getattr(getattr(self, "trainer", None), "lightning_module", None)
             policy = getattr(module, "policy", None)
             if policy is None or not hasattr(policy, "load_tokenizer"):
-                raise ValueError("TRLPreferenceDataModule takes its tokenizer from the model: use it with model.backbone prefalign.models.HFCausalLM.")
+                raise ValueError(
+                    "TRLPreferenceDataModule takes its tokenizer from the model: use it with model.backbone prefalign.models.HFCausalLM."
+                )
             self.prepare(policy.load_tokenizer())
 
     def precompute_reference(self, policy: Any, reference_sums: Any, trainer: Any = None) -> None:
@@ -250,8 +296,13 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         train = self.splits["train"]
         if "ref_head" in train:
             return
-        key = {"model": policy.files_digest(), "data": self.fingerprints["train"], "max_length": self.max_length,
-               "truncation_mode": self.truncation_mode, "format": 2}
+        key = {
+            "model": policy.files_digest(),
+            "data": self.fingerprints["train"],
+            "max_length": self.max_length,
+            "truncation_mode": self.truncation_mode,
+            "format": 2,
+        }
         digest = fingerprint(key)
         path = Path(self.cache_dir) / f"hf-ref-{digest}.pt"
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -260,20 +311,28 @@ class TRLPreferenceDataModule(L.LightningDataModule):
             cached = trainer.strategy.broadcast(cached)
         computed: dict[str, Tensor] = {}
         if not cached:
-            rank_zero_info(f"Computing reference log-probs of {len(train['chosen_ids'])} training rows over {world} "
-                           f"process(es) (cached under {self.cache_dir}) ...")
+            rank_zero_info(
+                f"Computing reference log-probs of {len(train['chosen_ids'])} training rows over {world} "
+                f"process(es) (cached under {self.cache_dir}) ..."
+            )
             device = next(policy.parameters()).device
             computed = self._reference_share(train, reference_sums, device, rank, world)
             if world > 1:
-                computed = {k: interleave(trainer.strategy.all_gather(v), len(train["chosen_ids"])) for k, v in computed.items()}
+                computed = {
+                    k: interleave(trainer.strategy.all_gather(v), len(train["chosen_ids"])) for k, v in computed.items()
+                }
             computed = {k: v.cpu() for k, v in computed.items()}
         cached = load_or_build(path, digest, lambda: computed, trainer, what="reference log-probs")
         # [N, 2] (chosen, rejected) per row; a batch's rows are re-laid out as [chosen; rejected] in TRLBatches.assemble.
         train["ref_head"], train["ref_tail"] = cached["ref_head"], cached["ref_tail"]
 
-    def _reference_share(self, train: dict[str, Tensor], reference_sums: Any, device: Any, rank: int, world: int) -> dict[str, Tensor]:
+    def _reference_share(
+        self, train: dict[str, Tensor], reference_sums: Any, device: Any, rank: int, world: int
+    ) -> dict[str, Tensor]:
         """This rank's rows ``rank, rank + W, ...`` (wrapped to equal length), ``[ceil(N / W), 1 or 2]`` per key."""
-        batches = TRLBatches(train, self.paired, batch_size=self.eval_batch_size, rank=rank, world_size=world, pad_shards=True)
+        batches = TRLBatches(
+            train, self.paired, batch_size=self.eval_batch_size, rank=rank, world_size=world, pad_shards=True
+        )
         heads, tails = [], []
         for batch in batches:
             sums = reference_sums({k: v.to(device) for k, v in batch.items()})
@@ -293,8 +352,15 @@ class TRLPreferenceDataModule(L.LightningDataModule):
         tensors = self.splits[split]
         if not train:
             tensors = {k: v for k, v in tensors.items() if not k.startswith("ref_")}
-        return TRLBatches(tensors, self.paired, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                          seed=self.seed, rank=rank, world_size=world)
+        return TRLBatches(
+            tensors,
+            self.paired,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
 
     def train_dataloader(self) -> TRLBatches:
         return self._loader("train", True)

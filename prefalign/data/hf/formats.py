@@ -15,8 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("standard {prompt, chosen, rejected}", "implicit prompt {chosen, rejected}", "unpaired {prompt, completion, label}",
-           "or any of them with lists of {role, content} messages (conversational)")
+FORMATS = (
+    "standard {prompt, chosen, rejected}",
+    "implicit prompt {chosen, rejected}",
+    "unpaired {prompt, completion, label}",
+    "or any of them with lists of {role, content} messages (conversational)",
+)
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
 
@@ -29,18 +33,24 @@ def load_any(dataset_name: str) -> Any:
     if path.is_file():
         builder = LOCAL_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(f"dataset file {path} has an unknown extension {path.suffix!r}: use json, jsonl, parquet or csv.")
+            raise ValueError(
+                f"dataset file {path} has an unknown extension {path.suffix!r}: use json, jsonl, parquet or csv."
+            )
         return datasets.load_dataset(builder, data_files=str(path))
     if path.is_dir() and (path / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(path))
     if path.exists() or dataset_name.startswith((".", "/", "~")):
         if not path.exists():
-            raise FileNotFoundError(f"dataset not found: {dataset_name} does not exist; pass --dataset_name FILE_OR_HUB_NAME.")
+            raise FileNotFoundError(
+                f"dataset not found: {dataset_name} does not exist; pass --dataset_name FILE_OR_HUB_NAME."
+            )
     try:
         return datasets.load_dataset(dataset_name)
     except Exception as e:  # not on the hub, offline, or a folder datasets cannot read
-        raise FileNotFoundError(f"dataset not found: {dataset_name!r} is neither a local json/jsonl/parquet file nor a dataset "
-                                f"loadable here ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}).") from None
+        raise FileNotFoundError(
+            f"dataset not found: {dataset_name!r} is neither a local json/jsonl/parquet file nor a dataset "
+            f"loadable here ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})."
+        ) from None
 
 
 def detect_format(columns: list[str]) -> str:
@@ -50,27 +60,39 @@ def detect_format(columns: list[str]) -> str:
         return "paired"
     if {"prompt", "completion", "label"} <= have:
         return "unpaired"
-    wanted = ["prompt", "chosen", "rejected"] if "completion" not in have and "label" not in have else ["prompt", "completion", "label"]
+    wanted = (
+        ["prompt", "chosen", "rejected"]
+        if "completion" not in have and "label" not in have
+        else ["prompt", "completion", "label"]
+    )
     missing = [c for c in wanted if c not in have]
-    raise ValueError(f"the dataset lacks the column(s) {', '.join(missing)} (it has: {', '.join(sorted(have)) or 'none'}); "
-                     f"accepted TRL formats: {'; '.join(FORMATS)}.")
+    raise ValueError(
+        f"the dataset lacks the column(s) {', '.join(missing)} (it has: {', '.join(sorted(have)) or 'none'}); "
+        f"accepted TRL formats: {'; '.join(FORMATS)}."
+    )
 
 
-PROMPT_FORMATS = ("standard {prompt} (text)", "conversational {prompt: [{role, content}, ...]}; any other column is "
-                  "passed to the reward functions")
+PROMPT_FORMATS = (
+    "standard {prompt} (text)",
+    "conversational {prompt: [{role, content}, ...]}; any other column is passed to the reward functions",
+)
 
 
 def check_prompt_columns(columns: list[str]) -> None:
     """Prompt-only data (TRL's GRPO formats) needs a ``prompt`` column; a one-line error naming the formats otherwise."""
     if "prompt" not in columns:
-        raise ValueError(f"the dataset lacks the column prompt (it has: {', '.join(sorted(columns)) or 'none'}); accepted TRL "
-                         f"prompt-only formats: {'; '.join(PROMPT_FORMATS)}.")
+        raise ValueError(
+            f"the dataset lacks the column prompt (it has: {', '.join(sorted(columns)) or 'none'}); accepted TRL "
+            f"prompt-only formats: {'; '.join(PROMPT_FORMATS)}."
+        )
 
 
 def check_split(data: Any, dataset_name: str, split: str) -> Any:
     """``data[split]``, or a one-line error naming the splits there are; an empty split is refused too."""
     if split not in data:
-        raise ValueError(f"dataset {dataset_name} has no split {split!r} (it has {', '.join(data)}); set data.init_args.train_split.")
+        raise ValueError(
+            f"dataset {dataset_name} has no split {split!r} (it has {', '.join(data)}); set data.init_args.train_split."
+        )
     if len(data[split]) == 0:
         raise ValueError(f"dataset {dataset_name} split {split!r} is empty.")
     return data[split]
@@ -80,8 +102,10 @@ def check_chat_template(dataset_name: str, example: dict[str, Any], tokenizer: A
     """Whether the data is conversational; conversational data with a tokenizer without a chat template is refused."""
     conversational = is_conversational(example)
     if conversational and not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"dataset {dataset_name} is conversational (lists of {{role, content}} messages) but the model's tokenizer "
-                         "has no chat template: use a chat model, add a chat_template to its tokenizer_config.json, or use standard-format data.")
+        raise ValueError(
+            f"dataset {dataset_name} is conversational (lists of {{role, content}} messages) but the model's tokenizer "
+            "has no chat template: use a chat model, add a chat_template to its tokenizer_config.json, or use standard-format data."
+        )
     return conversational
 
 
@@ -91,7 +115,9 @@ def tokenize_prompts(batch: dict[str, list], tokenizer: Any, conversational: boo
     generation prompt (and the row's ``tools``/``chat_template_kwargs``)."""
     prompts = batch["prompt"]
     if conversational:
-        return {"prompt_ids": [_ids(tokenizer, p, True, True, template_kwargs(batch, i)) for i, p in enumerate(prompts)]}
+        return {
+            "prompt_ids": [_ids(tokenizer, p, True, True, template_kwargs(batch, i)) for i, p in enumerate(prompts)]
+        }
     return {"prompt_ids": [list(x) for x in tokenizer(text=list(prompts))["input_ids"]]}
 
 
@@ -126,7 +152,13 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _ids(tokenizer: Any, value: Any, conversational: bool, generation_prompt: bool = False, template_kwargs: dict | None = None) -> list[int]:
+def _ids(
+    tokenizer: Any,
+    value: Any,
+    conversational: bool,
+    generation_prompt: bool = False,
+    template_kwargs: dict | None = None,
+) -> list[int]:
     if conversational:
         kwargs = {"add_generation_prompt": True} if generation_prompt else {}
         out = tokenizer.apply_chat_template(value, tokenize=True, return_dict=True, **(template_kwargs or {}), **kwargs)
@@ -142,7 +174,9 @@ def template_kwargs(batch: dict[str, list], i: int) -> dict:
     return {"tools": tools, **((batch["chat_template_kwargs"][i] or {}) if "chat_template_kwargs" in batch else {})}
 
 
-def tokenize_batch(batch: dict[str, list], tokenizer: Any, completions: tuple[str, ...], conversational: bool) -> dict[str, list]:
+def tokenize_batch(
+    batch: dict[str, list], tokenizer: Any, completions: tuple[str, ...], conversational: bool
+) -> dict[str, list]:
     """``prompt_ids`` and ``<completion>_ids`` for a ``datasets.map(batched=True)`` batch, as TRL's ``tokenize_fn``.
 
     Standard text is tokenized in one batched call per field (the fast tokenizer's batch path gives the ids a
@@ -151,10 +185,16 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, completions: tuple[st
     if conversational:
         kw = [template_kwargs(batch, i) for i in range(len(prompts))]
         prompt_ids = [_ids(tokenizer, p, True, True, kw[i]) for i, p in enumerate(prompts)]
-        full = {c: [_ids(tokenizer, p + r, True, False, kw[i]) for i, (p, r) in enumerate(zip(prompts, batch[c]))] for c in completions}
+        full = {
+            c: [_ids(tokenizer, p + r, True, False, kw[i]) for i, (p, r) in enumerate(zip(prompts, batch[c]))]
+            for c in completions
+        }
     else:
         prompt_ids = [list(x) for x in tokenizer(text=list(prompts))["input_ids"]]
-        full = {c: [list(x) for x in tokenizer(text=[p + r for p, r in zip(prompts, batch[c])])["input_ids"]] for c in completions}
+        full = {
+            c: [list(x) for x in tokenizer(text=[p + r for p, r in zip(prompts, batch[c])])["input_ids"]]
+            for c in completions
+        }
     out: dict[str, list] = {"prompt_ids": [], **{f"{c}_ids": [] for c in completions}}
     for i, p in enumerate(prompt_ids):
         # The completion starts where the prompt alone and prompt + completion diverge (TRL: common_prefix_length).
@@ -170,5 +210,18 @@ def add_eos(batch: dict[str, list], eos: str, completions: tuple[str, ...]) -> d
     return {c: [x if x.endswith(eos) else x + eos for x in batch[c]] for c in completions}
 
 
-__all__ = ["FORMATS", "PROMPT_FORMATS", "load_any", "detect_format", "check_prompt_columns", "check_split", "check_chat_template",
-           "tokenize_prompts", "is_conversational", "extract_prompt", "common_prefix_length", "tokenize_batch", "add_eos"]
+__all__ = [
+    "FORMATS",
+    "PROMPT_FORMATS",
+    "load_any",
+    "detect_format",
+    "check_prompt_columns",
+    "check_split",
+    "check_chat_template",
+    "tokenize_prompts",
+    "is_conversational",
+    "extract_prompt",
+    "common_prefix_length",
+    "tokenize_batch",
+    "add_eos",
+]

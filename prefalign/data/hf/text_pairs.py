@@ -124,21 +124,31 @@ class TextPairsDataModule(TextValidation, TRLPreferenceDataModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if not path.is_file():
-                rank_zero_info(f"Mining best-of-2 pairs for {self.num_prompts} prompts with {model.model_name_or_path} ...")
+                rank_zero_info(
+                    f"Mining best-of-2 pairs for {self.num_prompts} prompts with {model.model_name_or_path} ..."
+                )
                 prompts = training_prompts(data.ids["train"], self.num_prompts, self.prompt_length, self.seed)
-                rows, stats = mine_best_of_2(model, tokenizer, prompts, self.response_length, lexicon(data.text["train"]), self.seed)
+                rows, stats = mine_best_of_2(
+                    model, tokenizer, prompts, self.response_length, lexicon(data.text["train"]), self.seed
+                )
                 if not rows:
-                    raise ValueError("no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length.")
+                    raise ValueError(
+                        "no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length."
+                    )
                 write_jsonl_atomic(rows, stats, path)
         self.pair_stats = json.loads(path.with_name(path.name + ".stats.json").read_text())
-        rank_zero_info(f"Pairs: {int(self.pair_stats['mining/pairs'])} of {self.num_prompts} prompts in {path} (TRL standard format).")
+        rank_zero_info(
+            f"Pairs: {int(self.pair_stats['mining/pairs'])} of {self.num_prompts} prompts in {path} (TRL standard format)."
+        )
         self.dataset_name = str(path)
         return path
 
     def prepare(self, tokenizer: Any) -> None:
         if not self.dataset_name:
-            raise ValueError(f"{type(self).__name__} mines its pairs with the model first: use it with model.family "
-                             "prefalign.families.hf.HFTextFamily (which calls mine_pairs).")
+            raise ValueError(
+                f"{type(self).__name__} mines its pairs with the model first: use it with model.family "
+                "prefalign.families.hf.HFTextFamily (which calls mine_pairs)."
+            )
         super().prepare(tokenizer)
         self.text_data.prepare(tokenizer)
         self.mining_stats = {**self.pair_stats, **self.mining_stats}

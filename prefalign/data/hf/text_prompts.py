@@ -57,7 +57,9 @@ class TextPromptsDataModule(TextValidation, TRLPromptDataModule):
         eval_batch_size: int = 64,
         seed: int = 42,
     ) -> None:
-        super().__init__(dataset_name="", val_split=None, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        super().__init__(
+            dataset_name="", val_split=None, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed
+        )
         check_in_range("num_prompts", num_prompts, 1)
         self.num_prompts, self.prompt_length = num_prompts, prompt_length
         self.text_data = HFTextDataModule(

@@ -7,5 +7,12 @@ from prefalign.data.text.datamodule import CharTextDataModule, synthetic_text
 from prefalign.data.text.model_tokenizer import TokenizerMismatchError
 from prefalign.data.text.preference import TextPreferenceDataModule
 
-__all__ = ["BPETokenizer", "CharTokenizer", "CharTextDataModule", "TextPreferenceDataModule", "TokenizerMismatchError", "UnknownCharacterError",
-           "synthetic_text"]
+__all__ = [
+    "BPETokenizer",
+    "CharTokenizer",
+    "CharTextDataModule",
+    "TextPreferenceDataModule",
+    "TokenizerMismatchError",
+    "UnknownCharacterError",
+    "synthetic_text",
+]

@@ -30,8 +30,10 @@ def _tiktoken() -> Any:
     try:
         import tiktoken
     except ImportError:
-        raise TokenizerUnavailableError("the gpt2 tokenizer needs tiktoken: `pip install -e .[bpe]` (or `pip install 'tiktoken>=0.7'`), "
-                                        "or use the character tokenizer (data.init_args.tokenizer: char).") from None
+        raise TokenizerUnavailableError(
+            "the gpt2 tokenizer needs tiktoken: `pip install -e .[bpe]` (or `pip install 'tiktoken>=0.7'`), "
+            "or use the character tokenizer (data.init_args.tokenizer: char)."
+        ) from None
     return tiktoken
 
 
@@ -92,6 +94,11 @@ def gpt2_tokenizer(root: str | os.PathLike | None = None) -> BPETokenizer:
 
     tiktoken = _tiktoken()
     ranks = parse_ranks(load_gpt2_vocab(root))
-    encoding = tiktoken.Encoding(name="gpt2", pat_str=GPT2_PAT_STR, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: GPT2_N_VOCAB - 1},
-                                 explicit_n_vocab=GPT2_N_VOCAB)
+    encoding = tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_PAT_STR,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: GPT2_N_VOCAB - 1},
+        explicit_n_vocab=GPT2_N_VOCAB,
+    )
     return BPETokenizer(encoding, "gpt2", VOCAB_SHA256)

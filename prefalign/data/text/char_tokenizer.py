@@ -50,8 +50,10 @@ class CharTokenizer:
     # The vocabulary as a fixed-size integer tensor (code points, -1 = unused), for the model's state_dict.
     def to_codes(self, size: int) -> Tensor:
         if len(self.chars) > size:
-            raise ValueError(f"the text has {len(self.chars)} distinct characters but the model has room for {size}: "
-                             f"raise model.backbone.init_args.vocab_size to at least {len(self.chars)}.")
+            raise ValueError(
+                f"the text has {len(self.chars)} distinct characters but the model has room for {size}: "
+                f"raise model.backbone.init_args.vocab_size to at least {len(self.chars)}."
+            )
         codes = torch.full((size,), -1, dtype=torch.int32)
         codes[: len(self.chars)] = torch.tensor([ord(c) for c in self.chars], dtype=torch.int32)
         return codes

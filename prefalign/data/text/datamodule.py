@@ -14,8 +14,34 @@ from prefalign.data.text.model_tokenizer import TOKENIZERS, Tokenizer, make_toke
 from prefalign.validation import check_in_range
 
 # The synthetic stand-in's words: enough structure that a tiny model learns something within seconds.
-_WORDS = ("the", "king", "queen", "lord", "love", "night", "day", "sword", "crown", "heart", "speak", "good", "my", "thou",
-          "art", "is", "not", "to", "be", "and", "of", "what", "sweet", "fair", "death", "life")
+_WORDS = (
+    "the",
+    "king",
+    "queen",
+    "lord",
+    "love",
+    "night",
+    "day",
+    "sword",
+    "crown",
+    "heart",
+    "speak",
+    "good",
+    "my",
+    "thou",
+    "art",
+    "is",
+    "not",
+    "to",
+    "be",
+    "and",
+    "of",
+    "what",
+    "sweet",
+    "fair",
+    "death",
+    "life",
+)
 
 
 def synthetic_text(chars: int, seed: int = 0) -> str:
@@ -66,12 +92,26 @@ class CharTextDataModule(L.LightningDataModule):
 
     reference_data_keys = ("source", "text_file", "synthetic_chars", "val_fraction", "data_dir", "tokenizer")
 
-    def __init__(self, source: Literal["shakespeare", "file", "synthetic"] = "shakespeare", text_file: str | None = None,
-                 block_size: int = 64, batch_size: int = 64, eval_batch_size: int = 256, steps_per_epoch: int = 500,
-                 val_fraction: float = 0.1, max_val_windows: int | None = None, seed: int = 0, synthetic_chars: int = 60_000,
-                 data_dir: str | None = None, train_on: Literal["windows", "prompts"] = "windows", prompt_length: int = 32,
-                 prompts: list[str] | None = None, eval_prompts: int = 64, eval_new_tokens: int = 32,
-                 tokenizer: Literal["char", "gpt2"] = "char") -> None:
+    def __init__(
+        self,
+        source: Literal["shakespeare", "file", "synthetic"] = "shakespeare",
+        text_file: str | None = None,
+        block_size: int = 64,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        steps_per_epoch: int = 500,
+        val_fraction: float = 0.1,
+        max_val_windows: int | None = None,
+        seed: int = 0,
+        synthetic_chars: int = 60_000,
+        data_dir: str | None = None,
+        train_on: Literal["windows", "prompts"] = "windows",
+        prompt_length: int = 32,
+        prompts: list[str] | None = None,
+        eval_prompts: int = 64,
+        eval_new_tokens: int = 32,
+        tokenizer: Literal["char", "gpt2"] = "char",
+    ) -> None:
         super().__init__()
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {tokenizer!r}")
@@ -79,16 +119,27 @@ class CharTextDataModule(L.LightningDataModule):
             raise ValueError(f"source must be shakespeare, file or synthetic, got {source!r}")
         if source == "file" and not text_file:
             raise ValueError("source: file needs data.init_args.text_file (a UTF-8 text file).")
-        for name, value, low in (("block_size", block_size, 2), ("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                 ("steps_per_epoch", steps_per_epoch, 1), ("synthetic_chars", synthetic_chars, 1000)):
+        for name, value, low in (
+            ("block_size", block_size, 2),
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("steps_per_epoch", steps_per_epoch, 1),
+            ("synthetic_chars", synthetic_chars, 1000),
+        ):
             check_in_range(name, value, low)
         check_in_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         if train_on not in ("windows", "prompts"):
             raise ValueError(f"train_on must be windows or prompts, got {train_on!r}")
-        for name, value, low in (("prompt_length", prompt_length, 1), ("eval_prompts", eval_prompts, 0), ("eval_new_tokens", eval_new_tokens, 1)):
+        for name, value, low in (
+            ("prompt_length", prompt_length, 1),
+            ("eval_prompts", eval_prompts, 0),
+            ("eval_new_tokens", eval_new_tokens, 1),
+        ):
             check_in_range(name, value, low)
         if prompts is not None and (not prompts or len({len(p) for p in prompts}) != 1):
-            raise ValueError("data.init_args.prompts must be a non-empty list of prompts of one length (they are batched together).")
+            raise ValueError(
+                "data.init_args.prompts must be a non-empty list of prompts of one length (they are batched together)."
+            )
         self.train_on, self.prompt_length, self.prompts = train_on, prompt_length, prompts
         self.eval_prompts, self.eval_new_tokens = eval_prompts, eval_new_tokens
         self.source, self.text_file, self.data_dir = source, text_file, data_dir
@@ -139,18 +190,25 @@ class CharTextDataModule(L.LightningDataModule):
         text = self.load_text()
         self.text = self.split_text(text)
         if min(len(t) for t in self.text.values()) <= self.block_size + 1:
-            raise ValueError(f"the text ({len(text)} characters) is too short for block_size={self.block_size} with "
-                             f"val_fraction={self.val_fraction}: each split needs more than {self.block_size + 1} characters.")
+            raise ValueError(
+                f"the text ({len(text)} characters) is too short for block_size={self.block_size} with "
+                f"val_fraction={self.val_fraction}: each split needs more than {self.block_size + 1} characters."
+            )
         self.use_tokenizer(self.tokenizer or make_tokenizer(self.tokenizer_name, self.text["train"]))
 
     def use_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Encode both splits with ``tokenizer`` (a reference's vocabulary); unknown characters are an error."""
         self.tokenizer = tokenizer
         self.ids = {split: tokenizer.encode(text, what=f"the {split} split") for split, text in self.text.items()}
-        for split, ids in self.ids.items():  # only BPE can fail here: for characters setup's length check already passed
+        for (
+            split,
+            ids,
+        ) in self.ids.items():  # only BPE can fail here: for characters setup's length check already passed
             if len(ids) <= self.block_size + 1:
-                raise ValueError(f"the {split} split is {len(ids)} {tokenizer.unit}s long, too short for block_size={self.block_size}: "
-                                 f"each split needs more than {self.block_size + 1}. Give more text or lower val_fraction.")
+                raise ValueError(
+                    f"the {split} split is {len(ids)} {tokenizer.unit}s long, too short for block_size={self.block_size}: "
+                    f"each split needs more than {self.block_size + 1}. Give more text or lower val_fraction."
+                )
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -174,8 +232,10 @@ class CharTextDataModule(L.LightningDataModule):
         if self.prompts is not None:
             encoded = [self.tokenizer.encode(p, what=f"prompt {p!r}") for p in self.prompts]
             if len({len(e) for e in encoded}) != 1:  # prompts of one length in characters may differ in BPE tokens
-                raise ValueError(f"data.init_args.prompts encode to {sorted({len(e) for e in encoded})} {self.tokenizer.unit}s: "
-                                 "they are batched together, so give prompts of one length in tokens.")
+                raise ValueError(
+                    f"data.init_args.prompts encode to {sorted({len(e) for e in encoded})} {self.tokenizer.unit}s: "
+                    "they are batched together, so give prompts of one length in tokens."
+                )
             fixed = torch.stack(encoded)
             return {"prompt": fixed[torch.arange(n) % len(fixed)]}
         starts = torch.randint(len(self.ids["train"]) - self.prompt_length, (n,), generator=g)
@@ -185,7 +245,9 @@ class CharTextDataModule(L.LightningDataModule):
         """``eval_prompts`` validation prompts at evenly spaced offsets, and the real text that follows each
         (``eval_new_tokens`` characters): what samples are judged against."""
         length = self.prompt_length + self.eval_new_tokens
-        starts = torch.linspace(0, len(self.ids["val"]) - length - 1, max(self.eval_prompts, 1)).long()[: self.eval_prompts]
+        starts = torch.linspace(0, len(self.ids["val"]) - length - 1, max(self.eval_prompts, 1)).long()[
+            : self.eval_prompts
+        ]
         spans = self.ids["val"][starts.unsqueeze(1) + torch.arange(length)]
         return spans[:, : self.prompt_length], spans[:, self.prompt_length :]
 
@@ -198,8 +260,16 @@ class CharTextDataModule(L.LightningDataModule):
     def _loader(self, tensors: dict[str, Tensor], train: bool, refresh=None, shuffle: bool = False) -> TensorBatches:
         # Windows and prompts are drawn at random offsets already: only fixed sets (mined pairs) need shuffling.
         rank, world = self._rank_world()
-        return TensorBatches(tensors, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=shuffle,
-                             seed=self.seed, rank=rank, world_size=world, pad_shards=train, refresh=refresh)
+        return TensorBatches(
+            tensors,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            pad_shards=train,
+            refresh=refresh,
+        )
 
     def train_dataloader(self) -> TensorBatches:
         make = self.train_prompts if self.train_on == "prompts" else self.train_windows

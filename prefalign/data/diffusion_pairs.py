@@ -61,15 +61,13 @@ def rank_samples(
         lost = lost[p_class[lost].argsort()]
         k = min(pairs_per_loser, len(won))
         if winners_by == "nearest":
-            distances = torch.cdist(
-                images[lost].flatten(1).float(), images[won].flatten(1).float()
-            )  # [losers, winners] of one class
+            # [losers, winners] of one class
+            distances = torch.cdist(images[lost].flatten(1).float(), images[won].flatten(1).float())
             winners.append(won[distances.topk(k, dim=1, largest=False).indices].flatten())
         else:
             won = won[p_class[won].argsort(descending=True)]
-            slots = (
-                torch.arange(len(lost)).unsqueeze(1) * k + torch.arange(k)
-            ).flatten()  # loser i meets slots i·k … i·k+k−1
+            # loser i meets slots i·k … i·k+k−1
+            slots = (torch.arange(len(lost)).unsqueeze(1) * k + torch.arange(k)).flatten()
             if winners_by == "spread" and len(slots) < len(won):
                 slots = slots * len(won) // len(slots)  # strictly increasing, so a loser's winners stay distinct
             winners.append(won[slots % len(won)])

@@ -113,13 +113,10 @@ def mine_image_pairs(
     winners, losers = rank_samples(
         p.cpu(), correct.cpu(), labels, num_classes, accept_above, reject_below, pairs_per_loser, winners_by, images
     )
-    noise = noise.cpu()
     return {
         "chosen": images[winners],
         "rejected": images[losers],
         "y": labels[winners],
-        "chosen_noise": noise[winners],  # the x_T each image was sampled from (DenoiserFamily's pair_noise="own")
-        "rejected_noise": noise[losers],
         "chosen_p": p.cpu()[winners],
         "rejected_p": p.cpu()[losers],
         "pool_accuracy": correct.float().mean().cpu(),
@@ -136,8 +133,7 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
     sample wins over one the judge rejects (:func:`rank_samples`). Pairs are cached under a fingerprint of (reference
     weights, judge, data, every setting here), as the MNIST and text pairs are.
 
-    Training batches: ``chosen``/``rejected [B, 1, 28, 28]`` in [0, 1], their class ``y``, and the noise each was
-    sampled from, ``chosen_noise``/``rejected_noise`` (x_T, model range).
+    Training batches: ``chosen``/``rejected [B, 1, 28, 28]`` in [0, 1] and their class ``y``.
 
     Args:
         per_class: reference samples drawn per class for mining.
@@ -271,7 +267,7 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
             "reject_below": self.reject_below,
             "pairs_per_loser": self.pairs_per_loser,
             "bf16": bf16,
-            "format": 2,  # 2: pairs carry their starting noise
+            "format": 1,
         }
         if self.winners_by != "confidence":  # the default leaves the key (and every existing cache file) as it was
             key["winners_by"] = self.winners_by
@@ -312,7 +308,7 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
 
     def _attach(self, cached: dict) -> None:
         device = self._device()
-        self.pairs = {k: cached[k].to(device) for k in ("chosen", "rejected", "y", "chosen_noise", "rejected_noise")}
+        self.pairs = {k: cached[k].to(device) for k in ("chosen", "rejected", "y")}
         self.mining_stats = {
             "mining/pairs": float(len(cached["y"])),
             "mining/pool_size": float(self.per_class * self.num_classes),

@@ -57,29 +57,6 @@ def test_winner_and_loser_share_t_and_noise_and_policy_and_reference_see_the_sam
     torch.testing.assert_close(eps_w, eps_l, atol=1e-4, rtol=0)  # the same ε under both images
 
 
-def test_own_pair_noise_noises_each_image_with_the_noise_it_was_sampled_from():
-    family = DenoiserFamily(num_timesteps=50, pair_noise="own")
-    policy, reference = Recorder(0.3), Recorder(0.1)
-    g = torch.Generator().manual_seed(1)
-    batch = {**pair_batch(), "chosen_noise": torch.randn(3, 1, 28, 28, generator=g)}
-    batch["rejected_noise"] = torch.randn(3, 1, 28, 28, generator=g)
-    lp = family.pair_logps(policy, reference, batch)
-    ((x_t, t, _),) = policy.calls
-    assert torch.equal(x_t, reference.calls[0][0]) and torch.equal(t[:3], t[3:])  # t is still shared
-    ab = family.noise_schedule.alphas_cumprod[t[:3]].view(-1, 1, 1, 1)
-    eps_w = (x_t[:3] - ab.sqrt() * (batch["chosen"] * 2 - 1)) / (1 - ab).sqrt()
-    eps_l = (x_t[3:] - ab.sqrt() * (batch["rejected"] * 2 - 1)) / (1 - ab).sqrt()
-    torch.testing.assert_close(eps_w, batch["chosen_noise"], atol=1e-4, rtol=0)
-    torch.testing.assert_close(eps_l, batch["rejected_noise"], atol=1e-4, rtol=0)
-    # by hand: log p = −½ · mean (ε − 0.3 x_t)²
-    expected = -0.5 * (batch["chosen_noise"] - 0.3 * x_t[:3]).square().flatten(1).mean(1)
-    torch.testing.assert_close(lp.policy_chosen, expected)
-    with pytest.raises(ValueError, match="pair_noise=own needs"):
-        family.pair_logps(policy, reference, pair_batch())
-    with pytest.raises(ValueError, match="pair_noise"):
-        DenoiserFamily(pair_noise="fresh")
-
-
 def test_pair_timesteps_bound_the_pairs_t_and_leave_sft_on_the_whole_process():
     family = DenoiserFamily(num_timesteps=100, pair_timesteps=(0.6, 0.8))
     policy = Recorder(0.3)

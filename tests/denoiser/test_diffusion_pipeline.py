@@ -148,7 +148,6 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
     noise seeded ``seed + round``, judged by the same mining judge."""
     from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule, mine_image_pairs
     from prefalign.families.denoiser.judge import ensure_judge
-    from prefalign.families.denoiser.sampling import ddim_sample
     from prefalign.families.denoiser.schedule import NoiseSchedule
 
     tmp, ref = tiny_denoiser
@@ -188,11 +187,8 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
         pairs_per_loser=2,
     )
     assert len(expected["y"]) > 0
-    for key in ("chosen", "rejected", "y", "chosen_noise", "rejected_noise"):
+    for key in ("chosen", "rejected", "y"):
         torch.testing.assert_close(data.pairs[key], expected[key])
-    # each image's noise is the x_T it was drawn from: DDIM (deterministic) from it gives the image back
-    again = ddim_sample(miner.eval(), schedule, expected["y"], expected["rejected_noise"], 2)
-    torch.testing.assert_close((again + 1) / 2, expected["rejected"])
     assert len(first["y"]) != len(expected["y"]) or not torch.equal(first["chosen"], expected["chosen"])
 
 

@@ -39,11 +39,6 @@ class DenoiserFamily(DenoiserEvaluation):
         label_dropout: fraction of SFT labels replaced by the null class (0 disables guidance training).
         pair_timesteps: the fractions (low, high) of [0, T) from which a *pair's* t is drawn (SFT keeps all of [0, T)).
             A high-noise range puts the preference signal where sampling decides which digit appears.
-        pair_noise: the ε a pair's images are noised with. ``shared``: one fresh draw per pair, as in the paper.
-            ``own``: each image's own starting noise, the x_T mining drew it from (batches carry ``chosen_noise`` and
-            ``rejected_noise``; :class:`~prefalign.data.DiffusionPreferenceDataModule` provides them), so x_t lies
-            near the DDIM path that produced the image and the preference acts on the trajectories that made the
-            wrong digits, as D3PO (Yang et al., 2023, arXiv:2311.13231) trains on the sampled trajectory itself.
         (evaluation arguments: see :class:`DenoiserEvaluation`)
     """
 
@@ -57,7 +52,6 @@ class DenoiserFamily(DenoiserEvaluation):
         beta_end: float = 0.02,
         label_dropout: float = 0.1,
         pair_timesteps: tuple[float, float] = (0.0, 1.0),
-        pair_noise: Literal["shared", "own"] = "shared",
         sample_steps: int = 25,
         guidance: float = 1.0,
         val_per_class: int = 20,
@@ -92,9 +86,6 @@ class DenoiserFamily(DenoiserEvaluation):
             "beta_end": beta_end,
         }
         self.label_dropout = label_dropout
-        if pair_noise not in ("shared", "own"):
-            raise ValueError(f"pair_noise={pair_noise!r}: choose 'shared' or 'own'.")
-        self.pair_noise = pair_noise
         low, high = pair_timesteps
         if not 0.0 <= low < high <= 1.0:
             raise ValueError(
@@ -138,17 +129,9 @@ class DenoiserFamily(DenoiserEvaluation):
         paired = len(images) > n
         low, high = self.pair_t_range if paired else (0, None)
         t = self.noise_schedule.sample_timesteps(n, device=images.device, low=low, high=high)
-        if paired and self.pair_noise == "own":
-            if "chosen_noise" not in batch:
-                raise ValueError(
-                    "model.family.init_args.pair_noise=own needs each pair's starting noise (chosen_noise, "
-                    "rejected_noise), which prefalign.data.DiffusionPreferenceDataModule provides; use it or pair_noise=shared."
-                )
-            t, noise = torch.cat([t, t]), torch.cat([batch["chosen_noise"], batch["rejected_noise"]])
-        else:
-            noise = torch.randn((n, *images.shape[1:]), device=images.device)
-            if paired:  # winner and loser share (t, ε): the comparison is between images, not noise draws
-                t, noise = torch.cat([t, t]), torch.cat([noise, noise])
+        noise = torch.randn((n, *images.shape[1:]), device=images.device)
+        if paired:  # winner and loser share (t, ε): the comparison is between images, not noise draws
+            t, noise = torch.cat([t, t]), torch.cat([noise, noise])
         x_t = self.noise_schedule.add_noise(to_model_range(images), noise, t)
         logp = denoising_logp(policy, x_t, t, labels, noise)
         ref = None

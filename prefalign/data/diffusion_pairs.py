@@ -17,6 +17,12 @@ from prefalign.models.loading import load_model
 from prefalign.validation import check_in_range
 
 
+def least_typical_first(indices: Tensor, features: Tensor) -> Tensor:
+    """``indices`` ordered by the distance of their ``features`` from the mean of theirs, farthest first."""
+    centred = features[indices].float() - features[indices].float().mean(0)
+    return indices[centred.norm(dim=1).argsort(descending=True)]
+
+
 def rank_samples(
     p_class: Tensor,
     correct: Tensor,
@@ -27,6 +33,7 @@ def rank_samples(
     pairs_per_loser: int,
     winners_by: str = "confidence",
     images: Tensor | None = None,
+    features: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Indices (winner, loser) of pairs of samples of the same class.
 
@@ -41,15 +48,22 @@ def rank_samples(
       prototypical digits;
     * ``"spread"``: as ``confidence``, but the winners the losers meet are spread evenly over the confidence ranks of
       every accepted sample of the class rather than taken from its top, so that RPO's NLL anchor covers the
-      accepted samples' styles, not only the most prototypical ones.
+      accepted samples' styles, not only the most prototypical ones;
+    * ``"atypical"``: as ``confidence``, but the accepted samples are ranked by their distance from the mean of the
+      class's accepted samples in the judge's ``features``, farthest first: the winners are the least typical digits
+      the judge still accepts, so that DPO, which raises the winners' likelihood above the reference's, pulls away
+      from the class's most typical digits rather than towards them.
 
     Losers are usually far fewer than winners, so with ``confidence`` only the most confident winners are used. On
-    MNIST neither alternative beat it: ``nearest`` removed fewer errors for the same diversity, and ``spread`` moved
-    along the same error-for-diversity curve as a smaller RPO weight (docs/families/diffusion.md, "What the runs say")."""
-    if winners_by not in ("confidence", "nearest", "spread"):
-        raise ValueError(f"winners_by={winners_by!r}: choose 'confidence', 'nearest' or 'spread'.")
+    MNIST no alternative clearly beat it: ``nearest`` removed fewer errors for the same diversity, and ``spread`` and
+    ``atypical`` moved along nearly the same error-for-diversity curve as a smaller RPO weight
+    (docs/families/diffusion.md, "What the runs say")."""
+    if winners_by not in ("confidence", "nearest", "spread", "atypical"):
+        raise ValueError(f"winners_by={winners_by!r}: choose 'confidence', 'nearest', 'spread' or 'atypical'.")
     if winners_by == "nearest" and images is None:
         raise ValueError("winners_by='nearest' needs the images")
+    if winners_by == "atypical" and features is None:
+        raise ValueError("winners_by='atypical' needs the judge's features")
     win = correct & (p_class >= accept_above)
     lose = ~correct | (p_class < reject_below)
     winners, losers = [], []
@@ -65,13 +79,45 @@ def rank_samples(
             distances = torch.cdist(images[lost].flatten(1).float(), images[won].flatten(1).float())
             winners.append(won[distances.topk(k, dim=1, largest=False).indices].flatten())
         else:
-            won = won[p_class[won].argsort(descending=True)]
+            if winners_by == "atypical":
+                won = least_typical_first(won, features)
+            else:
+                won = won[p_class[won].argsort(descending=True)]
             # loser i meets slots i·k … i·k+k−1
             slots = (torch.arange(len(lost)).unsqueeze(1) * k + torch.arange(k)).flatten()
             if winners_by == "spread" and len(slots) < len(won):
                 slots = slots * len(won) // len(slots)  # strictly increasing, so a loser's winners stay distinct
             winners.append(won[slots % len(won)])
         losers.append(lost.repeat_interleave(k))
+    if not winners:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    return torch.cat(winners), torch.cat(losers)
+
+
+def style_pairs(
+    p_class: Tensor,
+    correct: Tensor,
+    labels: Tensor,
+    features: Tensor,
+    num_classes: int,
+    accept_above: float,
+    per_class: int,
+) -> tuple[Tensor, Tensor]:
+    """Indices (winner, loser) of pairs between two *accepted* samples of a class (right, p(c | x) ≥ ``accept_above``):
+    ranked by distance from the mean of the class's accepted samples in the judge's ``features``, the i-th farthest
+    wins over the i-th nearest, for ``per_class`` pairs (at most half the class's accepted samples). A preference for
+    the less typical of two right digits: DPO's pull towards the most typical digits of a class, measured as a loss of
+    diversity among the right samples, is what these pairs push against."""
+    accepted = correct & (p_class >= accept_above)
+    winners, losers = [], []
+    for c in range(num_classes):
+        idx = torch.nonzero(accepted & (labels == c)).squeeze(1)
+        k = min(per_class, len(idx) // 2)
+        if k == 0:
+            continue
+        ranked = least_typical_first(idx, features)
+        winners.append(ranked[:k])
+        losers.append(ranked.flip(0)[:k])
     if not winners:
         return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
     return torch.cat(winners), torch.cat(losers)
@@ -93,10 +139,12 @@ def mine_image_pairs(
     device: torch.device,
     bf16: bool = False,
     winners_by: str = "confidence",
+    style_pairs_per_class: int = 0,
 ) -> dict[str, Tensor]:
     """Sample ``per_class`` images of each class from ``reference`` (DDIM from noise seeded with ``seed``), judge them and pair
-    them up (:func:`rank_samples`). Images are returned in [0, 1], like every image in prefalign. ``bf16`` runs the
-    denoiser under bf16 autocast, as a bf16-mixed run samples during validation (the DDIM update stays fp32)."""
+    them up (:func:`rank_samples`, then ``style_pairs_per_class`` pairs per class of :func:`style_pairs`). Images are
+    returned in [0, 1], like every image in prefalign. ``bf16`` runs the denoiser under bf16 autocast, as a bf16-mixed
+    run samples during validation (the DDIM update stays fp32)."""
     from prefalign.families.denoiser.denoising import null_label_of
     from prefalign.families.denoiser.judge import judge_scores
     from prefalign.families.denoiser.sampling import ddim_sample, initial_noise, per_class_labels
@@ -111,8 +159,22 @@ def mine_image_pairs(
     p, correct = scores.p_class(labels), scores.correct(labels)
     images, labels = images.cpu(), labels.cpu()
     winners, losers = rank_samples(
-        p.cpu(), correct.cpu(), labels, num_classes, accept_above, reject_below, pairs_per_loser, winners_by, images
+        p.cpu(),
+        correct.cpu(),
+        labels,
+        num_classes,
+        accept_above,
+        reject_below,
+        pairs_per_loser,
+        winners_by,
+        images,
+        scores.features.cpu(),
     )
+    if style_pairs_per_class > 0:
+        more = style_pairs(
+            p.cpu(), correct.cpu(), labels, scores.features.cpu(), num_classes, accept_above, style_pairs_per_class
+        )
+        winners, losers = torch.cat([winners, more[0]]), torch.cat([losers, more[1]])
     return {
         "chosen": images[winners],
         "rejected": images[losers],
@@ -147,7 +209,10 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         reject_below: a sample the judge classifies correctly is still a loser below this p(c | x).
         pairs_per_loser: winners each loser is paired with.
         winners_by: which winners a loser meets: the class's most confident (``confidence``), the closest in pixels
-            (``nearest``) or winners spread over every confidence rank (``spread``); see :func:`rank_samples`.
+            (``nearest``), winners spread over every confidence rank (``spread``) or the accepted samples farthest from
+            their class's mean in the mining judge's features (``atypical``); see :func:`rank_samples`.
+        style_pairs_per_class: pairs per class between two accepted samples, the less typical winning
+            (:func:`style_pairs`); 0: none.
         seed: seed of the mining noise.
         reference_ckpt: the reference weights; default: the model's ``reference_ckpt``.
         cache_dir: where mined pairs are cached.
@@ -166,7 +231,8 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         accept_above: float = 0.9,
         reject_below: float = 0.5,
         pairs_per_loser: int = 1,
-        winners_by: Literal["confidence", "nearest", "spread"] = "confidence",
+        winners_by: Literal["confidence", "nearest", "spread", "atypical"] = "confidence",
+        style_pairs_per_class: int = 0,
         seed: int = 0,
         reference_ckpt: str | None = None,
         cache_dir: str = "artifacts/pairs",
@@ -203,6 +269,8 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
             seed,
         )
         self.winners_by = winners_by
+        check_in_range("style_pairs_per_class", style_pairs_per_class, 0)
+        self.style_pairs_per_class = style_pairs_per_class
         self.init_mining(reference_ckpt, cache_dir)
         self._rounds = 0  # re-mining rounds so far (remine)
 
@@ -271,6 +339,8 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         }
         if self.winners_by != "confidence":  # the default leaves the key (and every existing cache file) as it was
             key["winners_by"] = self.winners_by
+        if self.style_pairs_per_class:
+            key["style_pairs_per_class"] = self.style_pairs_per_class
 
         built = []  # whether this run mined (else it read the pairs from the cache)
 
@@ -298,6 +368,7 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
                 self._device(),
                 bf16,
                 self.winners_by,
+                self.style_pairs_per_class,
             )
             mined["seconds"] = torch.tensor(time.monotonic() - started)
             return mined

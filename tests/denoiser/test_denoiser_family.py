@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from prefalign.core.module import AlignmentModule
-from prefalign.data.diffusion_pairs import rank_samples
+from prefalign.data.diffusion_pairs import rank_samples, style_pairs
 from prefalign.families.denoiser import DenoiserFamily, denoising_logp
 from prefalign.families.denoiser.metrics import frechet_distance, win_rate, within_class_diversity
 from prefalign.models import ConditionalUNet, LeNet
@@ -251,7 +251,7 @@ def test_rank_samples_nearest_winners_are_the_closest_accepted_images_of_the_cla
     ]  # nearest first; one winner in class 1
     with pytest.raises(ValueError, match="needs the images"):
         rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="nearest")
-    with pytest.raises(ValueError, match="choose 'confidence', 'nearest' or 'spread'"):
+    with pytest.raises(ValueError, match="choose 'confidence', 'nearest', 'spread' or 'atypical'"):
         rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="random", images=images)
 
 
@@ -268,6 +268,38 @@ def test_rank_samples_spread_winners_cover_every_confidence_rank():
     assert winners.tolist()[2:] == [8, 7, 8, 7] and losers.tolist()[2:] == [9, 9, 10, 10]
     one, _ = rank_samples(p, correct, labels, 2, 0.9, 0.5, 3, winners_by="spread")
     assert one.tolist()[:3] == [5, 3, 1]  # ranks 0, 2, 4: distinct, evenly spaced
+
+
+def test_rank_samples_atypical_winners_are_farthest_from_their_class_mean():
+    # class 0: four winners with 1-D features 0, 1, 2, 10 (mean 3.25: distances 3.25, 2.25, 1.25, 6.75) and two losers
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    p = torch.tensor([0.99, 0.98, 0.97, 0.91, 0.10, 0.20, 0.95, 0.30])
+    correct = torch.tensor([True, True, True, True, False, False, True, False])
+    features = torch.tensor([[0.0], [1.0], [2.0], [10.0], [50.0], [60.0], [0.0], [0.0]])
+    winners, losers = rank_samples(p, correct, labels, 2, 0.9, 0.5, 2, winners_by="atypical", features=features)
+    # the worst loser (4) meets the two least typical winners (3, then 0); the next loser the next two (1, 2)
+    assert winners.tolist()[:4] == [3, 0, 1, 2] and losers.tolist()[:4] == [4, 4, 5, 5]
+    assert winners.tolist()[4:] == [6] and losers.tolist()[4:] == [7]  # one winner: k = 1
+    confident, _ = rank_samples(p, correct, labels, 2, 0.9, 0.5, 2)
+    assert confident.tolist()[:4] == [0, 1, 2, 3]  # by confidence the outlier comes last
+    with pytest.raises(ValueError, match="features"):
+        rank_samples(p, correct, labels, 2, 0.9, 0.5, 1, winners_by="atypical")
+
+
+def test_style_pairs_let_the_least_typical_accepted_sample_win_over_the_most_typical():
+    # class 0: five accepted samples with 1-D features 0, 1, 2, 3, 9 (mean 3: distances 3, 2, 1, 0, 6), one rejected
+    # sample (never in a style pair), one accepted but unconfident (p < 0.9); class 1: a single accepted sample
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1])
+    p = torch.tensor([0.99, 0.95, 0.93, 0.97, 0.91, 0.10, 0.60, 0.99])
+    correct = torch.tensor([True, True, True, True, True, False, True, True])
+    features = torch.tensor([[0.0], [1.0], [2.0], [3.0], [9.0], [100.0], [-50.0], [0.0]])
+    winners, losers = style_pairs(p, correct, labels, features, 2, accept_above=0.9, per_class=5)
+    # at most half of five: two pairs, farthest (4, then 0) over nearest (3, then 2); class 1 has too few
+    assert winners.tolist() == [4, 0] and losers.tolist() == [3, 2]
+    one_w, one_l = style_pairs(p, correct, labels, features, 2, accept_above=0.9, per_class=1)
+    assert one_w.tolist() == [4] and one_l.tolist() == [3]
+    none_w, _ = style_pairs(p, correct, labels, features, 2, accept_above=0.999, per_class=3)
+    assert len(none_w) == 0
 
 
 def test_judge_scores_features_and_cached_judges(tmp_path, monkeypatch):

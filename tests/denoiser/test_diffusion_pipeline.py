@@ -143,6 +143,36 @@ def test_mining_leaves_the_global_random_state_alone_cached_or_not(tiny_denoiser
     assert mine()["mining/from_cache"] == 0.0 and mine()["mining/from_cache"] == 1.0
 
 
+def test_style_pairs_follow_the_mined_pairs_under_their_own_cache_key(tiny_denoiser):
+    from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule
+
+    tmp, ref = tiny_denoiser
+
+    def pairs(style: int) -> dict:
+        data = DiffusionPreferenceDataModule(
+            source="synthetic",
+            synthetic_size=(600, 200),
+            val_size=100,
+            per_class=6,
+            sample_steps=2,
+            accept_above=0.1,
+            reject_below=0.1,
+            style_pairs_per_class=style,
+            judge_dir=str(tmp / "judges"),
+            judge_min_accuracy=0.8,
+            cache_dir=str(tmp / "style-pairs"),
+            reference_ckpt=str(ref),
+        )
+        data.setup("fit")
+        return data.pairs
+
+    plain, styled = pairs(0), pairs(2)
+    n = len(plain["y"])
+    assert len(styled["y"]) > n and len(list((tmp / "style-pairs").glob("image-pairs-*.pt"))) == 2
+    for key in ("chosen", "rejected", "y"):  # the error pairs first, unchanged; the style pairs after them
+        assert torch.equal(styled[key][:n], plain[key])
+
+
 def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
     """Iterative Diffusion-DPO: ``remine`` replaces the pairs with ones drawn from the miner (the current policy), from
     noise seeded ``seed + round``, judged by the same mining judge."""

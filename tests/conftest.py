@@ -26,6 +26,16 @@ SEED_DPO_VALIDATING = (
 )
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package), for tests of their functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # Tiny models on a 2-core box: one intra-op thread is faster, and immune to the spin-wait slowdown that two
 # OpenMP threads suffer when another process holds a core.
 torch.set_num_threads(1)

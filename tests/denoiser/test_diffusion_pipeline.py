@@ -114,27 +114,33 @@ def test_pretrain_exports_a_denoiser_with_its_schedule(tiny_denoiser):
         assert key in metrics
 
 
-def test_mining_leaves_the_global_random_state_alone_cached_or_not(tiny_denoiser):
-    """Mining builds the reference and a judge, which draws from torch's global RNG; were it left drawn, a run that
-    mines would train on other noise than the same run reading the pairs from the cache."""
+def tiny_pairs_data(tiny_denoiser, cache: str, **settings):
+    """A DiffusionPreferenceDataModule on synthetic digits mining the tiny reference, pairs cached under tmp/<cache>.
+    Accepts and rejects around chance, so that a barely trained denoiser gives pairs."""
     from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule
 
     tmp, ref = tiny_denoiser
+    return DiffusionPreferenceDataModule(
+        source="synthetic",
+        synthetic_size=(600, 200),
+        val_size=100,
+        sample_steps=2,
+        accept_above=0.1,
+        reject_below=0.1,
+        judge_dir=str(tmp / "judges"),
+        judge_min_accuracy=0.8,
+        cache_dir=str(tmp / cache),
+        reference_ckpt=str(ref),
+        **settings,
+    )
+
+
+def test_mining_leaves_the_global_random_state_alone_cached_or_not(tiny_denoiser):
+    """Mining builds the reference and a judge, which draws from torch's global RNG; were it left drawn, a run that
+    mines would train on other noise than the same run reading the pairs from the cache."""
 
     def mine() -> dict:
-        data = DiffusionPreferenceDataModule(
-            source="synthetic",
-            synthetic_size=(600, 200),
-            val_size=100,
-            per_class=4,
-            sample_steps=2,
-            accept_above=0.1,
-            reject_below=0.1,
-            judge_dir=str(tmp / "judges"),
-            judge_min_accuracy=0.8,
-            cache_dir=str(tmp / "rng-pairs"),
-            reference_ckpt=str(ref),
-        )
+        data = tiny_pairs_data(tiny_denoiser, "rng-pairs", per_class=4)
         torch.manual_seed(0)
         data.setup("fit")
         assert torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
@@ -144,25 +150,10 @@ def test_mining_leaves_the_global_random_state_alone_cached_or_not(tiny_denoiser
 
 
 def test_style_pairs_follow_the_mined_pairs_under_their_own_cache_key(tiny_denoiser):
-    from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule
-
-    tmp, ref = tiny_denoiser
+    tmp, _ = tiny_denoiser
 
     def pairs(style: int) -> dict:
-        data = DiffusionPreferenceDataModule(
-            source="synthetic",
-            synthetic_size=(600, 200),
-            val_size=100,
-            per_class=6,
-            sample_steps=2,
-            accept_above=0.1,
-            reject_below=0.1,
-            style_pairs_per_class=style,
-            judge_dir=str(tmp / "judges"),
-            judge_min_accuracy=0.8,
-            cache_dir=str(tmp / "style-pairs"),
-            reference_ckpt=str(ref),
-        )
+        data = tiny_pairs_data(tiny_denoiser, "style-pairs", per_class=6, style_pairs_per_class=style)
         data.setup("fit")
         return data.pairs
 

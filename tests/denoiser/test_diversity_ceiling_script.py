@@ -1,19 +1,14 @@
 """scripts/diffusion_diversity_ceiling.py: the diversity a policy could keep if it fixed errors without changing styles."""
 
-import importlib.util
-
 import pytest
 import torch
 
 from prefalign.families.denoiser.metrics import within_class_diversity
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("ceiling", REPO / "scripts/diffusion_diversity_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("diffusion_diversity_ceiling")
 
 
 def test_ceiling_by_hand():

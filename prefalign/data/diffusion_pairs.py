@@ -156,33 +156,23 @@ def mine_image_pairs(
             ddim_sample(reference.to(device), schedule, labels, noise, steps, guidance, null_label_of(reference)) + 1
         ) / 2
     scores = judge_scores(judge.to(device), images)
-    p, correct = scores.p_class(labels), scores.correct(labels)
+    # judged on the sampling device; paired up on the CPU, where the cached pairs live
+    p, correct, features = scores.p_class(labels).cpu(), scores.correct(labels).cpu(), scores.features.cpu()
     images, labels = images.cpu(), labels.cpu()
     winners, losers = rank_samples(
-        p.cpu(),
-        correct.cpu(),
-        labels,
-        num_classes,
-        accept_above,
-        reject_below,
-        pairs_per_loser,
-        winners_by,
-        images,
-        scores.features.cpu(),
+        p, correct, labels, num_classes, accept_above, reject_below, pairs_per_loser, winners_by, images, features
     )
     if style_pairs_per_class > 0:
-        more = style_pairs(
-            p.cpu(), correct.cpu(), labels, scores.features.cpu(), num_classes, accept_above, style_pairs_per_class
-        )
+        more = style_pairs(p, correct, labels, features, num_classes, accept_above, style_pairs_per_class)
         winners, losers = torch.cat([winners, more[0]]), torch.cat([losers, more[1]])
     return {
         "chosen": images[winners],
         "rejected": images[losers],
         "y": labels[winners],
-        "chosen_p": p.cpu()[winners],
-        "rejected_p": p.cpu()[losers],
-        "pool_accuracy": correct.float().mean().cpu(),
-        "pool_p_class": p.float().mean().cpu(),
+        "chosen_p": p[winners],
+        "rejected_p": p[losers],
+        "pool_accuracy": correct.float().mean(),
+        "pool_p_class": p.float().mean(),
     }
 
 

@@ -167,22 +167,12 @@ def test_style_pairs_follow_the_mined_pairs_under_their_own_cache_key(tiny_denoi
 def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
     """Iterative Diffusion-DPO: ``remine`` replaces the pairs with ones drawn from the miner (the current policy), from
     noise seeded ``seed + round``, judged by the same mining judge."""
-    from prefalign.data.diffusion_pairs import DiffusionPreferenceDataModule, mine_image_pairs
+    from prefalign.data.diffusion_pairs import mine_image_pairs
     from prefalign.families.denoiser.judge import ensure_judge
     from prefalign.families.denoiser.schedule import NoiseSchedule
 
     tmp, ref = tiny_denoiser
-    settings = dict(per_class=6, sample_steps=2, accept_above=0.1, reject_below=0.1, pairs_per_loser=2)
-    data = DiffusionPreferenceDataModule(
-        source="synthetic",
-        synthetic_size=(600, 200),
-        val_size=100,
-        judge_dir=str(tmp / "judges"),
-        judge_min_accuracy=0.8,
-        cache_dir=str(tmp / "remine-pairs"),
-        reference_ckpt=str(ref),
-        **settings,
-    )
+    data = tiny_pairs_data(tiny_denoiser, "remine-pairs", per_class=6, pairs_per_loser=2)
     data.setup("fit")
     first = {k: v.clone() for k, v in data.pairs.items()}
     torch.manual_seed(5)

@@ -34,7 +34,10 @@ ROWS = {
         "diffusion_dpo_lora",
         "RPO as shipped, LoRA rank 8 at lr 3e-5, reference = adapters off (configs/model/lora.yaml)",
     ),
-    "rpo": ("diffusion_dpo", "RPO β=2500, α=β/8, 100 style pairs per class, 900 steps (configs/diffusion_dpo.yaml)"),
+    "rpo": (
+        "diffusion_dpo",
+        "RPO β=2500, α=β/8, 25 style pairs per class, a second round mined from the policy, 900 steps (configs/diffusion_dpo.yaml)",
+    ),
 }
 BAR_MINUTES = 30.0
 

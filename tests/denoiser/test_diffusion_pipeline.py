@@ -204,14 +204,14 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
 
 
 def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
-    """max_epochs=-1 (runs bounded by max_steps, as the diffusion recipes are) still re-mines, at most max_rounds times."""
+    """max_epochs=-1 (runs bounded by max_steps, as the diffusion recipes are) still re-mines, at most max_rounds times.
+    The recipe's own IterativeMining (the last callback) is the one these arguments set."""
     tmp, ref = tiny_denoiser
     main(
         [
             *tiny_dpo_args(tmp, ref, tmp / "iter-pairs"),
             "--trainer.max_steps=30",
             "--trainer.check_val_every_n_epoch=100",
-            "--trainer.callbacks+=prefalign.callbacks.IterativeMining",
             "--trainer.callbacks.every_n_epochs=1",
             "--trainer.callbacks.max_rounds=2",
             "--trainer.logger.init_args.name=iterative",

@@ -18,7 +18,8 @@ class IterativeMining(Callback):
 
     The policy's weights are written to ``<run>/miners/epoch<N>.pt`` and handed to the data module's
     ``remine(path)``; the pairs are cached under a fingerprint that includes those weights' sha256, so every
-    round is reproducible and never confused with the reference's pairs. The *reference* stays the frozen
+    round is reproducible and never confused with the reference's pairs. The rounds are checkpoint state (here and in
+    the data module's ``miners``): a fit resumed with ``--ckpt_path`` trains on the pairs it had and keeps counting. The *reference* stays the frozen
     one: the cached reference log-probs of the new pairs are still the reference's, so the DPO loss keeps its
     anchor while the pairs track what the policy now gets wrong. The train dataloader is rebuilt after each
     round (``trainer.reload_dataloaders_every_n_epochs``). Works for any family whose preference data module
@@ -35,6 +36,12 @@ class IterativeMining(Callback):
             check_in_range("max_rounds", max_rounds, 1)
         self.every_n_epochs, self.max_rounds = every_n_epochs, max_rounds
         self.rounds = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rounds": self.rounds}  # a resumed fit counts its rounds towards max_rounds
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rounds = int(state_dict.get("rounds", 0))
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":

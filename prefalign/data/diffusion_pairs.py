@@ -262,7 +262,6 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         check_in_range("style_pairs_per_class", style_pairs_per_class, 0)
         self.style_pairs_per_class = style_pairs_per_class
         self.init_mining(reference_ckpt, cache_dir)
-        self._rounds = 0  # re-mining rounds so far (remine)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
@@ -295,8 +294,8 @@ class DiffusionPreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         (:class:`prefalign.callbacks.IterativeMining`). Round k draws its samples from noise seeded with ``seed + k``, so
         every round meets new starting noise; the noise schedule is the reference's. If the miner's samples give no
         pairs, the previous pairs are kept, with a warning."""
-        self._rounds += 1
-        cached = self._mine(miner_path, self.seed + self._rounds)
+        self.miners.append(miner_path)
+        cached = self._mine(miner_path, self.seed + len(self.miners))
         if len(cached["y"]) == 0:
             rank_zero_warn(
                 f"re-mining with {miner_path} found no pairs; keeping the previous {len(self.pairs['y'])} pairs."

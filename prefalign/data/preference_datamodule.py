@@ -111,6 +111,7 @@ class PreferenceDataModule(MinedPairs, NoisyMNISTDataModule):
         """Replace the pairs with ones mined by ``miner_path`` (the current policy): iterative / online DPO.
 
         If the miner makes no mistakes to mine (strategy ``mistakes``), the previous pairs are kept, with a warning."""
+        self.miners.append(miner_path)
         cached = self._load_or_mine(miner_path)
         if len(cached["rows"]) == 0:
             rank_zero_warn(

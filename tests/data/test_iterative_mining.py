@@ -27,7 +27,9 @@ def test_remine_uses_the_miner_for_pairs_and_the_reference_for_log_probs(tiny_re
     miner_path = save_weights(
         SeedCNN(channels=4), tmp_path / "miner.pt"
     )  # an untrained model: mistakes almost everywhere
+    assert dm.state_dict() == {}  # nothing for a checkpoint until a round re-mines
     dm.remine(str(miner_path))
+    assert dm.state_dict() == {"miners": [str(miner_path)]}  # what a resumed fit replays
     assert len(list(tmp_path.glob("pairs-*.pt"))) == 2  # one cache per mining model
     miner, reference = load_model(miner_path), load_model(tiny_reference)
     pool = dm.splits["train"]["x_noisy"]

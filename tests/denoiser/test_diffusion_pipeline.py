@@ -203,6 +203,50 @@ def test_remine_pairs_the_miners_own_samples_from_new_noise(tiny_denoiser):
     assert len(first["y"]) != len(expected["y"]) or not torch.equal(first["chosen"], expected["chosen"])
 
 
+def test_the_rounds_miners_are_checkpoint_state_that_a_resumed_fit_replays(tiny_denoiser):
+    """A fit resumed after a re-mining round trains on that round's pairs (same miner, same ``seed + round`` noise), not
+    on the reference's; other stages (the held-out ``test --ckpt_path``) need no pairs and mine nothing; a missing
+    miner is one clear error."""
+    from types import SimpleNamespace
+
+    from prefalign.checkpoint import CheckpointError
+
+    tmp, _ = tiny_denoiser
+
+    def fitting(data, fn="fit"):  # what the data module reads of its Trainer
+        data.trainer = SimpleNamespace(
+            state=SimpleNamespace(fn=fn),
+            global_rank=0,
+            precision="32-true",
+            strategy=SimpleNamespace(barrier=lambda name: None, root_device=torch.device("cpu")),
+        )
+        data.setup("fit")
+        return data
+
+    data = tiny_pairs_data(tiny_denoiser, "resume-pairs", per_class=6, pairs_per_loser=2)
+    data.setup("fit")
+    torch.manual_seed(5)
+    miner_path = str(save_weights(ConditionalUNet(channels=[8, 16], time_dim=32, groups=4), tmp / "resume-miner.pt"))
+    data.remine(miner_path)
+    assert data.state_dict() == {"miners": [miner_path]}
+
+    resumed = fitting(tiny_pairs_data(tiny_denoiser, "resume-pairs", per_class=6, pairs_per_loser=2))
+    reference_pairs = {k: v.clone() for k, v in resumed.pairs.items()}
+    resumed.load_state_dict(data.state_dict())
+    assert resumed.miners == [miner_path]
+    for key in ("chosen", "rejected", "y"):
+        torch.testing.assert_close(resumed.pairs[key], data.pairs[key])
+    assert len(list((tmp / "resume-pairs").glob("image-pairs-*.pt"))) == 2  # read from the cache, not mined again
+
+    tested = fitting(tiny_pairs_data(tiny_denoiser, "resume-pairs", per_class=6, pairs_per_loser=2), fn="test")
+    tested.load_state_dict(data.state_dict())
+    assert tested.miners == [] and torch.equal(tested.pairs["chosen"], reference_pairs["chosen"])
+
+    gone = fitting(tiny_pairs_data(tiny_denoiser, "resume-pairs", per_class=6, pairs_per_loser=2))
+    with pytest.raises(CheckpointError, match="missing.*miners/ folder"):
+        gone.load_state_dict({"miners": [str(tmp / "no-such-miner.pt")]})
+
+
 def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
     """max_epochs=-1 (runs bounded by max_steps, as the diffusion recipes are) still re-mines, at most max_rounds times.
     The recipe's own IterativeMining (the last callback) is the one these arguments set."""
@@ -222,6 +266,27 @@ def test_iterative_mining_in_a_step_bounded_diffusion_run(tiny_denoiser):
     assert sorted(p.name for p in (run / "miners").iterdir()) == ["epoch1.pt", "epoch2.pt"]
     assert len(list((tmp / "iter-pairs").glob("image-pairs-*.pt"))) == 3  # the reference's pairs + two rounds
     assert "mining/pairs_round" in (run / "metrics.csv").read_text()
+
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["DiffusionPreferenceDataModule"]["miners"] == [
+        str(run / "miners" / f"epoch{e}.pt") for e in (1, 2)
+    ]
+    # Resumed, the run goes on with its second round's pairs and has no round left: max_rounds counts across resumes.
+    main(
+        [
+            *tiny_dpo_args(tmp, ref, tmp / "iter-pairs"),
+            "--trainer.max_steps=60",
+            "--trainer.check_val_every_n_epoch=100",
+            "--trainer.callbacks.every_n_epochs=1",
+            "--trainer.callbacks.max_rounds=2",
+            "--trainer.logger.init_args.name=iterative",
+            "--test_after_fit=false",
+            f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        ]
+    )
+    miners = sorted(p.name for p in (tmp / "runs" / "iterative").glob("version_*/miners/*.pt"))
+    assert miners == ["epoch1.pt", "epoch2.pt"]
+    assert len(list((tmp / "iter-pairs").glob("image-pairs-*.pt"))) == 3
 
 
 def test_mine_and_dpo_end_to_end(tiny_denoiser):

@@ -38,6 +38,7 @@ from prefalign.nested_runs import reference_recipe_args, reseed
 from prefalign.precision import resolve_precision
 from prefalign.process_tuning import tune_process
 from prefalign.resume import checkpoint_dirs, find_last_checkpoint
+from prefalign.run_results import write_results
 
 
 class PrefAlignCLI(LightningCLI):
@@ -310,28 +311,7 @@ class PrefAlignCLI(LightningCLI):
         print(f"prefalign: wrote {self.model.family.predict_summary(merged)} to {path}")
 
     def _report(self, stage: str) -> None:
-        folder = run_dir(self.trainer)  # a broadcast under DDP: every rank asks, before the rank-zero check
-        if not self.trainer.is_global_zero:
-            return
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
-        if not metrics:
-            return
-        results = {
-            "stage": stage,
-            "objective": type(self.model.objective).__name__,
-            "metrics": metrics,
-            "global_step": self.trainer.global_step,
-        }
-        if getattr(self, "_fit_seconds", None) is not None:
-            results["fit_seconds"] = round(self._fit_seconds, 1)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"results_{stage}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-        lines = [f"prefalign {stage} results ({results['objective']}) — {folder}"]
-        for who, prefix in (("policy", f"{stage}/"), ("reference", f"{stage}/reference/")):
-            row = {k: metrics.get(prefix + k) for k in self.model.family.summary_keys}
-            if any(v is not None for v in row.values()):
-                lines.append(f"  {who:<9} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if v is not None))
-        print("\n".join(lines), flush=True)
+        write_results(self.trainer, self.model, stage, getattr(self, "_fit_seconds", None))
 
 
 HF_SHORTCUTS = {

@@ -31,7 +31,7 @@ def write_csv(path, records):
 
 
 def write_run(root, name, metrics, fit_seconds=None, records=(), precision="32-true", wall=None, version=0):
-    """A finished run folder as prefalign's CLI leaves it (`_report`: sorted keys; fit_seconds after a fit only)."""
+    """A finished run folder as prefalign's CLI leaves it (`prefalign.run_results.write_results`: sorted keys; fit_seconds after a fit only)."""
     folder = root / "runs" / name / f"version_{version}"
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(f"seed_everything: 0\ntrainer:\n  precision: {precision}\n  max_steps: 900\n")

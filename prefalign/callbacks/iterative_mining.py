@@ -18,12 +18,13 @@ class IterativeMining(Callback):
 
     The policy's weights are written to ``<run>/miners/epoch<N>.pt`` and handed to the data module's
     ``remine(path)``; the pairs are cached under a fingerprint that includes those weights' sha256, so every
-    round is reproducible and never confused with the reference's pairs. The rounds are checkpoint state (here and in
-    the data module's ``miners``): a fit resumed with ``--ckpt_path`` trains on the pairs it had and keeps counting. The *reference* stays the frozen
-    one: the cached reference log-probs of the new pairs are still the reference's, so the DPO loss keeps its
-    anchor while the pairs track what the policy now gets wrong. The train dataloader is rebuilt after each
-    round (``trainer.reload_dataloaders_every_n_epochs``). Works for any family whose preference data module
-    can re-mine (:class:`~prefalign.data.preference_data.RemineablePreferenceData`: ``remine(miner_path)``).
+    round is reproducible and never confused with the reference's pairs. The *reference* stays the frozen one: the
+    cached reference log-probs of the new pairs are still the reference's, so the DPO loss keeps its anchor while the
+    pairs track what the policy now gets wrong. The rounds are checkpoint state (here and in the data module's
+    ``miners``): a fit resumed with ``--ckpt_path`` trains on the pairs it had and keeps counting towards
+    ``max_rounds``. The train dataloader is rebuilt after each round (``trainer.reload_dataloaders_every_n_epochs``).
+    Works for any family whose preference data module can re-mine
+    (:class:`~prefalign.data.preference_data.RemineablePreferenceData`: ``remine(miner_path)``).
 
     Args:
         every_n_epochs: epochs between mining rounds (no round after the last epoch, nor once ``max_steps`` is reached).
